@@ -1,0 +1,33 @@
+# edgeservers: Seldon Core model servers for TensorFlow Lite and OpenVINO on edge nodes.
+# `make serve` and `make test` do all their own set-up (a .venv from the pinned requirements).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+REST_PORT ?= 9000
+GRPC_PORT ?= 5000
+METRICS_PORT ?= 6000
+DEMO_MODEL ?= models/mobilenet_v2_quant
+
+.PHONY: install serve test unit-test
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade "pip<25"
+	$(VENV)/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+## serve: the bundled demo model on 127.0.0.1:$(REST_PORT) (REST) and :$(GRPC_PORT) (gRPC)
+serve: install
+	@echo "Serving $(DEMO_MODEL). In another shell:"
+	@echo "  curl -s -F binData=@images/parrot.jpg http://127.0.0.1:$(REST_PORT)/api/v1.0/predictions"
+	PREDICTIVE_UNIT_PARAMETERS='[{"name":"model_uri","value":"$(abspath $(DEMO_MODEL))","type":"STRING"}]' \
+	PREDICTIVE_UNIT_HTTP_SERVICE_PORT=$(REST_PORT) PREDICTIVE_UNIT_GRPC_SERVICE_PORT=$(GRPC_PORT) \
+	PREDICTIVE_UNIT_METRICS_SERVICE_PORT=$(METRICS_PORT) \
+	$(VENV)/bin/seldon-core-microservice TFLiteServer --service-type MODEL --http-port $(REST_PORT) --grpc-port $(GRPC_PORT)
+
+## test: everything `make test` promises in the README (CI runs this through .ci/run)
+test: install
+	$(PY) -m pytest -ra tests
