@@ -9,7 +9,11 @@ GRPC_PORT ?= 5000
 METRICS_PORT ?= 6000
 DEMO_MODEL ?= models/mobilenet_v2_quant
 
-.PHONY: install serve test unit-test
+.PHONY: install serve test
+
+# Each concern adds its own targets (and prerequisites of `make test` through TEST_DEPS) in mk/*.mk.
+TEST_DEPS :=
+include $(wildcard mk/*.mk)
 
 install: $(VENV)/.installed
 
@@ -29,5 +33,5 @@ serve: install
 	$(VENV)/bin/seldon-core-microservice TFLiteServer --service-type MODEL --http-port $(REST_PORT) --grpc-port $(GRPC_PORT)
 
 ## test: everything `make test` promises in the README (CI runs this through .ci/run)
-test: install
+test: install $(TEST_DEPS)
 	$(PY) -m pytest -ra tests
