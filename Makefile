@@ -10,6 +10,7 @@ METRICS_PORT ?= 6000
 DEMO_MODEL ?= models/mobilenet_v2_quant
 
 .PHONY: install serve test
+.DEFAULT_GOAL := install
 
 # Each concern adds its own targets (and prerequisites of `make test` through TEST_DEPS) in mk/*.mk.
 TEST_DEPS :=
