@@ -1,0 +1,240 @@
+"""Seldon payloads <-> numpy: what a request carries, and the response in the form the client used.
+
+REST requests arrive as dicts (the wrapper has parsed the JSON), gRPC requests as SeldonMessage
+protos; both decode to one `Payload`, and `encode` writes the response back in the same protocol.
+Binary forms (binData, tftensor's tensor_content) are never round-tripped through JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from google.protobuf import json_format, struct_pb2
+from seldon_core.proto import prediction_pb2
+from seldon_core.proto.tensorflow.core.framework import tensor_pb2, types_pb2
+
+from .errors import BadRequest
+from .runtime import TensorSpec
+
+TENSOR_FORMS = ("ndarray", "tensor", "tftensor")
+EXPECTED_PAYLOAD = (
+    "expected one of data.ndarray, data.tensor, data.tftensor (a tensor for the input), "
+    "jsonData (one entry per input name), binData or strData (an encoded JPEG/PNG/BMP image, base64 in JSON)"
+)
+
+_TF_DTYPES = {
+    types_pb2.DT_FLOAT: np.float32,
+    types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_HALF: np.float16,
+    types_pb2.DT_INT8: np.int8,
+    types_pb2.DT_INT16: np.int16,
+    types_pb2.DT_INT32: np.int32,
+    types_pb2.DT_INT64: np.int64,
+    types_pb2.DT_UINT8: np.uint8,
+    types_pb2.DT_UINT16: np.uint16,
+    types_pb2.DT_UINT32: np.uint32,
+    types_pb2.DT_UINT64: np.uint64,
+    types_pb2.DT_BOOL: np.bool_,
+}
+_TF_ENUMS = {np.dtype(v): k for k, v in _TF_DTYPES.items()}
+# Which repeated field of TensorProto holds the values of each dtype when tensor_content is empty.
+_TF_VALUE_FIELDS = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_BOOL: "bool_val",
+}
+
+
+@dataclass
+class Payload:
+    """What a request carries: tensors by input name (None = the single input), or an encoded image."""
+
+    form: str  # "ndarray" | "tensor" | "tftensor" | "jsonData" | "image"
+    tensors: dict[str | None, np.ndarray] = field(default_factory=dict)
+    image: bytes = b""
+
+
+def tensor_from_tf(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """A numpy array from a TensorProto (no TensorFlow needed): tensor_content bytes, or the typed value list."""
+    dtype = _TF_DTYPES.get(proto.dtype)
+    if dtype is None:
+        raise BadRequest(
+            f"tftensor dtype {types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else proto.dtype} "
+            f"is not supported: expected one of {', '.join(types_pb2.DataType.Name(k) for k in _TF_DTYPES)}"
+        )
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    count = int(np.prod(shape)) if shape else 1
+    if proto.tensor_content:
+        values = np.frombuffer(proto.tensor_content, dtype)
+    else:
+        values = np.asarray(getattr(proto, _TF_VALUE_FIELDS.get(proto.dtype, "int_val")), dtype)
+        if values.size == 1 and count > 1:  # TensorFlow's shorthand: one value fills the tensor
+            values = np.full(count, values[0], dtype)
+    if values.size != count:
+        raise BadRequest(f"tftensor has {values.size} values but its shape {list(shape)} needs {count}")
+    return values.reshape(shape)
+
+
+def tensor_to_tf(array: np.ndarray) -> tensor_pb2.TensorProto:
+    proto = tensor_pb2.TensorProto(dtype=_TF_ENUMS[array.dtype], tensor_content=np.ascontiguousarray(array).tobytes())
+    proto.tensor_shape.dim.extend(tensor_pb2.tensor__shape__pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
+    return proto
+
+
+def _numbers(values: Any, where: str) -> np.ndarray:
+    """An array of numbers from JSON lists, or a BadRequest for ragged or non-numeric input."""
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        array = np.empty(0, dtype=object)
+    if array.dtype.kind not in "biuf":
+        raise BadRequest(f"{where} must be a rectangular array of numbers (nested lists of equal length)")
+    return array
+
+
+def _image_bytes(value: Any, field_name: str) -> bytes:
+    """binData/strData as JSON carries it: a base64 string (multipart forms arrive base64-encoded too)."""
+    if not isinstance(value, (str, bytes)):
+        raise BadRequest(f"{field_name} must be a base64 string of an encoded image, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{field_name} is not valid base64: expected a base64-encoded JPEG, PNG or BMP") from None
+
+
+def _default_data_rest(data: Any) -> Payload:
+    if not isinstance(data, Mapping):
+        raise BadRequest(f"data must be an object with ndarray, tensor or tftensor, got {type(data).__name__}")
+    if "ndarray" in data:
+        return Payload("ndarray", {None: _numbers(data["ndarray"], "data.ndarray")})
+    if "tensor" in data:
+        tensor = data["tensor"]
+        if not isinstance(tensor, Mapping) or "shape" not in tensor or "values" not in tensor:
+            raise BadRequest('data.tensor must be {"shape": [...], "values": [...]}')
+        return Payload("tensor", {None: _shaped(tensor["values"], tensor["shape"], "data.tensor")})
+    if "tftensor" in data:
+        try:
+            proto = json_format.ParseDict(data["tftensor"], tensor_pb2.TensorProto())
+        except (json_format.ParseError, TypeError) as e:
+            raise BadRequest(f"data.tftensor is not a TensorProto in JSON form: {e}") from None
+        return Payload("tftensor", {None: tensor_from_tf(proto)})
+    raise BadRequest(f"data has none of ndarray, tensor, tftensor (keys: {', '.join(data) or 'none'})")
+
+
+def _shaped(values: Any, shape: Any, where: str) -> np.ndarray:
+    array = _numbers(values, f"{where}.values").reshape(-1)
+    shape_array = _numbers(shape, f"{where}.shape")
+    if shape_array.dtype.kind not in "iu" or shape_array.ndim != 1 or (shape_array < 0).any():
+        raise BadRequest(f"{where}.shape must be a list of non-negative integers")
+    if array.size != int(np.prod(shape_array)):
+        raise BadRequest(f"{where} has {array.size} values but its shape {shape_array.tolist()} needs {int(np.prod(shape_array))}")
+    return array.reshape(shape_array.tolist())
+
+
+def _json_inputs(obj: Any) -> Payload:
+    if not isinstance(obj, Mapping) or not obj:
+        raise BadRequest("jsonData must be an object with one entry per input name, each a nested list of numbers")
+    return Payload("jsonData", {str(k): _numbers(v, f"jsonData[{k!r}]") for k, v in obj.items()})
+
+
+def decode_rest(request: Any) -> Payload:
+    """A REST request (the dict Seldon's wrapper parsed from JSON or a multipart form)."""
+    if not isinstance(request, Mapping):
+        raise BadRequest(f"the request body must be a JSON object, got {type(request).__name__}: {EXPECTED_PAYLOAD}")
+    if "binData" in request:
+        return Payload("image", image=_image_bytes(request["binData"], "binData"))
+    if "strData" in request:
+        return Payload("image", image=_image_bytes(request["strData"], "strData"))
+    if "data" in request:
+        return _default_data_rest(request["data"])
+    if "jsonData" in request:
+        return _json_inputs(request["jsonData"])
+    keys = ", ".join(request) or "none"
+    raise BadRequest(f"the request has no payload (keys: {keys}): {EXPECTED_PAYLOAD}")
+
+
+def decode_grpc(request: prediction_pb2.SeldonMessage) -> Payload:
+    """A gRPC SeldonMessage; binary forms stay binary."""
+    which = request.WhichOneof("data_oneof")
+    if which == "binData":
+        return Payload("image", image=request.binData)
+    if which == "strData":
+        return Payload("image", image=_image_bytes(request.strData, "strData"))
+    if which == "jsonData":
+        return _json_inputs(json_format.MessageToDict(request.jsonData))
+    if which == "data":
+        form = request.data.WhichOneof("data_oneof")
+        if form == "tftensor":
+            return Payload("tftensor", {None: tensor_from_tf(request.data.tftensor)})
+        if form == "tensor":
+            return Payload("tensor", {None: _shaped(request.data.tensor.values, list(request.data.tensor.shape), "data.tensor")})
+        if form == "ndarray":
+            return Payload("ndarray", {None: _numbers(json_format.MessageToDict(request.data.ndarray), "data.ndarray")})
+        raise BadRequest("data has none of ndarray, tensor, tftensor")
+    raise BadRequest(f"the request has no payload: {EXPECTED_PAYLOAD}")
+
+
+def as_input(spec: TensorSpec, array: np.ndarray, form: str) -> np.ndarray:
+    """The array as the input tensor `spec` needs it, or a BadRequest naming the expected shape and dtype.
+
+    A missing leading batch dimension of 1 is added. Integer inputs accept only whole numbers in
+    the dtype's range; a tftensor must carry the input's own dtype.
+    """
+    expected = f"input {spec.name} expects shape {list(spec.shape)} of {spec.dtype.name}"
+    shape = array.shape
+    if len(shape) == len(spec.shape) - 1 and spec.shape[0] == 1:
+        array = array[np.newaxis]
+    if len(array.shape) != len(spec.shape) or any(s not in (d, -1) for d, s in zip(array.shape, spec.shape)):
+        raise BadRequest(f"{expected}; {form} has shape {list(shape)}")
+    if array.dtype == spec.dtype:
+        return array
+    if form == "tftensor":
+        raise BadRequest(f"{expected}; tftensor has dtype {array.dtype.name}")
+    if spec.dtype.kind in "iu":
+        info = np.iinfo(spec.dtype)
+        if array.dtype.kind == "f" and not np.array_equal(array, np.rint(array)):
+            raise BadRequest(f"{expected}: whole numbers from {info.min} to {info.max}; {form} has fractions")
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise BadRequest(f"{expected}: values from {info.min} to {info.max}; {form} has {array.min()}..{array.max()}")
+    return array.astype(spec.dtype)
+
+
+def encode(form: str, body: Any, meta: dict[str, Any], proto: bool) -> Any:
+    """The response in the request's protocol: a dict for REST, a SeldonMessage for gRPC.
+
+    `form` is a tensor form with one output array (body = (name, array)), or "jsonData" (body = JSON value).
+    """
+    if form == "jsonData":
+        if proto:
+            message = prediction_pb2.SeldonMessage(jsonData=json_format.ParseDict(body, struct_pb2.Value()))
+            json_format.ParseDict({"meta": meta}, message)
+            return message
+        return {"jsonData": body, "meta": meta}
+    name, array = body
+    if proto:
+        message = prediction_pb2.SeldonMessage()
+        message.data.names.append(name)
+        if form == "tftensor":
+            message.data.tftensor.CopyFrom(tensor_to_tf(array))
+        elif form == "tensor":
+            message.data.tensor.shape.extend(array.shape)
+            message.data.tensor.values.extend(array.ravel().tolist())
+        else:
+            json_format.ParseDict(array.tolist(), message.data.ndarray)
+        json_format.ParseDict({"meta": meta}, message)
+        return message
+    if form == "tftensor":
+        data = {"tftensor": json_format.MessageToDict(tensor_to_tf(array))}
+    elif form == "tensor":
+        data = {"tensor": {"shape": list(array.shape), "values": array.ravel().tolist()}}
+    else:
+        data = {"ndarray": array.tolist()}
+    return {"data": {"names": [name], **data}, "meta": meta}

@@ -1,0 +1,20 @@
+"""The two ways things go wrong: a bad request (HTTP 400) and a model that cannot load."""
+
+from seldon_core.flask_utils import SeldonMicroserviceException
+
+
+class BadRequest(SeldonMicroserviceException):
+    """A malformed request. The wrapper answers it with HTTP 400 (gRPC: an error status).
+
+    The message names what was received and what was expected.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message, status_code=400, reason="MICROSERVICE_BAD_DATA")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ModelLoadError(Exception):
+    """The model or the server's parameters cannot be used: the server stops at start."""

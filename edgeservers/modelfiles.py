@@ -1,0 +1,75 @@
+"""Finding the model file and its labels from `model_uri` (a local file or directory, or a remote URI)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from . import storage
+from .errors import ModelLoadError
+
+LABELS_FILE = "labels.txt"
+
+
+def local_model_dir(model_uri: str) -> Path:
+    """A local path for `model_uri`, downloading it first when it is remote (s3://, https://, ...)."""
+    if storage.is_remote(model_uri):
+        target = tempfile.mkdtemp(prefix="edgeservers-model-")
+        try:
+            storage.download(model_uri, target)
+        except storage.StorageError as e:
+            raise ModelLoadError(f"cannot download model_uri {model_uri}: {e}") from None
+        return Path(target)
+    path = Path(model_uri.removeprefix("file://"))
+    if not path.exists():
+        raise ModelLoadError(f"model_uri {model_uri}: no such file or directory")
+    return path
+
+
+def find_model(path: Path, suffixes: Sequence[str]) -> Path:
+    """The model file at `path`: the file itself, or the one file in the directory with the most preferred suffix.
+
+    Suffixes are in order of preference (OpenVINO: IR, then ONNX, then TFLite). Two candidates of the
+    same kind are an error: the server cannot guess which one the user meant.
+    """
+    if path.is_file():
+        if path.suffix.lower() not in suffixes:
+            raise ModelLoadError(f"model file {path} is not one of: {', '.join(suffixes)}")
+        return _with_weights(path)
+    found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    for suffix in suffixes:
+        candidates = [p for p in found if p.suffix.lower() == suffix]
+        if len(candidates) == 1:
+            return _with_weights(candidates[0])
+        if len(candidates) > 1:
+            listed = ", ".join(str(p.relative_to(path)) for p in candidates)
+            raise ModelLoadError(
+                f"model directory {path} holds several {suffix} models ({listed}); "
+                f"set model_uri to the one to serve"
+            )
+    present = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+    raise ModelLoadError(f"model directory {path} has no {' / '.join(suffixes)} model; found: {present}")
+
+
+def _with_weights(model: Path) -> Path:
+    """An OpenVINO IR is two files: the .xml graph needs its .bin weights beside it."""
+    if model.suffix.lower() == ".xml" and not model.with_suffix(".bin").is_file():
+        raise ModelLoadError(f"OpenVINO IR {model} has no weights file {model.with_suffix('.bin').name} beside it")
+    return model
+
+
+def read_labels(model: Path, labels: str) -> list[str] | None:
+    """Labels, one per line (line N = class N): the `labels` parameter, else labels.txt beside the model."""
+    if labels:
+        path = Path(labels)
+        if not path.is_absolute():
+            path = model.parent / path if (model.parent / path).exists() else path
+        if not path.is_file():
+            raise ModelLoadError(f"labels file {labels} not found (looked beside the model and in the working directory)")
+    else:
+        path = model.parent / LABELS_FILE
+        if not path.is_file():
+            return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines]

@@ -1,0 +1,142 @@
+"""The one seam between the servers and an inference runtime (TFLite or OpenVINO).
+
+Everything else in the package works on `TensorSpec` and numpy arrays and knows nothing
+of the runtime behind them.
+"""
+
+from __future__ import annotations
+
+import queue
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ModelLoadError
+
+# Seldon metadata datatypes (KServe v2 names) of the numpy dtypes models use.
+_DATATYPES = {
+    np.dtype(np.bool_): "BOOL",
+    np.dtype(np.uint8): "UINT8",
+    np.dtype(np.uint16): "UINT16",
+    np.dtype(np.uint32): "UINT32",
+    np.dtype(np.uint64): "UINT64",
+    np.dtype(np.int8): "INT8",
+    np.dtype(np.int16): "INT16",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.float16): "FP16",
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization of a tensor: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+    def dequantize(self, values: np.ndarray) -> np.ndarray:
+        return (values.astype(np.float32) - self.zero_point) * np.float32(self.scale)
+
+    def quantize(self, real: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        info = np.iinfo(dtype)
+        q = np.rint(real / self.scale + self.zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a model says of one input or output tensor."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]  # -1 for a dynamic dimension
+    quantization: Quantization | None = None
+
+    @property
+    def datatype(self) -> str:
+        return _DATATYPES.get(self.dtype, "BYTES")
+
+    def describe(self) -> dict[str, Any]:
+        """The tensor as Seldon's metadata endpoint shows it."""
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """The model's tensors after the user's input/output selection."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Knobs every runtime understands (runtime-specific ones are in `extra`)."""
+
+    num_threads: int
+    pool_size: int
+    extra: Mapping[str, Any]
+
+
+class ModelRuntime(ABC):
+    """A loaded model: its tensors and a pool of inference slots that requests share.
+
+    `inspect` is cheap and safe to call before the wrapper forks its workers; the
+    constructor (run in each worker's `load()`) creates the pool.
+    """
+
+    name: ClassVar[str]
+    # File suffixes this runtime can load, in order of preference.
+    model_suffixes: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    @abstractmethod
+    def inspect(cls, model_path: Path, options: RuntimeOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """All input and output tensors of the model, without creating a pool."""
+
+    def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
+        self.signature = signature
+        self._slots: queue.Queue = queue.Queue()
+        for _ in range(max(1, options.pool_size)):
+            self._slots.put(self._new_slot(model_path, options))
+
+    @abstractmethod
+    def _new_slot(self, model_path: Path, options: RuntimeOptions) -> Any:
+        """One independent inference context (an interpreter, an infer request)."""
+
+    @abstractmethod
+    def _run(self, slot: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference on `slot`; returns the selected outputs by name (arrays owned by the caller)."""
+
+    @contextmanager
+    def _slot(self) -> Iterator[Any]:
+        slot = self._slots.get()
+        try:
+            yield slot
+        finally:
+            self._slots.put(slot)
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference; waits for a free slot when all are busy (thread-safe)."""
+        with self._slot() as slot:
+            return self._run(slot, inputs)
+
+
+def select(tensors: Sequence[TensorSpec], wanted: Sequence[str], kind: str) -> tuple[TensorSpec, ...]:
+    """The tensors named in `wanted` (all when empty), or a ModelLoadError listing the model's names."""
+    if not wanted:
+        return tuple(tensors)
+    by_name = {t.name: t for t in tensors}
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        raise ModelLoadError(
+            f"unknown {kind} tensor name(s) {', '.join(unknown)}; the model has: {', '.join(by_name)}"
+        )
+    return tuple(by_name[name] for name in wanted)

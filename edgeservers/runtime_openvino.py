@@ -1,0 +1,124 @@
+"""OpenVINO behind the runtime seam: one compiled model, a pool of infer requests (current `openvino` API)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import openvino as ov
+
+from .errors import ModelLoadError
+from .runtime import ModelRuntime, Quantization, RuntimeOptions, TensorSpec
+
+# Nodes that move or re-type a tensor without changing its values' meaning.
+_PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Convert"}
+# Devices that stand for a choice among real ones, so they are not in `available_devices`.
+_VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
+def _fake_quantize_range(node: Any) -> tuple[float, float, float, float] | None:
+    """(in_low, in_high, out_low, out_high) of a per-tensor FakeQuantize with constant ranges."""
+    if node.get_type_name() != "FakeQuantize":
+        return None
+    bounds = []
+    for i in range(1, 5):
+        const = node.input_value(i).get_node()
+        if const.get_type_name() != "Constant" or const.get_data().size != 1:
+            return None
+        bounds.append(float(const.get_data().reshape(-1)[0]))
+    return tuple(bounds)  # type: ignore[return-value]
+
+
+def _output_quantization(result: Any) -> Quantization | None:
+    """A quantized (u8/i8) output of a model read from a quantized .tflite ends in FakeQuantize -> Convert.
+
+    The FakeQuantize maps the real range [in_low, in_high] onto [out_low, out_high] in the integer
+    domain, which is the tensor's scale and zero point (OpenVINO does not expose them otherwise).
+    """
+    node = result.input_value(0).get_node()
+    while node.get_type_name() in _PASS_THROUGH:
+        node = node.input_value(0).get_node()
+    bounds = _fake_quantize_range(node)
+    if bounds is None:
+        return None
+    in_low, in_high, out_low, out_high = bounds
+    scale = (in_high - in_low) / (out_high - out_low)
+    return Quantization(scale, int(round(out_low - in_low / scale)))
+
+
+def _input_quantization(parameter: Any) -> Quantization | None:
+    """A quantized input is dequantized by a FakeQuantize mapping [q_low, q_high] onto the real range."""
+    node = parameter
+    while True:
+        consumers = list(node.output(0).get_target_inputs())
+        if len(consumers) != 1:
+            return None
+        node = consumers[0].get_node()
+        if node.get_type_name() not in _PASS_THROUGH:
+            break
+    bounds = _fake_quantize_range(node)
+    if bounds is None:
+        return None
+    q_low, q_high, real_low, real_high = bounds
+    scale = (real_high - real_low) / (q_high - q_low)
+    return Quantization(scale, int(round(q_low - real_low / scale)))
+
+
+def _spec(port: Any, quantization: Quantization | None) -> TensorSpec:
+    shape = tuple(int(d.get_length()) if d.is_static else -1 for d in port.get_partial_shape())
+    dtype = np.dtype(port.get_element_type().to_dtype())
+    return TensorSpec(port.get_any_name(), dtype, shape, quantization if dtype.kind in "ui" else None)
+
+
+def _read(core: ov.Core, model_path: Path) -> ov.Model:
+    try:
+        return core.read_model(str(model_path))
+    except RuntimeError as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"OpenVINO cannot read {model_path}: {first_line}") from None
+
+
+class OpenVINORuntime(ModelRuntime):
+    """One compiled model shared by a pool of infer requests (each request runs one inference at a time)."""
+
+    name = "openvino"
+    model_suffixes = (".xml", ".onnx", ".tflite")
+
+    @classmethod
+    def inspect(cls, model_path: Path, options: RuntimeOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        core = ov.Core()
+        model = _read(core, model_path)
+        device = options.extra["device"]
+        if not device.startswith(_VIRTUAL_DEVICES) and device.split(".")[0] not in {
+            d.split(".")[0] for d in core.available_devices
+        }:
+            raise ModelLoadError(f"OpenVINO device {device!r} is not available here; available: {', '.join(core.available_devices)}")
+        inputs = [_spec(p.output(0), _input_quantization(p)) for p in model.get_parameters()]
+        # model.outputs[i] is the tensor that model.get_results()[i] returns.
+        outputs = [_spec(port, _output_quantization(r)) for port, r in zip(model.outputs, model.get_results())]
+        return inputs, outputs
+
+    def __init__(self, model_path: Path, options: RuntimeOptions, signature: Any):
+        core = ov.Core()
+        device = options.extra["device"]
+        config = {
+            "PERFORMANCE_HINT": options.extra["performance_hint"],
+            "INFERENCE_NUM_THREADS": options.num_threads,
+        }
+        if device != "CPU":
+            config.pop("INFERENCE_NUM_THREADS")
+        try:
+            self._compiled = core.compile_model(_read(core, model_path), device, config)
+        except RuntimeError as e:
+            raise ModelLoadError(f"OpenVINO cannot compile {model_path} for {device}: {str(e).strip()}") from None
+        super().__init__(model_path, options, signature)
+
+    def _new_slot(self, model_path: Path, options: RuntimeOptions) -> ov.InferRequest:
+        return self._compiled.create_infer_request()
+
+    def _run(self, slot: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        slot.infer(dict(inputs))
+        return {
+            spec.name: slot.get_tensor(spec.name).data.copy() for spec in self.signature.outputs
+        }

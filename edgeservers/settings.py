@@ -1,0 +1,157 @@
+"""The servers' parameters: what Seldon passes (PREDICTIVE_UNIT_PARAMETERS / --parameters), checked once at start.
+
+Seldon has already converted each value to its declared type (INT, FLOAT, BOOL, STRING); values
+given as STRING are accepted too, so a typo in a manifest's type gets a clear error here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from .errors import ModelLoadError
+
+POSTPROCESSORS = ("auto", "none", "classification", "detection", "segmentation")
+INPUT_SCALES = ("auto", "0..1", "-1..1", "0..255", "mean_std")
+CHANNEL_ORDERS = ("RGB", "BGR")
+LAYOUTS = ("auto", "NHWC", "NCHW")
+
+# The face-mask detector's anchor layout (../models/README.md): the defaults of postprocess=detection.
+FACE_MASK_FEATURE_MAPS = "33,17,9,5,3"
+FACE_MASK_ANCHOR_SIZES = "0.04,0.056;0.08,0.11;0.16,0.22;0.32,0.45;0.64,0.72"
+FACE_MASK_ANCHOR_RATIOS = "1,0.62,0.42"
+FACE_MASK_BOX_VARIANCES = "0.1,0.1,0.2,0.2"
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ModelLoadError(f"parameter {what}={text!r}: expected comma-separated numbers") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every parameter the servers take, with its default. See the README's parameter table."""
+
+    model_uri: str
+    input_tensor_name: str = ""
+    output_tensor_name: str = ""
+    labels: str = ""
+    top_k: int = 5
+    postprocess: str = "auto"
+    confidence_threshold: float | None = None
+    num_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    pool_size: int = 1
+    # Image payloads
+    input_scale: str = "auto"
+    input_mean: str = "127.5"
+    input_std: str = "127.5"
+    channel_order: str = "RGB"
+    input_layout: str = "auto"
+    # postprocess=detection
+    score_threshold: float = 0.5
+    nms_iou_threshold: float = 0.4
+    max_detections: int = 100
+    anchor_feature_maps: str = FACE_MASK_FEATURE_MAPS
+    anchor_sizes: str = FACE_MASK_ANCHOR_SIZES
+    anchor_ratios: str = FACE_MASK_ANCHOR_RATIOS
+    box_variances: str = FACE_MASK_BOX_VARIANCES
+    # postprocess=segmentation
+    segmentation_class: str = ""
+    mask_threshold: float = 0.5
+    min_region_area: int = 1
+    return_mask: bool = False
+    # OpenVINO only
+    device: str = "CPU"
+    performance_hint: str = "LATENCY"
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return _names(self.input_tensor_name)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return _names(self.output_tensor_name)
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return _floats(self.input_mean, "input_mean"), _floats(self.input_std, "input_std")
+
+    @property
+    def anchor_layout(self) -> tuple[tuple[int, ...], tuple[tuple[float, ...], ...], tuple[float, ...], tuple[float, ...]]:
+        """(feature map sizes, anchor sizes per map, aspect ratios, box variances)."""
+        maps = tuple(int(v) for v in _floats(self.anchor_feature_maps, "anchor_feature_maps"))
+        sizes = tuple(_floats(part, "anchor_sizes") for part in self.anchor_sizes.split(";"))
+        ratios = _floats(self.anchor_ratios, "anchor_ratios")
+        variances = _floats(self.box_variances, "box_variances")
+        if len(sizes) != len(maps) or len(variances) != 4 or not ratios:
+            raise ModelLoadError(
+                f"detection anchors: {len(maps)} feature maps need {len(maps)} ';'-separated anchor_sizes groups "
+                f"(got {len(sizes)}), box_variances needs 4 numbers (got {len(variances)}), anchor_ratios at least one"
+            )
+        return maps, sizes, ratios, variances
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> "Settings":
+        """Typed, checked settings; a ModelLoadError naming the parameter for anything wrong."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(parameters) - set(known))
+        if unknown:
+            raise ModelLoadError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        if not str(parameters.get("model_uri", "")).strip():
+            raise ModelLoadError("parameter model_uri is required: a model file or a directory holding one")
+        values = {name: _coerce(name, value, known[name].type) for name, value in parameters.items()}
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        choices = {
+            "postprocess": POSTPROCESSORS,
+            "input_scale": INPUT_SCALES,
+            "channel_order": CHANNEL_ORDERS,
+            "input_layout": LAYOUTS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ModelLoadError(f"parameter {name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+        for name in ("top_k", "num_threads", "pool_size", "max_detections"):
+            if getattr(self, name) < 1:
+                raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
+        for name in ("score_threshold", "nms_iou_threshold", "mask_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a number from 0 to 1")
+        if self.input_scale == "mean_std":
+            mean, std = self.mean_std
+            if not mean or not std or 0.0 in std:
+                raise ModelLoadError("input_scale=mean_std needs input_mean and input_std (non-zero), e.g. 127.5")
+        if self.postprocess == "detection":
+            self.anchor_layout  # checked here so a bad layout stops the server at start
+
+
+def _coerce(name: str, value: Any, annotation: str) -> Any:
+    """Convert a parameter to the field's type (annotations are strings under `from __future__`)."""
+    kind = annotation.split("|")[0].strip()
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text in ("true", "1", "yes")
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(str(value).strip()) if isinstance(value, str) else int(value)
+        if kind == "float":
+            return float(value)
+        return str(value).strip()
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"parameter {name}={value!r}: expected {kind}") from None
