@@ -85,7 +85,8 @@ def tensor_from_tf(proto: tensor_pb2.TensorProto) -> np.ndarray:
 
 def tensor_to_tf(array: np.ndarray) -> tensor_pb2.TensorProto:
     proto = tensor_pb2.TensorProto(dtype=_TF_ENUMS[array.dtype], tensor_content=np.ascontiguousarray(array).tobytes())
-    proto.tensor_shape.dim.extend(tensor_pb2.tensor__shape__pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
     return proto
 
 

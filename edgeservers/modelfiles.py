@@ -6,15 +6,19 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from . import storage
 from .errors import ModelLoadError
 
 LABELS_FILE = "labels.txt"
 
 
 def local_model_dir(model_uri: str) -> Path:
-    """A local path for `model_uri`, downloading it first when it is remote (s3://, https://, ...)."""
-    if storage.is_remote(model_uri):
+    """A local path for `model_uri`, downloading it first when it is remote (s3://, gs://, https://, ...).
+
+    Local paths never import the downloader (and its cloud SDK), which keeps every worker smaller.
+    """
+    if "://" in model_uri and not model_uri.startswith("file://"):
+        from . import storage
+
         target = tempfile.mkdtemp(prefix="edgeservers-model-")
         try:
             storage.download(model_uri, target)
