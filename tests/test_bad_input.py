@@ -1,0 +1,115 @@
+"""Every malformed request gets a 400 (gRPC: an error status) naming what was wrong and what was
+expected, and the server goes on answering."""
+
+from __future__ import annotations
+
+import base64
+
+import grpc
+import numpy as np
+import pytest
+from seldon_core.proto import prediction_pb2
+
+from edgeservers.codecs import tensor_to_tf
+
+from conftest import FACE_MASK
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# (request body, words the error message must contain)
+REST_CASES = {
+    "undecodable image": ({"binData": b64(b"this is not a jpeg at all")}, ["not a decodable image", "JPEG, PNG or BMP"]),
+    "truncated jpeg": ("truncated", ["not a decodable image"]),
+    "empty binData": ({"binData": ""}, ["empty", "JPEG"]),
+    "binData not base64": ({"binData": "%%% not base64 %%%"}, ["not valid base64"]),
+    "binData not a string": ({"binData": 12}, ["base64 string"]),
+    "empty object": ({}, ["no payload", "binData"]),
+    "unknown field": ({"image": "x"}, ["no payload", "keys: image", "data.ndarray"]),
+    "data without a tensor": ({"data": {"names": ["a"]}}, ["none of ndarray, tensor, tftensor"]),
+    "wrong shape": ({"data": {"ndarray": [[1, 2, 3]]}}, ["expects shape [1, 224, 224, 3]", "has shape [1, 3]"]),
+    "ragged ndarray": ({"data": {"ndarray": [[1, 2], [3]]}}, ["rectangular array of numbers"]),
+    "strings in ndarray": ({"data": {"ndarray": [["a", "b"]]}}, ["rectangular array of numbers"]),
+    "out of range for uint8": ("range", ["values from 0 to 255", "-5"]),
+    "fractions for uint8": ("fraction", ["whole numbers", "fractions"]),
+    "tensor values do not fit shape": ({"data": {"tensor": {"shape": [1, 224, 224, 3], "values": [1, 2]}}}, ["has 2 values", "needs 150528"]),
+    "tensor without shape": ({"data": {"tensor": {"values": [1, 2]}}}, ['{"shape": [...], "values": [...]}']),
+    "tftensor wrong dtype": ("tftensor", ["expects shape [1, 224, 224, 3] of uint8", "tftensor has dtype float32"]),
+    "json data wrong input name": ({"jsonData": {"image": [[1]]}}, ["one entry per input name (input)", "unknown: image"]),
+    "json data not an object": ({"jsonData": [1, 2]}, ["jsonData must be an object"]),
+}
+
+
+def _body(case):
+    body, words = REST_CASES[case]
+    if body == "truncated":
+        jpeg = (FACE_MASK.parent.parent / "images" / "parrot.jpg").read_bytes()
+        body = {"binData": b64(jpeg[:200])}
+    elif body == "range":
+        body = {"data": {"ndarray": np.full((1, 224, 224, 3), -5).tolist()}}
+    elif body == "fraction":
+        body = {"data": {"ndarray": np.full((1, 224, 224, 3), 0.5).tolist()}}
+    elif body == "tftensor":
+        from google.protobuf import json_format
+
+        body = {"data": {"tftensor": json_format.MessageToDict(tensor_to_tf(np.zeros((1, 224, 224, 3), np.float32)))}}
+    return body, words
+
+
+@pytest.mark.parametrize("case", sorted(REST_CASES))
+def test_rest_bad_request_answers_400_with_a_clear_message_and_the_server_stays_up(mobilenet, case):
+    body, words = _body(case)
+    response = mobilenet.rest(body)
+    assert response.status_code == 400, response.text
+    info = response.json()["status"]["info"]
+    for word in words:
+        assert word in info, info
+    assert mobilenet.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
+
+
+def test_empty_body_and_non_json_body_answer_400(mobilenet):
+    for kwargs in ({"data": b""}, {"data": b"not json", "headers": {"Content-Type": "application/json"}}):
+        response = mobilenet.rest(**kwargs)
+        assert response.status_code == 400, response.text
+        assert response.json()["status"]["info"]
+    assert mobilenet.alive()
+
+
+def test_multipart_form_with_a_non_image_file_answers_400(mobilenet):
+    response = mobilenet.rest(files={"binData": ("notes.txt", b"plain text, no image")})
+    assert response.status_code == 400
+    assert "not a decodable image" in response.json()["status"]["info"]
+
+
+def test_empty_json_data_answers_400_naming_what_is_expected(face_mask):
+    response = face_mask.rest({"jsonData": {}})
+    assert response.status_code == 400
+    assert "one entry per input name" in response.json()["status"]["info"]
+
+
+GRPC_CASES = {
+    "undecodable image": (prediction_pb2.SeldonMessage(binData=b"\x00\x01 not an image"), "not a decodable image"),
+    "empty message": (prediction_pb2.SeldonMessage(), "no payload"),
+    "wrong shape tensor": ("shape", "expects shape [1, 224, 224, 3]"),
+    "wrong dtype tftensor": ("dtype", "tftensor has dtype float32"),
+    "strData not base64": (prediction_pb2.SeldonMessage(strData="%%%"), "not valid base64"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GRPC_CASES))
+def test_grpc_bad_request_gets_an_error_status_with_the_message(mobilenet, case):
+    message, words = GRPC_CASES[case]
+    if message == "shape":
+        message = prediction_pb2.SeldonMessage()
+        message.data.tensor.shape.extend([2, 2])
+        message.data.tensor.values.extend([1, 2, 3, 4])
+    elif message == "dtype":
+        message = prediction_pb2.SeldonMessage()
+        message.data.tftensor.CopyFrom(tensor_to_tf(np.zeros((1, 224, 224, 3), np.float32)))
+    with pytest.raises(grpc.RpcError) as error:
+        mobilenet.grpc(message)
+    assert error.value.code() != grpc.StatusCode.OK
+    assert words in error.value.details()
+    ok = mobilenet.grpc(prediction_pb2.SeldonMessage(binData=(FACE_MASK.parent.parent / "images" / "parrot.jpg").read_bytes()))
+    assert ok.jsonData.list_value.values[0].struct_value.fields["label"].string_value == "macaw"
