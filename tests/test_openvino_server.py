@@ -1,0 +1,88 @@
+"""OpenVINOServer against TFLiteServer on the same models: the .tflite read directly, and the IR
+that openvino.save_model writes from it."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import openvino as ov
+import pytest
+import requests
+from seldon_core.proto import prediction_pb2
+
+from edgeservers.codecs import tensor_from_tf, tensor_to_tf
+
+from conftest import FACE_MASK, MOBILENET_V2, plain_image_tensor, tflite_file
+
+IMAGES = ["parrot.jpg", "cat.bmp", "grace_hopper.bmp", "bird.bmp"]
+
+
+@pytest.fixture(scope="module")
+def ir_dir(tmp_path_factory):
+    """An OpenVINO IR (model.xml + model.bin) written from the bundled .tflite, with its labels."""
+    target = tmp_path_factory.mktemp("ir")
+    ov.save_model(ov.Core().read_model(str(tflite_file(MOBILENET_V2))), str(target / "model.xml"))
+    shutil.copy(MOBILENET_V2 / "labels.txt", target / "labels.txt")
+    return target
+
+
+@pytest.fixture(scope="module")
+def ov_tflite(start_server):
+    return start_server("OpenVINOServer", model_uri=str(MOBILENET_V2))
+
+
+@pytest.fixture(scope="module")
+def ov_ir(start_server, ir_dir):
+    return start_server("OpenVINOServer", model_uri=str(ir_dir), performance_hint="THROUGHPUT", pool_size=2)
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_openvino_labels_match_tflite_for_the_tflite_file_and_the_ir(mobilenet, ov_tflite, ov_ir, image):
+    reference = mobilenet.image(image)["jsonData"]
+    for server in (ov_tflite, ov_ir):
+        answer = server.image(image)["jsonData"]
+        assert answer[0]["label"] == reference[0]["label"]
+        assert answer[0]["score"] == pytest.approx(reference[0]["score"], abs=0.03)
+
+
+def test_openvino_tensor_outputs_match_tflite(mobilenet, ov_tflite, ov_ir):
+    tensor = plain_image_tensor(MOBILENET_V2, "cat.bmp")
+    expected = np.asarray(mobilenet.rest_ok({"data": {"ndarray": tensor.tolist()}})["data"]["ndarray"], np.float64)
+    for server in (ov_tflite, ov_ir):
+        got = np.asarray(server.rest_ok({"data": {"ndarray": tensor.tolist()}})["data"]["ndarray"], np.float64)
+        assert got.shape == expected.shape
+        # uint8 probabilities (scale 1/256): OpenVINO's int8 kernels round differently from TFLite's,
+        # so outputs may differ by a few quantization steps; 0.03 in probability, as for the labels.
+        assert np.abs(got - expected).max() / 256 <= 0.03
+        assert got.argmax() == expected.argmax()
+
+
+def test_openvino_detection_matches_tflite(face_mask, start_server):
+    server = start_server("OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection")
+    for image in ("face_mask_demo.jpg", "grace_hopper.bmp"):
+        reference = face_mask.image(image)["jsonData"]
+        answer = server.image(image)["jsonData"]
+        assert [d["label"] for d in answer] == [d["label"] for d in reference]
+        for got, want in zip(answer, reference):
+            assert got["score"] == pytest.approx(want["score"], abs=1e-3)
+            assert np.abs(np.subtract(got["box"], want["box"])).max() <= 2
+
+
+def test_openvino_grpc_tftensor_float_model_matches_tflite(start_server):
+    tensor = plain_image_tensor(FACE_MASK, "face_mask_demo.jpg", scale=1 / 255)
+    results = []
+    for server_class in ("TFLiteServer", "OpenVINOServer"):
+        server = start_server(server_class, model_uri=str(FACE_MASK), output_tensor_name="cls_branch_concat_1/concat")
+        message = prediction_pb2.SeldonMessage()
+        message.data.tftensor.CopyFrom(tensor_to_tf(tensor))
+        results.append(tensor_from_tf(server.grpc(message).data.tftensor))
+    np.testing.assert_allclose(results[1], results[0], atol=2e-3)
+
+
+def test_openvino_metadata_and_health(ov_ir):
+    metadata = requests.get(ov_ir.url + "/api/v1.0/metadata", timeout=10).json()
+    assert metadata["platform"] == "openvino" and metadata["name"] == "model"
+    assert metadata["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [1, 224, 224, 3]}]
+    assert requests.get(ov_ir.url + "/health/status", timeout=10).status_code == 200
+    assert ov_ir.image("parrot.jpg")["meta"]["tags"]["runtime"] == "openvino"
