@@ -6,19 +6,15 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from . import storage
 from .errors import ModelLoadError
 
 LABELS_FILE = "labels.txt"
 
 
 def local_model_dir(model_uri: str) -> Path:
-    """A local path for `model_uri`, downloading it first when it is remote (s3://, gs://, https://, ...).
-
-    Local paths never import the downloader (and its cloud SDK), which keeps every worker smaller.
-    """
-    if "://" in model_uri and not model_uri.startswith("file://"):
-        from . import storage
-
+    """A local path for `model_uri`, downloading it first when it is remote (s3://, gs://, https://, ...)."""
+    if storage.is_remote(model_uri):
         target = tempfile.mkdtemp(prefix="edgeservers-model-")
         try:
             storage.download(model_uri, target)

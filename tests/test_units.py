@@ -1,0 +1,87 @@
+"""The small pure pieces, where a server round trip would hide which part broke."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from seldon_core.proto.tensorflow.core.framework import tensor_pb2, types_pb2
+
+from edgeservers.codecs import tensor_from_tf, tensor_to_tf
+from edgeservers.errors import ModelLoadError
+from edgeservers.modelfiles import find_model
+from edgeservers.postprocess import decode_boxes, non_max_suppression, ssd_anchors
+from edgeservers.runtime import Quantization
+from edgeservers.settings import Settings
+
+
+def test_face_mask_anchor_layout_gives_5972_anchors_centred_on_their_cells():
+    maps, sizes, ratios, _ = Settings(model_uri="x").anchor_layout
+    anchors = ssd_anchors(maps, sizes, ratios)
+    assert anchors.shape == (5972, 4)
+    first = anchors[:4]  # cell (0, 0) of the 33x33 map: sizes 0.04, 0.056 at ratio 1, then 0.04 at 0.62 and 0.42
+    centre = 0.5 / 33
+    np.testing.assert_allclose((first[:, :2] + first[:, 2:]) / 2, centre, rtol=1e-6)
+    widths = first[:, 2] - first[:, 0]
+    np.testing.assert_allclose(widths, [0.04, 0.056, 0.04 * np.sqrt(0.62), 0.04 * np.sqrt(0.42)], rtol=1e-5)
+    heights = first[:, 3] - first[:, 1]
+    np.testing.assert_allclose(heights, [0.04, 0.056, 0.04 / np.sqrt(0.62), 0.04 / np.sqrt(0.42)], rtol=1e-5)
+
+
+def test_zero_deltas_decode_to_the_anchor_itself():
+    anchors = np.array([[0.1, 0.2, 0.3, 0.5]], np.float32)
+    np.testing.assert_allclose(decode_boxes(anchors, np.zeros((1, 4), np.float32), (0.1, 0.1, 0.2, 0.2)), anchors, rtol=1e-6)
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes_and_distant_ones():
+    boxes = np.array([[0, 0, 1, 1], [0.05, 0, 1, 1], [2, 2, 3, 3]], np.float32)
+    scores = np.array([0.8, 0.9, 0.7], np.float32)
+    assert non_max_suppression(boxes, scores, iou_threshold=0.4, limit=10) == [1, 2]
+    assert non_max_suppression(boxes, scores, iou_threshold=0.4, limit=1) == [1]
+
+
+def test_quantization_round_trip_clips_to_the_dtype():
+    q = Quantization(scale=1 / 128, zero_point=128)
+    values = q.quantize(np.array([-1.0, 0.0, 0.5, 2.0], np.float32), np.dtype(np.uint8))
+    assert values.tolist() == [0, 128, 192, 255]
+    np.testing.assert_allclose(q.dequantize(values), [-1.0, 0.0, 0.5, 127 / 128])
+
+
+def test_tftensor_value_lists_and_the_single_value_shorthand():
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.5])
+    for size in (2, 3):
+        proto.tensor_shape.dim.add(size=size)
+    np.testing.assert_array_equal(tensor_from_tf(proto), np.full((2, 3), 1.5, np.float32))
+    array = np.arange(6, dtype=np.int8).reshape(1, 6)
+    np.testing.assert_array_equal(tensor_from_tf(tensor_to_tf(array)), array)
+
+
+@pytest.mark.parametrize(
+    "parameters, words",
+    [
+        ({"model_uri": "m", "top_k": "five"}, "top_k='five': expected int"),
+        ({"model_uri": "m", "top_k": 0}, "top_k=0: expected a whole number >= 1"),
+        ({"model_uri": "m", "score_threshold": 1.5}, "expected a number from 0 to 1"),
+        ({"model_uri": "m", "return_mask": "maybe"}, "return_mask='maybe': expected bool"),
+        ({"model_uri": "m", "input_scale": "mean_std", "input_std": "0"}, "input_mean and input_std (non-zero)"),
+        ({"model_uri": "m", "postprocess": "detection", "anchor_sizes": "0.1"}, "need 5 ';'-separated anchor_sizes"),
+    ],
+)
+def test_settings_name_the_bad_parameter(parameters, words):
+    with pytest.raises(ModelLoadError) as error:
+        Settings.from_parameters(parameters)
+    assert words in str(error.value)
+
+
+def test_settings_accept_strings_for_typed_values():
+    settings = Settings.from_parameters({"model_uri": "m", "top_k": "3", "return_mask": "true", "confidence_threshold": "0.7"})
+    assert (settings.top_k, settings.return_mask, settings.confidence_threshold) == (3, True, 0.7)
+
+
+def test_openvino_prefers_the_ir_and_needs_its_weights(tmp_path):
+    (tmp_path / "model.tflite").write_bytes(b"x")
+    (tmp_path / "model.xml").write_text("<net/>")
+    with pytest.raises(ModelLoadError, match="no weights file model.bin"):
+        find_model(tmp_path, (".xml", ".onnx", ".tflite"))
+    (tmp_path / "model.bin").write_bytes(b"x")
+    assert find_model(tmp_path, (".xml", ".onnx", ".tflite")).name == "model.xml"
+    assert find_model(tmp_path, (".tflite",)).name == "model.tflite"
