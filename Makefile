@@ -8,6 +8,7 @@ REST_PORT ?= 9000
 GRPC_PORT ?= 5000
 METRICS_PORT ?= 6000
 DEMO_MODEL ?= models/mobilenet_v2_quant
+POSTPROCESS ?= auto
 
 .PHONY: install serve test
 .DEFAULT_GOAL := install
@@ -28,7 +29,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 serve: install
 	@echo "Serving $(DEMO_MODEL). In another shell:"
 	@echo "  curl -s -F binData=@images/parrot.jpg http://127.0.0.1:$(REST_PORT)/api/v1.0/predictions"
-	PREDICTIVE_UNIT_PARAMETERS='[{"name":"model_uri","value":"$(abspath $(DEMO_MODEL))","type":"STRING"}]' \
+	PREDICTIVE_UNIT_PARAMETERS='[{"name":"model_uri","value":"$(abspath $(DEMO_MODEL))","type":"STRING"},{"name":"postprocess","value":"$(POSTPROCESS)","type":"STRING"}]' \
 	PREDICTIVE_UNIT_HTTP_SERVICE_PORT=$(REST_PORT) PREDICTIVE_UNIT_GRPC_SERVICE_PORT=$(GRPC_PORT) \
 	PREDICTIVE_UNIT_METRICS_SERVICE_PORT=$(METRICS_PORT) \
 	$(VENV)/bin/seldon-core-microservice TFLiteServer --service-type MODEL --http-port $(REST_PORT) --grpc-port $(GRPC_PORT)
