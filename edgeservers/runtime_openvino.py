@@ -9,7 +9,7 @@ import numpy as np
 import openvino as ov
 
 from .errors import ModelLoadError
-from .runtime import ModelRuntime, Quantization, RuntimeOptions, TensorSpec
+from .runtime import ModelRuntime, ModelSignature, Quantization, RuntimeOptions, TensorSpec
 
 # Nodes that move or re-type a tensor without changing its values' meaning.
 _PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Convert"}
@@ -71,12 +71,17 @@ def _spec(port: Any, quantization: Quantization | None) -> TensorSpec:
     return TensorSpec(port.get_any_name(), dtype, shape, quantization if dtype.kind in "ui" else None)
 
 
+def _first_line(error: Exception) -> str:
+    """OpenVINO's messages run over many lines (with source locations); the first says what failed."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _read(core: ov.Core, model_path: Path) -> ov.Model:
     try:
         return core.read_model(str(model_path))
     except RuntimeError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"OpenVINO cannot read {model_path}: {first_line}") from None
+        raise ModelLoadError(f"OpenVINO cannot read {model_path}: {_first_line(e)}") from None
 
 
 class OpenVINORuntime(ModelRuntime):
@@ -99,7 +104,7 @@ class OpenVINORuntime(ModelRuntime):
         outputs = [_spec(port, _output_quantization(r)) for port, r in zip(model.outputs, model.get_results())]
         return inputs, outputs
 
-    def __init__(self, model_path: Path, options: RuntimeOptions, signature: Any):
+    def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
         core = ov.Core()
         device = options.extra["device"]
         config = {
@@ -111,7 +116,7 @@ class OpenVINORuntime(ModelRuntime):
         try:
             self._compiled = core.compile_model(_read(core, model_path), device, config)
         except RuntimeError as e:
-            raise ModelLoadError(f"OpenVINO cannot compile {model_path} for {device}: {str(e).strip()}") from None
+            raise ModelLoadError(f"OpenVINO cannot compile {model_path} for {device}: {_first_line(e)}") from None
         super().__init__(model_path, options, signature)
 
     def _new_slot(self, model_path: Path, options: RuntimeOptions) -> ov.InferRequest:
