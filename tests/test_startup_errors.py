@@ -76,3 +76,10 @@ def test_post_processing_that_does_not_fit_the_model():
 def test_openvino_unknown_device():
     line = start_and_fail("OpenVINOServer", model_uri=str(MOBILENET_V2), device="NPU7")
     assert "'NPU7' is not available" in line and "CPU" in line
+
+
+def test_openvino_corrupt_ir(tmp_path):
+    (tmp_path / "model.xml").write_text("<net name='broken'><layers>")
+    (tmp_path / "model.bin").write_bytes(b"\x00" * 16)
+    line = start_and_fail("OpenVINOServer", model_uri=str(tmp_path))
+    assert "OpenVINO cannot read" in line and "model.xml" in line
