@@ -86,3 +86,24 @@ def test_openvino_metadata_and_health(ov_ir):
     assert metadata["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [1, 224, 224, 3]}]
     assert requests.get(ov_ir.url + "/health/status", timeout=10).status_code == 200
     assert ov_ir.image("parrot.jpg")["meta"]["tags"]["runtime"] == "openvino"
+
+
+def test_nchw_input_gets_the_same_detections(face_mask, start_server, tmp_path):
+    """The face-mask detector re-laid out to take NCHW (OpenVINO's PrePostProcessor), as an IR."""
+    from openvino.preprocess import PrePostProcessor
+
+    model = ov.Core().read_model(str(tflite_file(FACE_MASK)))
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_layout(ov.Layout("NCHW"))
+    ppp.input().model().set_layout(ov.Layout("NHWC"))
+    model = ppp.build()
+    ov.save_model(model, str(tmp_path / "model.xml"))
+    shutil.copy(FACE_MASK / "labels.txt", tmp_path / "labels.txt")
+    server = start_server("OpenVINOServer", model_uri=str(tmp_path), postprocess="detection")
+    metadata = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()
+    assert metadata["inputs"][0]["shape"] == [1, 3, 260, 260]
+    for image in ("face_mask_demo.jpg", "grace_hopper.bmp"):
+        reference = face_mask.image(image)["jsonData"]
+        answer = server.image(image)["jsonData"]
+        assert [d["label"] for d in answer] == [d["label"] for d in reference]
+        assert answer[0]["score"] == pytest.approx(reference[0]["score"], abs=1e-3)
