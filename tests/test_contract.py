@@ -1,0 +1,370 @@
+"""Contract: the chart, the storage initializer and the server agree.
+
+The rendered SeldonDeployment's pod is run here the way the Seldon v1 operator and the kubelet would
+run it, with real processes and no cluster:
+
+1. every emptyDir volume becomes a temporary directory, and each container's mounts map its paths there;
+2. the init container's args run as its image's ENTRYPOINT does (`python -m edgeservers.storage`),
+   fetching the model from a local HTTP server into the model volume;
+3. the model container's environment is derived exactly as the operator derives it (see `operator_env`);
+4. the server starts with that environment (`seldon-core-microservice <MODEL_NAME> --service-type MODEL`,
+   as the image's entrypoint runs it) and answers its probes and a REST prediction.
+
+Only three things differ from the pod, all for running on a shared machine: the ports (free loopback
+ports instead of 9000/9500/6000, same variables), the model path (/mnt/models -> the volume's temporary
+directory, in the parameters and the init container's args), and a sitecustomize shim that makes the
+wrapper's `0.0.0.0` listeners bind 127.0.0.1 (checked in /proc/net/tcp).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+import yaml
+
+import k8s_validation as kv
+from conftest import free_port
+
+ROOT = kv.ROOT
+PYTHON = Path(sys.executable)  # the venv's python: the image's ENTRYPOINT is `python -m edgeservers.storage`
+MICROSERVICE = PYTHON.parent / "seldon-core-microservice"
+START_TIMEOUT = 180  # generous for slow CI machines; nothing asserts on timings
+
+# The Seldon v1 operator's constants (operator/constants/constants.go, controllers/model_initializer_injector.go).
+FIRST_HTTP_PORT, FIRST_GRPC_PORT, FIRST_METRICS_PORT = 9000, 9500, 6000
+DEFAULT_MODEL_LOCAL_MOUNT_PATH = "/mnt/models"
+PROMETHEUS_PATH = "/prometheus"
+
+LOOPBACK_SHIM = '''\
+# Test harness only: Seldon's wrapper binds 0.0.0.0; on a shared machine the contract test keeps it on loopback.
+import socket
+
+_bind = socket.socket.bind
+
+
+def _loopback_bind(self, address):
+    if self.family == socket.AF_INET and isinstance(address, tuple) and address[0] in ("", "0.0.0.0"):
+        address = ("127.0.0.1",) + tuple(address[1:])
+    return _bind(self, address)
+
+
+socket.socket.bind = _loopback_bind
+'''
+
+
+# --- the operator's view -----------------------------------------------------------------------------
+
+
+def go_json(value) -> str:
+    """encoding/json.Marshal's compact form."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def port(container: dict, name: str, default: int) -> int:
+    """The webhook keeps a container port of this name (defaults.go setContainerPredictiveUnitDefaults)."""
+    for p in container.get("ports") or []:
+        if p.get("name") == name:
+            return p["containerPort"]
+    return default
+
+
+def prepack_image(implementation: str) -> str:
+    """PredictorServerConfig.PrepackImageName for the seldon protocol, from our operator values."""
+    servers = yaml.safe_load(kv.OPERATOR_VALUES.read_text())["predictor_servers"]
+    seldon = servers[implementation]["protocols"]["seldon"]
+    return f"{seldon['image']}:{seldon['defaultImageVersion']}" if seldon.get("defaultImageVersion") else seldon["image"]
+
+
+def operator_env(sdep: dict, predictor: dict, container: dict) -> dict[str, str]:
+    """The model container's environment in the Deployment the Seldon v1 operator (1.17) creates.
+
+    - webhook defaults (apis/machinelearning.seldon.io/v1/defaults.go): the graph unit's http/grpc ports
+      are the container's ports named "http"/"grpc" (else 9000/9500 on), a "metrics" port is added if
+      missing (6000 on), the predictor gets the label version=<predictor name>, and an empty image of a
+      prepackaged server becomes predictor_servers' <image>:<defaultImageVersion>;
+    - createContainerService (controllers/seldondeployment_controller.go): appended after the
+      container's own env, PREDICTIVE_UNIT_SERVICE_PORT (http for REST), PREDICTIVE_UNIT_HTTP_SERVICE_PORT,
+      PREDICTIVE_UNIT_GRPC_SERVICE_PORT (each unless already set), PREDICTIVE_UNIT_PARAMETERS (the graph
+      parameters, unless set), PREDICTIVE_UNIT_ID, PREDICTIVE_UNIT_IMAGE, PREDICTOR_ID, PREDICTOR_LABELS,
+      SELDON_DEPLOYMENT_ID, SELDON_EXECUTOR_ENABLED, and for the "metrics" port
+      PREDICTIVE_UNIT_METRICS_SERVICE_PORT and PREDICTIVE_UNIT_METRICS_ENDPOINT (/prometheus);
+    - addModelDefaultServers (controllers/seldondeployment_prepackaged_servers.go): PREDICTIVE_UNIT_PARAMETERS
+      is replaced by the graph parameters plus {"name": "model_uri", "type": "STRING", "value": "/mnt/models"}.
+    """
+    graph = predictor["graph"]
+    assert graph["name"] == container["name"], "Seldon pairs the graph unit and the container by name"
+    env = {e["name"]: e["value"] for e in container.get("env") or []}
+    http_port = port(container, "http", FIRST_HTTP_PORT)
+    grpc_port = port(container, "grpc", FIRST_GRPC_PORT)
+    metrics_port = port(container, "metrics", FIRST_METRICS_PORT)
+    parameters = [{"name": p["name"], "value": p["value"], "type": p["type"]} for p in graph.get("parameters") or []]
+    image = container.get("image") or prepack_image(graph["implementation"])
+    labels = {**(predictor.get("labels") or {}), "version": (predictor.get("labels") or {}).get("version", predictor["name"])}
+    for name, value in (
+        ("PREDICTIVE_UNIT_SERVICE_PORT", str(http_port)),
+        ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT", str(http_port)),
+        ("PREDICTIVE_UNIT_GRPC_SERVICE_PORT", str(grpc_port)),
+    ):
+        env.setdefault(name, value)
+    if parameters:
+        env.setdefault("PREDICTIVE_UNIT_PARAMETERS", go_json(parameters))
+    env.update({
+        "PREDICTIVE_UNIT_ID": container["name"],
+        "PREDICTIVE_UNIT_IMAGE": image,
+        "PREDICTOR_ID": predictor["name"],
+        "PREDICTOR_LABELS": go_json(dict(sorted(labels.items()))),
+        "SELDON_DEPLOYMENT_ID": sdep["metadata"]["name"],
+        "SELDON_EXECUTOR_ENABLED": "true",
+        "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(metrics_port),
+        "PREDICTIVE_UNIT_METRICS_ENDPOINT": PROMETHEUS_PATH,
+    })
+    env["PREDICTIVE_UNIT_PARAMETERS"] = go_json(
+        parameters + [{"name": "model_uri", "value": DEFAULT_MODEL_LOCAL_MOUNT_PATH, "type": "STRING"}])
+    return env
+
+
+# --- the kubelet's view: volumes and mounts ---------------------------------------------------------
+
+
+class Volumes:
+    """emptyDir volumes as temporary directories; container paths mapped through each container's mounts."""
+
+    def __init__(self, pod_spec: dict, root: Path):
+        self.dirs = {}
+        for volume in pod_spec.get("volumes") or []:
+            assert "emptyDir" in volume, f"the contract test only knows emptyDir volumes: {volume}"
+            self.dirs[volume["name"]] = root / volume["name"]
+            self.dirs[volume["name"]].mkdir(parents=True)
+
+    def host_path(self, container: dict, path: str) -> str:
+        """The host directory behind `path` in `container`, or `path` itself when no mount covers it."""
+        mounts = sorted(container.get("volumeMounts") or [], key=lambda m: -len(m["mountPath"]))
+        for m in mounts:
+            mount = m["mountPath"].rstrip("/")
+            if path == mount or path.startswith(mount + "/"):
+                return str(self.dirs[m["name"]]) + path[len(mount):]
+        return path
+
+
+# --- fixtures ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_site(tmp_path_factory) -> Iterator[str]:
+    """A local HTTP server on 127.0.0.1: the demo classifier as an archive with its labels, and the
+    face-mask detector as a bare .tflite (as on GitHub)."""
+    site = tmp_path_factory.mktemp("site")
+    with tarfile.open(site / "mobilenet_v2_quant.tar.gz", "w:gz") as tar:
+        for f in sorted((ROOT / "models" / "mobilenet_v2_quant").iterdir()):
+            tar.add(f, arcname=f.name)
+    (site / "face_mask_detection.tflite").write_bytes((ROOT / "models" / "face_mask" / "face_mask_detection.tflite").read_bytes())
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tools() -> None:
+    try:
+        kv.tool("helm")
+    except kv.ToolMissing as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+def listening_hosts(port_number: int) -> set[str]:
+    """Local addresses of the sockets listening on this TCP port (IPv4 and IPv6), from /proc/net."""
+    hosts = set()
+    for table, size in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(port_hex, 16) == port_number:
+                raw = bytes.fromhex(address)
+                if size == 8:
+                    hosts.add(".".join(str(b) for b in reversed(raw)))
+                else:
+                    hosts.add(raw.hex())
+    return hosts
+
+
+class PodRun:
+    """One rendered pod, run locally: init containers, then the model container."""
+
+    def __init__(self, sdep: dict, root: Path):
+        self.sdep = sdep
+        (self.predictor,) = sdep["spec"]["predictors"]
+        (component,) = self.predictor["componentSpecs"]
+        self.spec = component["spec"]
+        self.volumes = Volumes(self.spec, root / "volumes")
+        self.root = root
+        self.proc: subprocess.Popen | None = None
+
+    def run_init_containers(self) -> None:
+        for init in self.spec.get("initContainers") or []:
+            assert init["image"].rsplit(":", 1)[0].endswith("/edgeservers-storage-initializer"), init["image"]
+            assert "command" not in init, "the image's ENTRYPOINT must stay in charge"
+            args = [self.volumes.host_path(init, a) if a.startswith("/") else a for a in init["args"]]
+            result = subprocess.run(
+                [str(PYTHON), "-m", "edgeservers.storage", *args], cwd=ROOT, capture_output=True, text=True,
+                env={**os.environ, **{e["name"]: e["value"] for e in init.get("env") or []}}, timeout=120,
+            )
+            assert result.returncode == 0, f"init container {init['name']} failed:\n{result.stderr}"
+
+    def start_server(self) -> dict[str, str]:
+        (container,) = self.spec["containers"]
+        env = operator_env(self.sdep, self.predictor, container)
+        # Same variables, free loopback ports; the model path through the volume mapping.
+        ports = {str(FIRST_HTTP_PORT): str(free_port()), str(FIRST_GRPC_PORT): str(free_port()),
+                 str(FIRST_METRICS_PORT): str(free_port())}
+        for name in ("PREDICTIVE_UNIT_SERVICE_PORT", "PREDICTIVE_UNIT_HTTP_SERVICE_PORT",
+                     "PREDICTIVE_UNIT_GRPC_SERVICE_PORT", "PREDICTIVE_UNIT_METRICS_SERVICE_PORT"):
+            env[name] = ports[env[name]]
+        parameters = json.loads(env["PREDICTIVE_UNIT_PARAMETERS"])
+        for p in parameters:
+            if p["name"] == "model_uri":
+                p["value"] = self.volumes.host_path(container, p["value"])
+        env["PREDICTIVE_UNIT_PARAMETERS"] = json.dumps(parameters)
+        shim = self.root / "shim"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text(LOOPBACK_SHIM)
+        process_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
+        self.proc = subprocess.Popen(
+            [str(MICROSERVICE), env["MODEL_NAME"], "--service-type", "MODEL"], cwd=ROOT, env=process_env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{env['PREDICTIVE_UNIT_HTTP_SERVICE_PORT']}"
+        self.metrics_url = f"http://127.0.0.1:{env['PREDICTIVE_UNIT_METRICS_SERVICE_PORT']}"
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.proc.stderr.read().decode()[-4000:]}")
+            try:  # the REST server and the metrics server are separate processes: wait for both
+                if (requests.get(self.url + "/health/ping", timeout=2).status_code == 200
+                        and requests.get(self.metrics_url + env["PREDICTIVE_UNIT_METRICS_ENDPOINT"], timeout=2).ok):
+                    return env
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"no answer on {self.url}/health/ping and the metrics port within {START_TIMEOUT}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def pod_run(tmp_path) -> Iterator:
+    runs: list[PodRun] = []
+
+    def run(sdep: dict) -> PodRun:
+        runs.append(PodRun(sdep, tmp_path))
+        return runs[-1]
+
+    yield run
+    for r in runs:
+        r.stop()
+
+
+# --- the tests -------------------------------------------------------------------------------------------
+
+
+def test_operator_env_derivation_matches_the_operator():
+    """The derivation on a known pod: what the operator's code above gives for the chart's defaults."""
+    sdep = kv.render_one(set_values={"modelUri": "s3://b/m.tar.gz", "parameters": {"top_k": 3}}, release="demo")
+    (p,) = sdep["spec"]["predictors"]
+    (container,) = p["componentSpecs"][0]["spec"]["containers"]
+    env = operator_env(sdep, p, container)
+    assert env["PREDICTIVE_UNIT_PARAMETERS"] == (
+        '[{"name":"top_k","value":"3","type":"INT"},{"name":"model_uri","value":"/mnt/models","type":"STRING"}]')
+    assert env["PREDICTIVE_UNIT_HTTP_SERVICE_PORT"] == env["PREDICTIVE_UNIT_SERVICE_PORT"] == "9000"
+    assert env["PREDICTIVE_UNIT_GRPC_SERVICE_PORT"] == "9500"
+    assert env["PREDICTIVE_UNIT_METRICS_SERVICE_PORT"] == "6000"
+    assert env["PREDICTIVE_UNIT_METRICS_ENDPOINT"] == "/prometheus"
+    assert env["PREDICTIVE_UNIT_IMAGE"] == "ghcr.io/edgeservers/edgeservers:0.1.0"
+    assert env["PREDICTIVE_UNIT_ID"] == "model" and env["PREDICTOR_ID"] == "default"
+    assert env["SELDON_DEPLOYMENT_ID"] == "demo" and env["PREDICTOR_LABELS"] == '{"version":"default"}'
+    assert env["MODEL_NAME"] == "TFLiteServer" and env["GRPC_WORKERS"] == "0"
+
+
+def test_chart_initializer_and_server_agree_on_a_classifier(model_site, pod_run):
+    """An archive (model + labels.txt) over HTTP, unpacked by the init container into the model volume;
+    the server finds it at model_uri=/mnt/models and classifies the parrot."""
+    sdep = kv.render_one(set_values={
+        "modelUri": f"{model_site}/mobilenet_v2_quant.tar.gz",
+        "parameters": {"postprocess": "classification", "top_k": 3},
+    })
+    assert kv.manifest_errors(sdep) == []
+    run = pod_run(sdep)
+    run.run_init_containers()
+    model_dir = Path(run.volumes.dirs["model-provision-location"])
+    assert sorted(f.name for f in model_dir.iterdir()) == ["labels.txt", "mobilenet_v2_1.0_224_quant.tflite"]
+
+    env = run.start_server()
+    for port_var in ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT", "PREDICTIVE_UNIT_METRICS_SERVICE_PORT"):
+        assert listening_hosts(int(env[port_var])) == {"127.0.0.1"}
+
+    (container,) = run.spec["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert requests.get(run.url + path, timeout=60).status_code == 200, probe
+
+    with open(ROOT / "images" / "parrot.jpg", "rb") as photo:  # what docs/kubernetes.md's curl sends
+        reply = requests.post(run.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()["jsonData"]
+    assert len(answer) == 3
+    assert answer[0]["label"] == "macaw"
+    assert answer[0]["score"] > 0.5
+
+    metrics = requests.get(run.metrics_url + env["PREDICTIVE_UNIT_METRICS_ENDPOINT"], timeout=30)
+    assert metrics.status_code == 200
+
+
+def test_face_mask_example_runs_as_shipped(model_site, pod_run):
+    """The face-mask example's own values (input data_1, both heads, detection), only the model URL
+    pointed at the local copy of the same file: a bare .tflite keeps its name in /mnt/models."""
+    values = kv.EXAMPLES / "face-mask-raspberry.values.yaml"
+    sdep = kv.render_one([values], set_values={"modelUri": f"{model_site}/face_mask_detection.tflite"})
+    assert kv.manifest_errors(sdep) == []
+    run = pod_run(sdep)
+    run.run_init_containers()
+    model_dir = Path(run.volumes.dirs["model-provision-location"])
+    assert [f.name for f in model_dir.iterdir()] == ["face_mask_detection.tflite"]
+
+    run.start_server()
+    with open(ROOT / "images" / "face_mask_demo.jpg", "rb") as photo:
+        reply = requests.post(run.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    detections = reply.json()["jsonData"]
+    assert [d["label"] for d in detections] == ["0"]  # class 0 = Mask; no labels.txt beside a bare .tflite
+    assert len(detections[0]["box"]) == 4
