@@ -1,0 +1,198 @@
+"""Payloads, the cheapest clients we can write, and a bounded closed-loop load generator.
+
+The client should cost as little as possible, since it shares the machine's cores with the server:
+requests are encoded once (JSON bodies as bytes, gRPC messages serialized once and sent as raw
+bytes through a channel with no (de)serializer), and responses are read in full but only their
+status is checked in the loop; one response per case is parsed and checked for its content.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import grpc
+import numpy as np
+from seldon_core.proto import prediction_pb2
+
+from edgeservers.codecs import tensor_from_tf, tensor_to_tf
+
+PREDICT_METHOD = "/seldon.protos.Model/Predict"
+GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def rest_image(jpeg: bytes) -> bytes:
+    return json.dumps({"binData": base64.b64encode(jpeg).decode()}).encode()
+
+
+def rest_ndarray(tensor: np.ndarray) -> bytes:
+    return json.dumps({"data": {"ndarray": tensor.tolist()}}).encode()
+
+
+def grpc_image(jpeg: bytes) -> bytes:
+    return prediction_pb2.SeldonMessage(binData=jpeg).SerializeToString()
+
+
+def grpc_tftensor(tensor: np.ndarray) -> bytes:
+    message = prediction_pb2.SeldonMessage()
+    message.data.tftensor.CopyFrom(tensor_to_tf(tensor))
+    return message.SerializeToString()
+
+
+def grpc_tensor(tensor: np.ndarray) -> bytes:
+    message = prediction_pb2.SeldonMessage()
+    message.data.tensor.shape.extend(tensor.shape)
+    message.data.tensor.values.extend(tensor.ravel().astype(np.float64).tolist())
+    return message.SerializeToString()
+
+
+# --- what a correct answer looks like ----------------------------------------------------------
+
+
+def check_rest(body: bytes) -> str:
+    """A short description of a REST answer, or an AssertionError if it is not a prediction."""
+    answer = json.loads(body)
+    if "jsonData" in answer:
+        data = answer["jsonData"]
+        if isinstance(data, list):
+            assert data and isinstance(data[0], dict), answer
+            return f"jsonData list of {len(data)} ({data[0].get('label')!r} first)"
+        assert isinstance(data, dict) and data, answer
+        return "jsonData {" + ", ".join(f"{k}: {np.asarray(v).shape}" for k, v in data.items()) + "}"
+    assert "data" in answer and "ndarray" in answer["data"], str(answer)[:500]
+    return f"ndarray {np.asarray(answer['data']['ndarray']).shape}"
+
+
+def check_grpc(raw: bytes) -> str:
+    message = prediction_pb2.SeldonMessage.FromString(raw)
+    which = message.WhichOneof("data_oneof")
+    if which == "data":
+        form = message.data.WhichOneof("data_oneof")
+        if form == "tftensor":
+            return f"tftensor {tensor_from_tf(message.data.tftensor).shape}"
+        if form == "tensor":
+            return f"tensor {list(message.data.tensor.shape)}"
+        return f"data.{form}"
+    assert which == "jsonData", message
+    return f"jsonData ({message.jsonData.WhichOneof('kind')})"
+
+
+# --- clients: one per load thread ---------------------------------------------------------------
+
+
+class RestClient:
+    """POST pre-encoded JSON over one keep-alive connection (re-opened when the server closes it)."""
+
+    def __init__(self, port: int, body: bytes):
+        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self._body = body
+        self._headers = {"Content-Type": "application/json"}
+
+    def __call__(self) -> tuple[bool, bytes]:
+        try:
+            self._conn.request("POST", "/api/v1.0/predictions", self._body, self._headers)
+            response = self._conn.getresponse()
+            data = response.read()
+            if response.will_close:
+                self._conn.close()
+            return response.status == 200, data
+        except (OSError, http.client.HTTPException):
+            self._conn.close()
+            return False, b""
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class GrpcClient:
+    """Predict with a pre-serialized SeldonMessage, over one channel per load thread."""
+
+    def __init__(self, port: int, message: bytes):
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS)
+        self._predict = self._channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out
+        self._message = message
+
+    def __call__(self) -> tuple[bool, bytes]:
+        try:
+            return True, self._predict(self._message, timeout=120)
+        except grpc.RpcError:
+            return False, b""
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+# --- the load ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    concurrency: int
+    latencies_s: list[float] = field(default_factory=list)
+    errors: int = 0
+    elapsed_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        ms = np.asarray(self.latencies_s) * 1000.0
+        out: dict[str, Any] = {
+            "concurrency": self.concurrency,
+            "requests": len(self.latencies_s) + self.errors,
+            "errors": self.errors,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "throughput_rps": round(len(self.latencies_s) / self.elapsed_s, 2) if self.elapsed_s else 0.0,
+        }
+        if ms.size:
+            for q in (50, 90, 99):
+                out[f"p{q}_ms"] = round(float(np.percentile(ms, q)), 2)
+            out["mean_ms"] = round(float(ms.mean()), 2)
+        return out
+
+
+def drive(make_client: Callable[[], Any], concurrency: int, requests: int, time_cap_s: float, warmup: int = 2) -> Run:
+    """`requests` calls (fewer if `time_cap_s` runs out) from `concurrency` closed-loop threads.
+
+    Each thread has its own client and first makes `warmup` unmeasured calls; the clock starts when
+    every thread is warm.
+    """
+    run = Run(concurrency)
+    counter = itertools.count()
+    lock = threading.Lock()
+    start_at: list[float] = []
+    ready = threading.Barrier(concurrency + 1, action=lambda: start_at.append(time.perf_counter()))
+
+    def worker() -> None:
+        client = make_client()
+        try:
+            for _ in range(warmup):
+                client()
+            ready.wait()
+            deadline = start_at[0] + time_cap_s
+            while next(counter) < requests and time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                ok, _ = client()
+                dt = time.perf_counter() - t0
+                with lock:
+                    if ok:
+                        run.latencies_s.append(dt)
+                    else:
+                        run.errors += 1
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    for t in threads:
+        t.join(time_cap_s + 180)
+    run.elapsed_s = time.perf_counter() - start_at[0]
+    return run

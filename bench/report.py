@@ -1,0 +1,196 @@
+"""bench.json, bench.md (tables, ratios, targets) and bench.png (latency and throughput) from one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CASE_TEXT = {
+    "invoke": "invoke() alone",
+    "pipeline": "pipeline: JPEG -> answer",
+    "rest_image": "REST binData JPEG",
+    "rest_ndarray": "REST data.ndarray",
+    "grpc_image": "gRPC binData JPEG",
+    "grpc_tftensor": "gRPC data.tftensor",
+    "grpc_tensor": "gRPC data.tensor",
+}
+
+
+def _find(rows: list[dict], model: str, target: str, case: str) -> dict | None:
+    return next((r for r in rows if r["model"] == model and r["target"] == target and r["case"] == case), None)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def ratios(rows: list[dict]) -> list[dict[str, Any]]:
+    """server p50 / in-process p50 and server throughput at 4 / in-process throughput at 4, per model and payload."""
+    out = []
+    for r in rows:
+        if r["target"].startswith("in-process") or r["target"] == "naive":
+            continue
+        limit_case = "pipeline" if r["case"].endswith("image") else "invoke"
+        limit = _find(rows, r["model"], f"in-process {r['runtime']}", limit_case)
+        naive = _find(rows, r["model"], "naive", "rest_ndarray") if r["case"] == "rest_ndarray" else None
+        out.append({
+            "model": r["model"], "server": r["target"], "case": r["case"], "versus": f"in-process {limit_case}",
+            "p50_ratio": _ratio(r.get("p50_ms"), limit and limit.get("p50_ms")),
+            "throughput4_ratio": _ratio(r["throughput"].get("4"), limit and limit["throughput"].get("4")),
+            "naive_speedup": _ratio(naive and naive.get("p50_ms"), r.get("p50_ms")),
+        })
+    return out
+
+
+def targets(rows: list[dict], ratio_rows: list[dict]) -> list[dict[str, Any]]:
+    def ratio(model: str, server: str, case: str, key: str) -> float | None:
+        found = next((x for x in ratio_rows if x["model"] == model and x["server"] == server and x["case"] == case), None)
+        return found and found[key]
+
+    out = []
+    models = sorted({r["model"] for r in rows}, key=[r["model"] for r in rows].index)
+    for m in models:
+        v = ratio(m, "TFLiteServer", "rest_image", "p50_ratio")
+        out.append(("REST JPEG p50 <= 1.25x in-process pipeline", m, v, v is not None and v <= 1.25))
+    v = ratio("face_mask", "TFLiteServer", "grpc_tftensor", "p50_ratio")
+    if v is not None:
+        out.append(("gRPC tftensor p50 <= 1.3x in-process invoke() (face-mask, detection answer)", "face_mask", v, v <= 1.3))
+    v = ratio("face_mask", "TFLiteServer raw outputs", "grpc_tftensor", "p50_ratio")
+    if v is not None:
+        out.append(("gRPC tftensor p50 <= 1.3x in-process invoke() (face-mask, raw outputs)", "face_mask", v, v <= 1.3))
+    for m in models:
+        server = "TFLiteServer raw outputs" if m == "face_mask" and _find(rows, m, "TFLiteServer raw outputs", "rest_ndarray") else "TFLiteServer"
+        v = ratio(m, server, "rest_ndarray", "naive_speedup")
+        if v is not None:
+            out.append((f"REST ndarray >= 3x faster than naive ({server})", m, v, v >= 3))
+    for m in models:
+        v = ratio(m, "TFLiteServer", "rest_image", "throughput4_ratio")
+        errors = sum(r.get("errors", 0) for r in rows if r["model"] == m)
+        out.append(("throughput at 4 >= 0.85x in-process (REST JPEG vs pipeline), no errors", m, v,
+                    v is not None and v >= 0.85 and errors == 0))
+    r = _find(rows, "mobilenet_v2_quant", "TFLiteServer", "rest_image")
+    if r:
+        out.append(("TFLite RSS (whole tree) < 150 MB, mobilenet_v2", "mobilenet_v2_quant", r["memory"]["rss_mb"], r["memory"]["rss_mb"] < 150))
+        out.append(("TFLite PSS (whole tree) < 150 MB, mobilenet_v2", "mobilenet_v2_quant", r["memory"]["pss_mb"], r["memory"]["pss_mb"] < 150))
+    for m in models:
+        r = _find(rows, m, "TFLiteServer", "rest_image") or _find(rows, m, "TFLiteServer", "grpc_tftensor")
+        if r:
+            out.append(("TFLite cold start < 3 s", m, r["cold_start_s"], r["cold_start_s"] < 3))
+    return [{"target": t, "model": m, "value": v, "met": bool(ok)} for t, m, v, ok in out]
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, v = report["machine"], report["versions"]
+    lines = [
+        f"# Benchmark results ({report['mode']})",
+        "",
+        f"- Date: {report['date']}; duration {report['duration_s']} s",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB RAM, {m['arch']}, Linux {m['kernel']}",
+        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- Server and in-process configuration: {report['config']}",
+        f"- Load average (1, 5, 15 min) at start {report['loadavg_start']}, at end {report['loadavg_end']}: "
+        "other work on the machine competes with the benchmark; each row gives the 1-minute load when it started.",
+        f"- Budget per case: concurrency 1: up to {report['budget']['latency_requests']} requests or "
+        f"{report['budget']['latency_cap_s']} s; each of concurrency {report['budget']['concurrency'][1:]}: up to "
+        f"{report['budget']['load_requests']} requests or {report['budget']['load_cap_s']} s. Loopback only.",
+        "",
+        "## Latency (concurrency 1) and throughput",
+        "",
+        "| model | target | payload | p50 ms | p90 ms | p99 ms | req/s at " + " / ".join(str(c) for c in report["budget"]["concurrency"])
+        + " | errors | RSS / PSS MB (tree) | cold start s | load |",
+        "|---|---|---|---:|---:|---:|---|---:|---|---:|---:|",
+    ]
+    for r in report["rows"]:
+        mem = f"{r['memory']['rss_mb']:g} / {r['memory']['pss_mb']:g}" if "memory" in r else "-"
+        lines.append(
+            f"| {r['model']} | {r['target']} | {CASE_TEXT.get(r['case'], r['case'])} | {_fmt(r.get('p50_ms'))} | {_fmt(r.get('p90_ms'))} | "
+            f"{_fmt(r.get('p99_ms'))} | {' / '.join(_fmt(x) for x in r['throughput'].values())} | {r['errors']} | {mem} | "
+            f"{_fmt(r.get('cold_start_s'))} | {r['loadavg_before'][0]} |"
+        )
+    lines += ["", "## Ratios", "",
+              "server p50 / in-process p50 (JPEG payloads against the pipeline, tensor payloads against invoke()); "
+              "server req/s at concurrency 4 / in-process req/s at 4 with the same interpreters and threads; "
+              "naive p50 / server p50 on the same REST ndarray payload.", "",
+              "| model | server | payload | versus | p50 ratio | throughput@4 ratio | faster than naive |",
+              "|---|---|---|---|---:|---:|---:|"]
+    for x in report["ratios"]:
+        lines.append(f"| {x['model']} | {x['server']} | {CASE_TEXT.get(x['case'], x['case'])} | {x['versus']} | {_fmt(x['p50_ratio'])} | "
+                     f"{_fmt(x['throughput4_ratio'])} | {_fmt(x['naive_speedup'])} |")
+    lines += ["", "## Targets (issue 5)", "", "| target | model | measured | met |", "|---|---|---:|---|"]
+    for t in report["targets"]:
+        lines.append(f"| {t['target']} | {t['model']} | {_fmt(t['value'])} | {'yes' if t['met'] else 'NO'} |")
+    if report.get("sweep"):
+        lines += ["", "## Settings sweep: mobilenet_v2_quant, REST JPEG, TFLiteServer", "",
+                  "| settings | configuration | p50 ms | req/s at 1 / 4 | in-process pipeline p50 ms | in-process req/s at 1 / 4 | RSS / PSS MB | cold start s | load |",
+                  "|---|---|---:|---|---:|---|---|---:|---:|"]
+        for name in dict.fromkeys(r["sweep"] for r in report["sweep"]):
+            srv = next((r for r in report["sweep"] if r["sweep"] == name and "memory" in r), None)
+            lim = next((r for r in report["sweep"] if r["sweep"] == name and "memory" not in r), None)
+            if not srv:
+                continue
+            lines.append(
+                f"| {name} | {srv['config']} | {_fmt(srv.get('p50_ms'))} | {' / '.join(_fmt(x) for x in srv['throughput'].values())} | "
+                f"{_fmt(lim and lim.get('p50_ms'))} | {' / '.join(_fmt(x) for x in lim['throughput'].values()) if lim else '-'} | "
+                f"{srv['memory']['rss_mb']:g} / {srv['memory']['pss_mb']:g} | {srv['cold_start_s']} | {srv['loadavg_before'][0]} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if r.get("p50_ms")]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(len(models), 2, figsize=(14, 4.2 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        mine = [r for r in rows if r["model"] == model]
+        labels = [f"{r['target'].replace('in-process ', 'inproc ')}\n{CASE_TEXT.get(r['case'], r['case'])}" for r in mine]
+        colors = ["tab:green" if r["target"].startswith("in-process") else "tab:red" if r["target"] == "naive"
+                  else "tab:orange" if r["runtime"] == "openvino" else "tab:blue" for r in mine]
+        y = range(len(mine))
+        ax = axes[i][0]
+        ax.barh(y, [r["p50_ms"] for r in mine], color=colors)
+        ax.errorbar([r["p50_ms"] for r in mine], y, xerr=[[0] * len(mine), [r["p99_ms"] - r["p50_ms"] for r in mine]],
+                    fmt="none", ecolor="black", capsize=2, lw=0.8)
+        ax.set_yticks(list(y), labels, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("latency at concurrency 1, ms (bar p50, whisker p99; log scale)")
+        ax.set_title(model, fontsize=9)
+        ax = axes[i][1]
+        for r, color in zip(mine, colors):
+            cs = [int(c) for c in r["throughput"]]
+            ax.plot(cs, list(r["throughput"].values()), marker="o", color=color, alpha=0.7, lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel("requests/s (log)")
+        ax.set_title(f"{model}: throughput (green in-process, blue TFLiteServer, orange OpenVINOServer, red naive)", fontsize=8)
+    m = report["machine"]
+    fig.suptitle(f"{report['date']} - {m['cpu']}, {m['cores']} cores - load avg at start {report['loadavg_start'][0]}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(report: dict[str, Any], out: Path, chart_png: bool = True, **kwargs: Any) -> dict[str, Path]:
+    chart_png = kwargs.get("chart", chart_png)
+    out.mkdir(parents=True, exist_ok=True)
+    report["ratios"] = ratios(report["rows"])
+    report["targets"] = targets(report["rows"], report["ratios"])
+    paths = {"json": out / "bench.json", "md": out / "bench.md"}
+    paths["json"].write_text(json.dumps(report, indent=1) + "\n")
+    paths["md"].write_text(markdown(report))
+    if chart_png:
+        paths["png"] = out / "bench.png"
+        chart(report, paths["png"])
+    return paths

@@ -1,0 +1,17 @@
+# Benchmarks (issue 5): the servers against the runtime in-process and a naive server, in one run.
+# `make bench` writes bench/results/bench.{json,md,png} (about 15-20 minutes on a 2-core machine);
+# `make bench-smoke` is the same code with a few requests per case, one model and three payloads,
+# into a scratch directory (tests/test_bench_smoke.py runs it in `make test`). Never a timing assertion.
+
+BENCH_OUT ?= bench/results
+BENCH_ARGS ?=
+
+.PHONY: bench bench-smoke
+
+## bench: measure everything, write $(BENCH_OUT)/bench.json, bench.md and bench.png
+bench: install
+	$(PY) -m bench.run --out $(BENCH_OUT) $(BENCH_ARGS)
+
+## bench-smoke: a few requests per case, results in .cache/bench-smoke (not committed)
+bench-smoke: install
+	$(PY) -m bench.run --smoke --out .cache/bench-smoke
