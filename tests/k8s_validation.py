@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "edge-model"
 EXAMPLES = ROOT / "charts" / "examples"
 OPERATOR_VALUES = ROOT / "charts" / "operator-values.yaml"
+DOCS = ROOT / "docs" / "kubernetes.md"
 CRD = Path(__file__).resolve().parent / "k8s" / "seldondeployment-crd.yaml"
 K8S_VERSION = "1.28"  # newest schema set in kubernetes-validate 1.28.3
 
@@ -225,6 +227,27 @@ def manifest_errors(doc: dict) -> list[str]:
     for pod in pods(doc):
         errors += [f"{pod['metadata']['name']}: {m}" for m in pod_errors(pod)]
     return errors
+
+
+# --- docs/kubernetes.md -------------------------------------------------------------------------------
+
+
+def doc_commands() -> list[list[str]]:
+    """Shell commands in the doc's ```sh blocks (backslash continuations joined), as argument lists."""
+    text = DOCS.read_text()
+    commands = []
+    for block in re.findall(r"```(?:sh|bash|shell)\n(.*?)```", text, re.S):
+        for command in re.sub(r"\\\n\s*", " ", block).splitlines():
+            command = command.strip()
+            if command and not command.startswith("#"):
+                commands.append(shlex.split(command, comments=True))
+    return commands
+
+
+def find_command(*prefix: str) -> list[list[str]]:
+    found = [c for c in doc_commands() if c[: len(prefix)] == list(prefix)]
+    assert found, f"docs/kubernetes.md has no `{' '.join(prefix)} ...` command"
+    return found
 
 
 # --- examples -----------------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import re
-import shlex
 import typing
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +20,6 @@ import yaml
 import k8s_validation as kv
 from edgeservers.settings import Settings
 
-DOCS = kv.ROOT / "docs" / "kubernetes.md"
 MODEL_VOLUME_PATH = "/mnt/models"
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -319,27 +316,9 @@ def test_operator_storage_initializer_is_ours():
 # --- the commands in docs/kubernetes.md ----------------------------------------------------------------
 
 
-def doc_commands() -> list[list[str]]:
-    """Shell commands in the doc's ```sh blocks (backslash continuations joined), as argument lists."""
-    text = DOCS.read_text()
-    commands = []
-    for block in re.findall(r"```(?:sh|bash|shell)\n(.*?)```", text, re.S):
-        for command in re.sub(r"\\\n\s*", " ", block).splitlines():
-            command = command.strip()
-            if command and not command.startswith("#"):
-                commands.append(shlex.split(command, comments=True))
-    return commands
-
-
-def find_command(*prefix: str) -> list[list[str]]:
-    found = [c for c in doc_commands() if c[: len(prefix)] == list(prefix)]
-    assert found, f"docs/kubernetes.md has no `{' '.join(prefix)} ...` command"
-    return found
-
-
 def test_docs_operator_upgrade_commands_give_the_same_values(tmp_path):
     """The `-f charts/operator-values.yaml` form and the `--set` form of `helm upgrade` set the same values."""
-    upgrades = find_command("helm", "upgrade", "seldon-core", "seldonio/seldon-core-operator")
+    upgrades = kv.find_command("helm", "upgrade", "seldon-core", "seldonio/seldon-core-operator")
     assert len(upgrades) == 2
     for command in upgrades:
         assert command[4:7] == ["-n", "seldon-system", "--reuse-values"], command
@@ -358,7 +337,7 @@ def test_docs_operator_upgrade_commands_give_the_same_values(tmp_path):
 def test_docs_model_commands_render_what_the_tests_validate():
     """`helm install ... charts/edge-model -f <example values>` renders the example manifest that
     `kubectl apply -f` installs, and both validate (test_example_validates_and_matches_the_chart)."""
-    (install,) = find_command("helm", "install")
+    (install,) = kv.find_command("helm", "install")
     chart_at = install.index("charts/edge-model")
     values_files = [install[i + 1] for i, a in enumerate(install) if a == "-f"]
     assert values_files, install
@@ -369,7 +348,7 @@ def test_docs_model_commands_render_what_the_tests_validate():
     (sdep,) = [d for d in yaml.safe_load_all(out) if d]
     assert sdep["metadata"]["namespace"] == namespace
     assert kv.manifest_errors(sdep) == []
-    applies = find_command("kubectl", "apply")
+    applies = kv.find_command("kubectl", "apply")
     applied = [a[a.index("-f") + 1] for a in applies]
     for values_file in values_files:
         manifest = values_file.replace(".values.yaml", ".yaml")
@@ -378,14 +357,14 @@ def test_docs_model_commands_render_what_the_tests_validate():
 
 
 def test_docs_predict_call_is_a_seldon_rest_predict():
-    curls = [c for c in doc_commands() if c[0] == "curl"]
+    curls = [c for c in kv.doc_commands() if c[0] == "curl"]
     assert any("/api/v1.0/predictions" in " ".join(c) and any(a.startswith("binData=@images/") for a in c) for c in curls), curls
 
 
 def test_docs_secret_command_makes_the_secret_the_examples_use():
     """The doc's `kubectl create secret` works offline (client dry run), validates, and carries the
     environment variable names the storage initializer reads."""
-    (create,) = find_command("kubectl", "create", "secret", "generic")
+    (create,) = kv.find_command("kubectl", "create", "secret", "generic")
     result = kv.run_tool("kubectl", *create[1:], "--dry-run=client", "-o", "yaml")
     secret = yaml.safe_load(result.stdout)
     errors = sorted(f"{kv._where(e)}: {e.message}" for e in kv._k8s_validator("secret-v1").iter_errors(secret))

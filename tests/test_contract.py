@@ -18,7 +18,9 @@ wrapper's `0.0.0.0` listeners bind 127.0.0.1 (checked in /proc/net/tcp).
 
 from __future__ import annotations
 
+import base64
 import http.server
+import io
 import json
 import os
 import signal
@@ -222,14 +224,25 @@ class PodRun:
         self.root = root
         self.proc: subprocess.Popen | None = None
 
-    def run_init_containers(self) -> None:
+    def container_env(self, container: dict, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+        """A clean environment, as in the container: envFrom secrets, then env; TMPDIR on the /tmp volume."""
+        env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": self.volumes.host_path(container, "/tmp"),
+               "TMPDIR": self.volumes.host_path(container, "/tmp")}
+        for source in container.get("envFrom") or []:
+            env.update(secrets[source["secretRef"]["name"]])  # a missing Secret stops the pod: KeyError here
+        env.update({e["name"]: e["value"] for e in container.get("env") or []})
+        return env
+
+    def run_init_containers(self, secrets: dict[str, dict[str, str]] | None = None) -> None:
         for init in self.spec.get("initContainers") or []:
             assert init["image"].rsplit(":", 1)[0].endswith("/edgeservers-storage-initializer"), init["image"]
             assert "command" not in init, "the image's ENTRYPOINT must stay in charge"
             args = [self.volumes.host_path(init, a) if a.startswith("/") else a for a in init["args"]]
+            env = self.container_env(init, secrets or {})
+            env["PYTHONPATH"] = str(ROOT)  # the image has edgeservers installed; here it is the checkout
             result = subprocess.run(
                 [str(PYTHON), "-m", "edgeservers.storage", *args], cwd=ROOT, capture_output=True, text=True,
-                env={**os.environ, **{e["name"]: e["value"] for e in init.get("env") or []}}, timeout=120,
+                env=env, timeout=120,
             )
             assert result.returncode == 0, f"init container {init['name']} failed:\n{result.stderr}"
 
@@ -250,7 +263,8 @@ class PodRun:
         shim = self.root / "shim"
         shim.mkdir()
         (shim / "sitecustomize.py").write_text(LOOPBACK_SHIM)
-        process_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
+        process_env = {**self.container_env(container, {}), **env,
+                       "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
         self.proc = subprocess.Popen(
             [str(MICROSERVICE), env["MODEL_NAME"], "--service-type", "MODEL"], cwd=ROOT, env=process_env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
@@ -368,3 +382,49 @@ def test_face_mask_example_runs_as_shipped(model_site, pod_run):
     detections = reply.json()["jsonData"]
     assert [d["label"] for d in detections] == ["0"]  # class 0 = Mask; no labels.txt beside a bare .tflite
     assert len(detections[0]["box"]) == 4
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A loopback S3 server (moto) holding the image-classifier example's object: models/mobilenet_v2_quant.tar.gz."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port_number = server.get_host_and_port()
+    endpoint = f"http://{host}:{port_number}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin")
+    client.create_bucket(Bucket="models")
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for f in sorted((ROOT / "models" / "mobilenet_v2_quant").iterdir()):
+            tar.add(f, arcname=f.name)
+    client.put_object(Bucket="models", Key="mobilenet_v2_quant.tar.gz", Body=archive.getvalue())
+    yield endpoint
+    server.stop()
+
+
+def test_image_classifier_example_fetches_from_s3_with_the_docs_secret(s3_endpoint, pod_run):
+    """The image-classifier example as shipped (s3:// modelUri, envSecretRefName) with the Secret that
+    docs/kubernetes.md's `kubectl create secret` makes; only the S3 endpoint in it points at the local server."""
+    (create,) = kv.find_command("kubectl", "create", "secret", "generic")
+    secret = yaml.safe_load(kv.run_tool("kubectl", *create[1:], "--dry-run=client", "-o", "yaml").stdout)
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    data["AWS_ENDPOINT_URL"] = s3_endpoint
+
+    sdep = kv.render_one([kv.EXAMPLES / "image-classifier.values.yaml"])
+    (init,) = sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["initContainers"]
+    assert init["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    run = pod_run(sdep)
+    run.run_init_containers({secret["metadata"]["name"]: data})
+    model_dir = Path(run.volumes.dirs["model-provision-location"])
+    assert sorted(f.name for f in model_dir.iterdir()) == ["labels.txt", "mobilenet_v2_1.0_224_quant.tflite"]
+
+    run.start_server()
+    with open(ROOT / "images" / "parrot.jpg", "rb") as photo:
+        reply = requests.post(run.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()["jsonData"]
+    assert [a["label"] for a in answer][:1] == ["macaw"] and len(answer) == 3
