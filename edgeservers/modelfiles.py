@@ -19,7 +19,7 @@ def local_model_dir(model_uri: str) -> Path:
         try:
             storage.download(model_uri, target)
         except storage.StorageError as e:
-            raise ModelLoadError(f"cannot download model_uri {model_uri}: {e}") from None
+            raise ModelLoadError(f"cannot download model_uri: {e}") from None  # e names the URI, credentials removed
         return Path(target)
     path = Path(model_uri.removeprefix("file://"))
     if not path.exists():
