@@ -17,8 +17,13 @@ _PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Convert"}
 _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
 
-def _fake_quantize_range(node: Any) -> tuple[float, float, float, float] | None:
-    """(in_low, in_high, out_low, out_high) of a per-tensor FakeQuantize with constant ranges."""
+def _fake_quantize(node: Any, quantizes: bool) -> Quantization | None:
+    """The scale and zero point a per-tensor FakeQuantize with constant ranges stands for.
+
+    A FakeQuantize maps [in_low, in_high] linearly onto [out_low, out_high]. Models read from a
+    quantized .tflite carry each tensor's quantization this way (OpenVINO exposes it no other way):
+    on an output it maps real values onto integers (`quantizes`), on an input integers onto real values.
+    """
     if node.get_type_name() != "FakeQuantize":
         return None
     bounds = []
@@ -27,28 +32,22 @@ def _fake_quantize_range(node: Any) -> tuple[float, float, float, float] | None:
         if const.get_type_name() != "Constant" or const.get_data().size != 1:
             return None
         bounds.append(float(const.get_data().reshape(-1)[0]))
-    return tuple(bounds)  # type: ignore[return-value]
+    in_low, in_high, out_low, out_high = bounds
+    real_low, real_high, q_low, q_high = bounds if quantizes else (out_low, out_high, in_low, in_high)
+    scale = (real_high - real_low) / (q_high - q_low)
+    return Quantization(scale, int(round(q_low - real_low / scale)))
 
 
 def _output_quantization(result: Any) -> Quantization | None:
-    """A quantized (u8/i8) output of a model read from a quantized .tflite ends in FakeQuantize -> Convert.
-
-    The FakeQuantize maps the real range [in_low, in_high] onto [out_low, out_high] in the integer
-    domain, which is the tensor's scale and zero point (OpenVINO does not expose them otherwise).
-    """
+    """A quantized (u8/i8) output ends in FakeQuantize -> Convert (through layout-only nodes)."""
     node = result.input_value(0).get_node()
     while node.get_type_name() in _PASS_THROUGH:
         node = node.input_value(0).get_node()
-    bounds = _fake_quantize_range(node)
-    if bounds is None:
-        return None
-    in_low, in_high, out_low, out_high = bounds
-    scale = (in_high - in_low) / (out_high - out_low)
-    return Quantization(scale, int(round(out_low - in_low / scale)))
+    return _fake_quantize(node, quantizes=True)
 
 
 def _input_quantization(parameter: Any) -> Quantization | None:
-    """A quantized input is dequantized by a FakeQuantize mapping [q_low, q_high] onto the real range."""
+    """A quantized input's only consumer (through layout-only nodes) is the FakeQuantize that dequantizes it."""
     node = parameter
     while True:
         consumers = list(node.output(0).get_target_inputs())
@@ -56,13 +55,7 @@ def _input_quantization(parameter: Any) -> Quantization | None:
             return None
         node = consumers[0].get_node()
         if node.get_type_name() not in _PASS_THROUGH:
-            break
-    bounds = _fake_quantize_range(node)
-    if bounds is None:
-        return None
-    q_low, q_high, real_low, real_high = bounds
-    scale = (real_high - real_low) / (q_high - q_low)
-    return Quantization(scale, int(round(q_low - real_low / scale)))
+            return _fake_quantize(node, quantizes=False)
 
 
 def _spec(port: Any, quantization: Quantization | None) -> TensorSpec:

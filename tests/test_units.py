@@ -85,3 +85,16 @@ def test_openvino_prefers_the_ir_and_needs_its_weights(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"x")
     assert find_model(tmp_path, (".xml", ".onnx", ".tflite")).name == "model.xml"
     assert find_model(tmp_path, (".tflite",)).name == "model.tflite"
+
+
+@pytest.mark.parametrize("model_dir", ["mobilenet_v2_quant", "mobilenet_v1_025_quant", "deeplabv3"])
+def test_openvino_reads_the_same_quantization_as_tflite(model_dir):
+    from pathlib import Path
+
+    from edgeservers.runtime import RuntimeOptions
+    from edgeservers.runtime_openvino import OpenVINORuntime
+    from edgeservers.runtime_tflite import TFLiteRuntime
+
+    (model,) = (Path(__file__).parent.parent / "models" / model_dir).glob("*.tflite")
+    options = RuntimeOptions(num_threads=1, pool_size=1, extra={"device": "CPU"})
+    assert OpenVINORuntime.inspect(model, options) == TFLiteRuntime.inspect(model, options)
