@@ -31,6 +31,16 @@ class Answer:
 Postprocessor = Callable[[Mapping[str, np.ndarray], Size], Answer]
 
 
+def _one_output(kind: str, outputs: Sequence[TensorSpec]) -> TensorSpec:
+    """The single output `kind` works on, or a ModelLoadError listing what was selected."""
+    if len(outputs) != 1:
+        raise ModelLoadError(
+            f"postprocess={kind} needs one output; selected {len(outputs)} "
+            f"({', '.join(o.name for o in outputs)}): choose one with output_tensor_name"
+        )
+    return outputs[0]
+
+
 def _label(labels: Sequence[str] | None, index: int) -> str:
     return labels[index] if labels and 0 <= index < len(labels) else str(index)
 
@@ -39,12 +49,7 @@ class Classification:
     """Top-k {label, index, score}, best first, from the one output's scores."""
 
     def __init__(self, outputs: Sequence[TensorSpec], labels: Sequence[str] | None, top_k: int):
-        if len(outputs) != 1:
-            raise ModelLoadError(
-                f"postprocess=classification needs one output; the model gives {len(outputs)} "
-                f"({', '.join(o.name for o in outputs)}): choose one with output_tensor_name"
-            )
-        self._name = outputs[0].name
+        self._name = _one_output("classification", outputs).name
         self._labels = labels
         self._top_k = top_k
 
@@ -150,12 +155,7 @@ class Segmentation:
     """A binary mask from a class map or probability map, and its connected regions via OpenCV contours."""
 
     def __init__(self, outputs: Sequence[TensorSpec], labels: Sequence[str] | None, settings: Settings):
-        if len(outputs) != 1:
-            raise ModelLoadError(
-                f"postprocess=segmentation needs one output (a class map or probability map); selected "
-                f"{len(outputs)}: choose one with output_tensor_name"
-            )
-        self._output = outputs[0]
+        self._output = _one_output("segmentation", outputs)
         self._labels = labels
         self._settings = settings
         self._class = self._class_index(settings.segmentation_class, labels)
