@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""`make image-test`: run the built images for real, one arch after the other (arm ones under qemu).
+
+For each arch:
+1. a loopback HTTP server serves models/mobilenet_v2_quant as one .tar.gz;
+2. the storage-initializer image (read-only root, non-root) fetches it by URL into a directory,
+   as the operator's init container does with args ["<model_uri>", "/mnt/models"];
+3. the server image runs with the environment the Seldon v1 operator gives the model container
+   (PREDICTIVE_UNIT_PARAMETERS with model_uri=/mnt/models, the port variables), `--read-only`,
+   the filled directory mounted read-only at /mnt/models;
+4. a REST prediction of images/parrot.jpg must answer "macaw" first; then SIGTERM must stop it.
+
+Test-harness only (not in the images): `--network host` needs the listeners kept on loopback on a
+shared machine, so a sitecustomize shim mounted read-only (PYTHONPATH) makes the wrapper's 0.0.0.0
+binds 127.0.0.1, the ports are free ones instead of 9000/6000, and gRPC workers are off (its C core
+binds outside Python). Only the standard library: it runs with the host's python3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = ROOT / "models" / "mobilenet_v2_quant"
+PHOTO = ROOT / "images" / "parrot.jpg"
+PLATFORM = {"amd64": ["--arch", "amd64"], "arm64": ["--arch", "arm64"], "armv7": ["--arch", "arm", "--variant", "v7"]}
+START_TIMEOUT = {"amd64": 120, "arm64": 420, "armv7": 600}  # cold starts under qemu take minutes
+
+LOOPBACK_SHIM = '''\
+# image-test harness only: with --network host, keep Seldon's 0.0.0.0 listeners on loopback.
+import socket
+_bind = socket.socket.bind
+def _loopback_bind(self, address):
+    if self.family == socket.AF_INET and isinstance(address, tuple) and address[0] in ("", "0.0.0.0"):
+        address = ("127.0.0.1",) + tuple(address[1:])
+    return _bind(self, address)
+socket.socket.bind = _loopback_bind
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def podman(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(ROOT / ".cache" / "containers.conf"))
+    return subprocess.run(["podman", "--runtime", "runc", *args], env=env, text=True, **kw)
+
+
+def listeners(port: int) -> set[str]:
+    """Local IPv4/IPv6 addresses listening on this TCP port (from /proc/net)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            addr, hexport = parts[1].rsplit(":", 1)
+            if parts[3] == "0A" and int(hexport, 16) == port:
+                found.add(addr)
+    return found
+
+
+def serve_model(workdir: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    site = workdir / "site"
+    site.mkdir()
+    with tarfile.open(site / "mobilenet_v2_quant.tar.gz", "w:gz") as tar:
+        for f in sorted(MODEL_DIR.iterdir()):
+            tar.add(f, arcname=f.name)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/mobilenet_v2_quant.tar.gz"
+
+
+def predict(port: int) -> dict:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"binData\"; filename=\"parrot.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + PHOTO.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1.0/predictions", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return json.load(resp)
+
+
+def run_server(arch: str, image: str, models: Path, shim: Path, work: Path, server: str) -> dict:
+    """Run one server image as the operator would, classify the parrot, stop it with SIGTERM."""
+    result: dict = {}
+    http_port, metrics_port, grpc_port = free_port(), free_port(), free_port()
+    params = [{"name": "model_uri", "value": "/mnt/models", "type": "STRING"}]
+    name = f"edgeservers-image-test-{arch}-{server}-{os.getpid()}"
+    env = {
+        "PREDICTIVE_UNIT_PARAMETERS": json.dumps(params),
+        "PREDICTIVE_UNIT_HTTP_SERVICE_PORT": str(http_port),
+        "PREDICTIVE_UNIT_GRPC_SERVICE_PORT": str(grpc_port),
+        "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(metrics_port),
+        "PREDICTIVE_UNIT_ID": "classifier", "PREDICTOR_ID": "default", "SELDON_DEPLOYMENT_ID": "image-test",
+        "PREDICTIVE_UNIT_IMAGE": image, "PREDICTOR_LABELS": "{}",
+        "GRPC_WORKERS": "0", "PYTHONPATH": "/opt/loopback-shim",
+    }
+    env_args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+    t0 = time.monotonic()
+    run = podman("run", "-d", "--name", name, "--pull=never", *PLATFORM[arch], "--network", "host",
+                 "--read-only", "-v", f"{models}:/mnt/models:ro", "-v", f"{shim}:/opt/loopback-shim:ro",
+                 *env_args, image, capture_output=True)
+    assert run.returncode == 0, run.stderr
+    try:
+        answer, deadline = None, time.monotonic() + START_TIMEOUT[arch]
+        while time.monotonic() < deadline:
+            state = podman("inspect", "--format", "{{.State.Running}}", name, capture_output=True).stdout.strip()
+            assert state == "true", "server container exited:\n" + podman("logs", name, capture_output=True).stderr[-3000:]
+            try:
+                answer = predict(http_port)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(2)
+        result["first_prediction_s"] = round(time.monotonic() - t0, 1)
+        assert answer is not None, f"no answer within {START_TIMEOUT[arch]} s"
+        top = answer["jsonData"][0]
+        print(f"[{arch}] {server}: first prediction after {result['first_prediction_s']} s: {top}")
+        assert top["label"] == "macaw", answer
+        result["top1"] = top["label"]
+        t1 = time.monotonic()
+        predict(http_port)
+        result["warm_prediction_s"] = round(time.monotonic() - t1, 2)
+        bound = listeners(http_port) | listeners(metrics_port)
+        assert bound and all(a in ("0100007F", "00000000000000000000000001000000") for a in bound), bound
+        user = podman("exec", name, "id", "-u", capture_output=True).stdout.strip()
+        assert user == "8888", user
+        t2 = time.monotonic()
+        podman("stop", "--time", "30", name, capture_output=True)
+        result["stop_s"] = round(time.monotonic() - t2, 1)
+        print(f"[{arch}] {server}: SIGTERM -> stopped in {result['stop_s']} s")
+        assert result["stop_s"] < 10, "SIGTERM did not stop the server promptly"
+    finally:
+        logs = podman("logs", name, capture_output=True)
+        (work.parent / f"server-{arch}-{server}.log").write_text(logs.stdout + logs.stderr)
+        podman("rm", "-f", name, capture_output=True)
+    model_name = podman("image", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", image,
+                        capture_output=True).stdout
+    assert f"MODEL_NAME={server}" in model_name.split(), f"{image} does not default to {server}"
+    return result
+
+
+def test_arch(arch: str, version: str, repo: str, init_repo: str, work: Path) -> dict:
+    result = {"arch": arch}
+    image, init_image = f"{repo}:{version}-{arch}", f"{init_repo}:{version}-{arch}"
+    httpd, url = serve_model(work)
+    models = work / "models"
+    models.mkdir()
+    models.chmod(0o777)  # the initializer runs as uid 8888, like an emptyDir any uid can write
+    shim = work / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(LOOPBACK_SHIM)
+    try:
+        t0 = time.monotonic()
+        init = podman("run", "--rm", "--pull=never", *PLATFORM[arch], "--network", "host", "--read-only",
+                      "-v", f"{models}:/mnt/models", init_image, url, "/mnt/models", capture_output=True)
+        result["init_s"] = round(time.monotonic() - t0, 1)
+        print(f"[{arch}] initializer: exit {init.returncode} in {result['init_s']} s: {init.stdout.strip()} {init.stderr.strip()}")
+        files = sorted(p.name for p in models.iterdir())
+        assert init.returncode == 0 and "labels.txt" in files and any(f.endswith(".tflite") for f in files), files
+
+        result.update(run_server(arch, image, models, shim, work, "TFLiteServer"))
+        if arch != "armv7":  # the -openvino tag: same image, OpenVINOServer by default
+            ov = run_server(arch, f"{repo}:{version}-openvino-{arch}", models, shim, work, "OpenVINOServer")
+            result.update({f"openvino_{k}": v for k, v in ov.items()})
+    finally:
+        httpd.shutdown()
+    size = podman("image", "inspect", "--format", "{{.Size}}", image, capture_output=True).stdout.strip()
+    result["size_mb"] = round(int(size) / 1e6) if size.isdigit() else None
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("arches", nargs="+", choices=sorted(PLATFORM))
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--repo", default="localhost/edgeservers")
+    ap.add_argument("--init-repo", default="localhost/edgeservers-storage-initializer")
+    args = ap.parse_args()
+    out = ROOT / "build" / "image-test"
+    out.mkdir(parents=True, exist_ok=True)
+    passed, failed, results = 0, 0, []
+    for arch in args.arches:
+        with tempfile.TemporaryDirectory(dir=out) as tmp:
+            try:
+                results.append(test_arch(arch, args.version, args.repo, args.init_repo, Path(tmp)))
+                passed += 1
+                print(f"[{arch}] PASS")
+            except Exception as exc:  # noqa: BLE001 - one line per failed arch, then the summary
+                failed += 1
+                results.append({"arch": arch, "error": str(exc)[-2000:]})
+                print(f"[{arch}] FAIL: {exc}")
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    for r in results:
+        print(json.dumps(r))
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
