@@ -109,7 +109,7 @@ def markdown(report: dict[str, Any]) -> str:
         mem = f"{r['memory']['rss_mb']:g} / {r['memory']['pss_mb']:g}" if "memory" in r else "-"
         lines.append(
             f"| {r['model']} | {r['target']} | {CASE_TEXT.get(r['case'], r['case'])} | {_fmt(r.get('p50_ms'))} | {_fmt(r.get('p90_ms'))} | "
-            f"{_fmt(r.get('p99_ms'))} | {' / '.join(_fmt(x) for x in r['throughput'].values())} | {r['errors']} | {mem} | "
+            f"{_fmt(r.get('p99_ms'))} | {' / '.join(_fmt(r['throughput'].get(str(c))) for c in report['budget']['concurrency'])} | {r['errors']} | {mem} | "
             f"{_fmt(r.get('cold_start_s'))} | {r['loadavg_before'][0]} |"
         )
     lines += ["", "## Ratios", "",
@@ -166,15 +166,15 @@ def chart(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("latency at concurrency 1, ms (bar p50, whisker p99; log scale)")
         ax.set_title(model, fontsize=9)
         ax = axes[i][1]
-        for r, color in zip(mine, colors):
-            cs = [int(c) for c in r["throughput"]]
-            ax.plot(cs, list(r["throughput"].values()), marker="o", color=color, alpha=0.7, lw=1)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
-        ax.set_yscale("log")
-        ax.set_xlabel("concurrency")
-        ax.set_ylabel("requests/s (log)")
-        ax.set_title(f"{model}: throughput (green in-process, blue TFLiteServer, orange OpenVINOServer, red naive)", fontsize=8)
+        one = [r["throughput"].get("1") or 0 for r in mine]
+        four = [r["throughput"].get("4") or 0 for r in mine]
+        ax.barh([k - 0.2 for k in y], one, height=0.4, color=colors, alpha=0.45, label="concurrency 1")
+        ax.barh([k + 0.2 for k in y], four, height=0.4, color=colors, label="concurrency 4")
+        ax.set_yticks(list(y), labels, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("requests/s (light: concurrency 1, dark: concurrency 4; log scale)")
+        ax.set_title(f"{model}: green in-process, blue TFLiteServer, orange OpenVINOServer, red naive", fontsize=8)
     m = report["machine"]
     fig.suptitle(f"{report['date']} - {m['cpu']}, {m['cores']} cores - load avg at start {report['loadavg_start'][0]}", fontsize=10)
     fig.tight_layout()
