@@ -211,10 +211,13 @@ def as_input(spec: TensorSpec, array: np.ndarray, form: str) -> np.ndarray:
 def encode(form: str, body: Any, meta: dict[str, Any], proto: bool) -> Any:
     """The response in the request's protocol: a dict for REST, a SeldonMessage for gRPC.
 
-    `form` is a tensor form with one output array (body = (name, array)), or "jsonData" (body = JSON value).
+    `form` is a tensor form with one output array (body = (name, array)), or "jsonData" (body = a JSON
+    value, or arrays by output name). REST bodies keep numpy arrays: the app's orjson writes them.
     """
     if form == "jsonData":
         if proto:
+            if isinstance(body, Mapping):
+                body = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in body.items()}
             message = prediction_pb2.SeldonMessage(jsonData=json_format.ParseDict(body, struct_pb2.Value()))
             json_format.ParseDict({"meta": meta}, message)
             return message
@@ -235,7 +238,7 @@ def encode(form: str, body: Any, meta: dict[str, Any], proto: bool) -> Any:
     if form == "tftensor":
         data = {"tftensor": json_format.MessageToDict(tensor_to_tf(array))}
     elif form == "tensor":
-        data = {"tensor": {"shape": list(array.shape), "values": array.ravel().tolist()}}
+        data = {"tensor": {"shape": list(array.shape), "values": array.ravel()}}
     else:
-        data = {"ndarray": array.tolist()}
+        data = {"ndarray": array}
     return {"data": {"names": [name], **data}, "meta": meta}

@@ -18,7 +18,7 @@ import numpy as np
 from seldon_core.proto import prediction_pb2
 from seldon_core.user_model import SeldonComponent
 
-from . import codecs, postprocess
+from . import codecs, postprocess, rest_json
 from .errors import BadRequest, ModelLoadError
 from .images import ImagePreprocessor, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, RequestMetrics
@@ -39,6 +39,8 @@ class EdgeModelServer(SeldonComponent):
     """A Seldon model server for one model on one runtime; subclasses only name the runtime."""
 
     runtime_class: ClassVar[type[ModelRuntime]]
+    # Seldon's wrapper registers this blueprint on its REST app: it switches the app to orjson.
+    model_error_handler = rest_json.blueprint()
 
     def __init__(self, **parameters: Any):
         super().__init__()
@@ -203,4 +205,4 @@ class EdgeModelServer(SeldonComponent):
         if payload.form in codecs.TENSOR_FORMS and len(outputs) == 1:
             (name, array), = outputs.items()
             return payload.form, (name, array), None
-        return "jsonData", {name: array.tolist() for name, array in outputs.items()}, None
+        return "jsonData", outputs, None
