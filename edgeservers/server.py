@@ -71,7 +71,6 @@ class EdgeModelServer(SeldonComponent):
         if self._postprocess_kind in ("detection", "segmentation") and self._image is None:
             raise ModelLoadError(f"postprocess={self._postprocess_kind} needs an image input: {self._not_image}")
         self._postprocessor = postprocess.build(self._postprocess_kind, self._signature.outputs, labels, settings)
-        self._labels = labels
 
     def _image_preprocessor(self) -> tuple[ImagePreprocessor | None, str]:
         """The preprocessor for image payloads, or None and why the model cannot take images."""
