@@ -92,6 +92,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"- Date: {report['date']}; duration {report['duration_s']} s",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB RAM, {m['arch']}, Linux {m['kernel']}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- Code: commit {report['source']['commit']}"
+        + (f", server files changed: {'; '.join(report['source']['server_code_changed'])}" if report["source"]["server_code_changed"] else ", no uncommitted server changes")
+        + (f"; at the end: commit {report['source_end']['commit']}" + (" (changed during the run)" if report["source_end"] != report["source"] else "")
+           if report.get("source_end") else ""),
         f"- Server and in-process configuration: {report['config']}",
         f"- Load average (1, 5, 15 min) at start {report['loadavg_start']}, at end {report['loadavg_end']}: "
         "other work on the machine competes with the benchmark; each row gives the 1-minute load when it started.",

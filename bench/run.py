@@ -219,6 +219,20 @@ def versions() -> dict[str, str]:
     return out
 
 
+def source() -> dict[str, Any]:
+    """The commit measured, and whether the server code differed from it (the tree may be shared)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = git("status", "--porcelain", "--", "edgeservers", "TFLiteServer.py", "OpenVINOServer.py", "requirements.txt")
+    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "server_code_changed": changed.splitlines()}
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -257,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "smoke" if args.smoke else "full",
         "machine": machine(),
         "versions": versions(),
+        "source": source(),
         "budget": {**budget.__dict__, "concurrency": list(concurrency)},
         "config": MAIN.describe(),
         "loadavg_start": loadavg(),
@@ -300,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["sweep"] = config.name
                 report["sweep"].append(r)
     report["loadavg_end"] = loadavg()
+    report["source_end"] = source()
     report["duration_s"] = round(time.time() - started, 1)
 
     from .report import write
