@@ -90,6 +90,11 @@ def tensor_to_tf(array: np.ndarray) -> tensor_pb2.TensorProto:
     return proto
 
 
+def tensor_to_json(array: np.ndarray) -> dict[str, Any]:
+    """A TensorProto in its JSON form: dtype, shape and the bytes as base64 (cheap in any protocol)."""
+    return json_format.MessageToDict(tensor_to_tf(array))
+
+
 def _numbers(values: Any, where: str) -> np.ndarray:
     """An array of numbers from JSON lists, or a BadRequest for ragged or non-numeric input."""
     try:
@@ -236,7 +241,7 @@ def encode(form: str, body: Any, meta: dict[str, Any], proto: bool) -> Any:
         json_format.ParseDict({"meta": meta}, message)
         return message
     if form == "tftensor":
-        data = {"tftensor": json_format.MessageToDict(tensor_to_tf(array))}
+        data = {"tftensor": tensor_to_json(array)}
     elif form == "tensor":
         data = {"tensor": {"shape": list(array.shape), "values": array.ravel()}}
     else:

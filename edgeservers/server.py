@@ -21,7 +21,7 @@ from seldon_core.user_model import SeldonComponent
 from . import codecs, postprocess, rest_json
 from .errors import BadRequest, ModelLoadError
 from .images import ImagePreprocessor, decode_image
-from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
+from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics, skip_empty_seldon_updates
 from .modelfiles import find_model, local_model_dir, read_labels
 from .runtime import ModelRuntime, ModelSignature, RuntimeOptions, select
 from .settings import Settings
@@ -51,6 +51,7 @@ class EdgeModelServer(SeldonComponent):
         self._runtime: ModelRuntime | None = None
         self._local = threading.local()
         self._metrics = MetricsBatch(self._settings.metrics_interval)
+        skip_empty_seldon_updates()  # here, in the main process, so every forked worker has it
 
     def _prepare(self, parameters: Mapping[str, Any]) -> None:
         settings = Settings.from_parameters(parameters)
@@ -197,7 +198,8 @@ class EdgeModelServer(SeldonComponent):
         self, payload: codecs.Payload, outputs: dict[str, np.ndarray], image_size: tuple[int, int] | None
     ) -> tuple[str, Any, float | None]:
         """(response form, body, top score). Images get the model's post-processing; tensors get
-        raw outputs unless a post-processing was asked for explicitly."""
+        raw outputs unless a post-processing was asked for explicitly. Several raw outputs come back
+        as jsonData keyed by output name: TensorProtos for a tftensor request, else nested lists."""
         postprocessor = self._postprocessor
         if payload.form != "image" and self._settings.postprocess == "auto":
             postprocessor = None
@@ -211,4 +213,6 @@ class EdgeModelServer(SeldonComponent):
         if payload.form in codecs.TENSOR_FORMS and len(outputs) == 1:
             (name, array), = outputs.items()
             return payload.form, (name, array), None
+        if payload.form == "tftensor":  # several outputs: each a TensorProto, so they stay binary
+            return "jsonData", {name: codecs.tensor_to_json(array) for name, array in outputs.items()}, None
         return "jsonData", outputs, None

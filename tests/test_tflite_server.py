@@ -123,6 +123,20 @@ def test_several_outputs_come_back_as_json_data_keyed_by_name(start_server):
         np.testing.assert_array_equal(np.asarray(reply["jsonData"][name], np.float32), value)
 
 
+def test_several_outputs_of_a_tftensor_request_stay_binary_over_grpc(start_server):
+    server = start_server("TFLiteServer", model_uri=str(FACE_MASK))  # no post-processing: raw outputs
+    tensor = plain_image_tensor(FACE_MASK, "face_mask_demo.jpg", scale=1 / 255)
+    expected = plain_outputs(FACE_MASK, tensor)
+    message = prediction_pb2.SeldonMessage()
+    message.data.tftensor.CopyFrom(tensor_to_tf(tensor))
+    reply = json_format.MessageToDict(server.grpc(message).jsonData)
+    assert set(reply) == set(expected)
+    for name, value in expected.items():
+        got = tensor_from_tf(json_format.ParseDict(reply[name], type(message.data.tftensor)()))
+        assert got.dtype == value.dtype
+        np.testing.assert_array_equal(got, value)
+
+
 def test_output_tensor_name_selects_one_output(start_server):
     server = start_server("TFLiteServer", model_uri=str(FACE_MASK), input_tensor_name="data_1",
                           output_tensor_name="cls_branch_concat_1/concat")
