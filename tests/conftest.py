@@ -59,6 +59,7 @@ class ModelServer:
             **os.environ,
             "PREDICTIVE_UNIT_PARAMETERS": parameters(**params),
             "PREDICTIVE_UNIT_METRICS_ENDPOINT": "/prometheus",
+            "PYTHONPATH": str(ROOT / "tests" / "loopback"),  # REST and metrics listen on 127.0.0.1 only
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None

@@ -50,21 +50,7 @@ FIRST_HTTP_PORT, FIRST_GRPC_PORT, FIRST_METRICS_PORT = 9000, 9500, 6000
 DEFAULT_MODEL_LOCAL_MOUNT_PATH = "/mnt/models"
 PROMETHEUS_PATH = "/prometheus"
 
-LOOPBACK_SHIM = '''\
-# Test harness only: Seldon's wrapper binds 0.0.0.0; on a shared machine the contract test keeps it on loopback.
-import socket
-
-_bind = socket.socket.bind
-
-
-def _loopback_bind(self, address):
-    if self.family == socket.AF_INET and isinstance(address, tuple) and address[0] in ("", "0.0.0.0"):
-        address = ("127.0.0.1",) + tuple(address[1:])
-    return _bind(self, address)
-
-
-socket.socket.bind = _loopback_bind
-'''
+LOOPBACK_SHIM = ROOT / "tests" / "loopback"  # sitecustomize.py: keeps the listeners on 127.0.0.1
 
 
 # --- the operator's view -----------------------------------------------------------------------------
@@ -260,11 +246,8 @@ class PodRun:
             if p["name"] == "model_uri":
                 p["value"] = self.volumes.host_path(container, p["value"])
         env["PREDICTIVE_UNIT_PARAMETERS"] = json.dumps(parameters)
-        shim = self.root / "shim"
-        shim.mkdir()
-        (shim / "sitecustomize.py").write_text(LOOPBACK_SHIM)
         process_env = {**self.container_env(container, {}), **env,
-                       "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT)])}
+                       "PYTHONPATH": os.pathsep.join([str(LOOPBACK_SHIM), str(ROOT)])}
         self.proc = subprocess.Popen(
             [str(MICROSERVICE), env["MODEL_NAME"], "--service-type", "MODEL"], cwd=ROOT, env=process_env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
