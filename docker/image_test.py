@@ -41,16 +41,7 @@ PHOTO = ROOT / "images" / "parrot.jpg"
 PLATFORM = {"amd64": ["--arch", "amd64"], "arm64": ["--arch", "arm64"], "armv7": ["--arch", "arm", "--variant", "v7"]}
 START_TIMEOUT = {"amd64": 120, "arm64": 420, "armv7": 600}  # cold starts under qemu take minutes
 
-LOOPBACK_SHIM = '''\
-# image-test harness only: with --network host, keep Seldon's 0.0.0.0 listeners on loopback.
-import socket
-_bind = socket.socket.bind
-def _loopback_bind(self, address):
-    if self.family == socket.AF_INET and isinstance(address, tuple) and address[0] in ("", "0.0.0.0"):
-        address = ("127.0.0.1",) + tuple(address[1:])
-    return _bind(self, address)
-socket.socket.bind = _loopback_bind
-'''
+LOOPBACK_SHIM = ROOT / "tests" / "loopback"  # sitecustomize.py: keeps the listeners on 127.0.0.1
 
 
 def free_port() -> int:
@@ -169,9 +160,7 @@ def test_arch(arch: str, version: str, repo: str, init_repo: str, work: Path) ->
     models = work / "models"
     models.mkdir()
     models.chmod(0o777)  # the initializer runs as uid 8888, like an emptyDir any uid can write
-    shim = work / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(LOOPBACK_SHIM)
+    shim = LOOPBACK_SHIM
     try:
         t0 = time.monotonic()
         init = podman("run", "--rm", "--pull=never", *PLATFORM[arch], "--network", "host", "--read-only",
