@@ -1,8 +1,9 @@
 """Start a real `seldon-core-microservice` on free loopback ports, time its cold start, measure its memory.
 
-The same approach as tests/conftest.py (nothing is imported from tests/): the wrapper runs from the
-repo root with PREDICTIVE_UNIT_PARAMETERS in its environment, in its own process group so that
-stopping it stops every worker it forked.
+The wrapper runs from the repo root with PREDICTIVE_UNIT_PARAMETERS in its environment, in its own
+process group so that stopping it stops every worker it forked. The helpers here (free ports, the
+parameter list, the command, stopping the group) are also the tests' (tests/conftest.py,
+tests/test_contract.py): standard library only.
 """
 
 from __future__ import annotations
@@ -34,6 +35,25 @@ def parameters(values: dict[str, Any]) -> str:
     return json.dumps(
         [{"name": k, "value": str(v).lower() if isinstance(v, bool) else str(v), "type": types[type(v)]} for k, v in values.items()]
     )
+
+
+def microservice_command(interface: str, http_port: int, grpc_port: int, metrics_port: int) -> list[str]:
+    """`seldon-core-microservice <interface>` as a model, on the given ports."""
+    return [
+        str(MICROSERVICE), interface, "--service-type", "MODEL",
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+    ]
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the server's whole process group (every worker it forked), SIGKILL after `timeout` s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _children(pid: int) -> list[int]:
@@ -108,11 +128,7 @@ class Server:
         self._err = open(self._err_path, "wb")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [
-                str(MICROSERVICE), self.interface, "--service-type", "MODEL",
-                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-                "--metrics-port", str(self.metrics_port),
-            ],
+            microservice_command(self.interface, self.http_port, self.grpc_port, self.metrics_port),
             cwd=ROOT, env=self.env, stdout=self._log, stderr=self._err, start_new_session=True,
         )
         deadline = started + timeout
@@ -140,13 +156,8 @@ class Server:
         return tree_memory(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc:
+            stop_process_group(self.proc, timeout=20)
         for f in ("_log", "_err"):
             if hasattr(self, f):
                 getattr(self, f).close()

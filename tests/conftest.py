@@ -4,13 +4,9 @@ and the plain TFLite interpreter as ground truth."""
 from __future__ import annotations
 
 import base64
-import json
 import os
-import socket
 import subprocess
-import sys
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,10 +16,11 @@ import pytest
 import requests
 from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
 
+from bench.launcher import free_port, microservice_command, parameters, stop_process_group
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 IMAGES = ROOT / "images"
-MICROSERVICE = Path(sys.executable).parent / "seldon-core-microservice"
 
 MOBILENET_V2 = MODELS / "mobilenet_v2_quant"
 MOBILENET_V1 = MODELS / "mobilenet_v1_025_quant"
@@ -31,22 +28,8 @@ FACE_MASK = MODELS / "face_mask"
 DEEPLAB = MODELS / "deeplabv3"
 
 
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def image_bytes(name: str) -> bytes:
     return (IMAGES / name).read_bytes()
-
-
-def parameters(**values: Any) -> str:
-    """PREDICTIVE_UNIT_PARAMETERS as Seldon's operator writes it: a typed name/value/type list."""
-    types = {bool: "BOOL", int: "INT", float: "FLOAT", str: "STRING"}
-    return json.dumps(
-        [{"name": k, "value": str(v).lower() if isinstance(v, bool) else str(v), "type": types[type(v)]} for k, v in values.items()]
-    )
 
 
 class ModelServer:
@@ -57,7 +40,7 @@ class ModelServer:
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.env = {
             **os.environ,
-            "PREDICTIVE_UNIT_PARAMETERS": parameters(**params),
+            "PREDICTIVE_UNIT_PARAMETERS": parameters(params),
             "PREDICTIVE_UNIT_METRICS_ENDPOINT": "/prometheus",
             "PYTHONPATH": str(ROOT / "tests" / "loopback"),  # REST and metrics listen on 127.0.0.1 only
             **(env or {}),
@@ -66,11 +49,7 @@ class ModelServer:
         self.url = f"http://127.0.0.1:{self.http_port}"
 
     def command(self) -> list[str]:
-        return [
-            str(MICROSERVICE), self.server_class, "--service-type", "MODEL",
-            "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-            "--metrics-port", str(self.metrics_port),
-        ]
+        return microservice_command(self.server_class, self.http_port, self.grpc_port, self.metrics_port)
 
     def start(self, timeout: float = 90.0) -> "ModelServer":
         self.proc = subprocess.Popen(
@@ -107,13 +86,8 @@ class ModelServer:
     def stop(self) -> None:
         if hasattr(self, "_channel"):
             self._channel.close()
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+        if self.proc:
+            stop_process_group(self.proc, timeout=20)
         if self.proc and self.proc.stderr:
             self.proc.stderr.close()
 

@@ -23,7 +23,6 @@ import http.server
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -38,7 +37,7 @@ import requests
 import yaml
 
 import k8s_validation as kv
-from conftest import free_port
+from bench.launcher import free_port, stop_process_group
 
 ROOT = kv.ROOT
 PYTHON = Path(sys.executable)  # the venv's python: the image's ENTRYPOINT is `python -m edgeservers.storage`
@@ -268,13 +267,8 @@ class PodRun:
         raise AssertionError(f"no answer on {self.url}/health/ping and the metrics port within {START_TIMEOUT}s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc:
+            stop_process_group(self.proc, timeout=30)
         if self.proc and self.proc.stderr:
             self.proc.stderr.close()
 
