@@ -18,6 +18,7 @@ from seldon_core.proto import prediction_pb2
 from seldon_core.proto.tensorflow.core.framework import tensor_pb2, types_pb2
 
 from .errors import BadRequest
+from .postprocess import Answer
 from .runtime import TensorSpec
 
 TENSOR_FORMS = ("ndarray", "tensor", "tftensor")
@@ -213,21 +214,37 @@ def as_input(spec: TensorSpec, array: np.ndarray, form: str) -> np.ndarray:
     return array.astype(spec.dtype)
 
 
-def encode(form: str, body: Any, meta: dict[str, Any], proto: bool) -> Any:
-    """The response in the request's protocol: a dict for REST, a SeldonMessage for gRPC.
+def encode(
+    form: str, outputs: Mapping[str, np.ndarray], answer: Answer | None, meta: dict[str, Any], proto: bool
+) -> Any:
+    """The response in the request's protocol (a dict for REST, a SeldonMessage for gRPC) and form.
 
-    `form` is a tensor form with one output array (body = (name, array)), or "jsonData" (body = a JSON
-    value, or arrays by output name). REST bodies keep numpy arrays: the app's orjson writes them.
+    The one place that decides what a response holds: a post-processed `answer` as jsonData; else a
+    single output in the request's tensor form; else several outputs as jsonData keyed by output name:
+    TensorProtos (so they stay binary) for a tftensor request, nested lists otherwise. REST bodies keep
+    numpy arrays: the app's orjson writes them.
     """
-    if form == "jsonData":
-        if proto:
-            if isinstance(body, Mapping):
-                body = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in body.items()}
-            message = prediction_pb2.SeldonMessage(jsonData=json_format.ParseDict(body, struct_pb2.Value()))
-            json_format.ParseDict({"meta": meta}, message)
-            return message
+    if answer is not None:
+        return _json_data(answer.body, meta, proto)
+    if form in TENSOR_FORMS and len(outputs) == 1:
+        ((name, array),) = outputs.items()
+        return _tensor(form, name, array, meta, proto)
+    if form == "tftensor":
+        return _json_data({name: tensor_to_json(array) for name, array in outputs.items()}, meta, proto)
+    return _json_data(dict(outputs), meta, proto)
+
+
+def _json_data(body: Any, meta: dict[str, Any], proto: bool) -> Any:
+    if not proto:
         return {"jsonData": body, "meta": meta}
-    name, array = body
+    if isinstance(body, Mapping):
+        body = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in body.items()}
+    message = prediction_pb2.SeldonMessage(jsonData=json_format.ParseDict(body, struct_pb2.Value()))
+    json_format.ParseDict({"meta": meta}, message)
+    return message
+
+
+def _tensor(form: str, name: str, array: np.ndarray, meta: dict[str, Any], proto: bool) -> Any:
     if proto:
         message = prediction_pb2.SeldonMessage()
         message.data.names.append(name)
@@ -241,7 +258,7 @@ def encode(form: str, body: Any, meta: dict[str, Any], proto: bool) -> Any:
         json_format.ParseDict({"meta": meta}, message)
         return message
     if form == "tftensor":
-        data = {"tftensor": tensor_to_json(array)}
+        data: dict[str, Any] = {"tftensor": tensor_to_json(array)}
     elif form == "tensor":
         data = {"tensor": {"shape": list(array.shape), "values": array.ravel()}}
     else:

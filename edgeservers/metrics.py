@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from seldon_core.metrics import SeldonMetrics
-
 PREPROCESS = "edgeservers_preprocess_ms"
 INFERENCE = "edgeservers_inference_ms"
 POSTPROCESS = "edgeservers_postprocess_ms"
@@ -71,21 +69,3 @@ class MetricsBatch:
             due, self._pending = self._pending, []
             return due
 
-
-def skip_empty_seldon_updates() -> None:
-    """Make Seldon's wrapper skip its metrics update when a response hands over no metrics.
-
-    seldon-core 1.17.1 calls `SeldonMetrics.update` after every request, even with an empty list,
-    and each call is four round trips to its Manager process: about 3 ms per request here, half of a
-    small model's whole gRPC request. With `MetricsBatch` most responses hand over nothing.
-    """
-    if getattr(SeldonMetrics.update, "skips_empty", False):
-        return
-    update = SeldonMetrics.update
-
-    def update_unless_empty(self: SeldonMetrics, custom_metrics: list[dict], method: str) -> None:
-        if custom_metrics:
-            update(self, custom_metrics, method)
-
-    update_unless_empty.skips_empty = True  # type: ignore[attr-defined]
-    SeldonMetrics.update = update_unless_empty  # type: ignore[method-assign]

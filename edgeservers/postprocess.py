@@ -214,14 +214,33 @@ class Segmentation:
 
 
 def build(kind: str, outputs: Sequence[TensorSpec], labels: Sequence[str] | None, settings: Settings) -> Postprocessor | None:
-    """The post-processor for `kind` (already resolved from `auto`); None for raw outputs."""
+    """The post-processor for `kind` (already resolved from `auto`), taking the model's raw outputs; None for raw outputs."""
+    processor: Postprocessor
     if kind == "classification":
-        return Classification(outputs, labels, settings.top_k)
-    if kind == "detection":
-        return Detection(outputs, labels, settings)
-    if kind == "segmentation":
-        return Segmentation(outputs, labels, settings)
-    return None
+        processor = Classification(outputs, labels, settings.top_k)
+    elif kind == "detection":
+        processor = Detection(outputs, labels, settings)
+    elif kind == "segmentation":
+        processor = Segmentation(outputs, labels, settings)
+    else:
+        return None
+    return _dequantized(processor, outputs)
+
+
+def _dequantized(processor: Postprocessor, outputs: Sequence[TensorSpec]) -> Postprocessor:
+    """`processor` fed real values: quantized outputs are first dequantized with their own scale and zero point."""
+    quantized = [spec for spec in outputs if spec.quantization is not None]
+    if not quantized:
+        return processor
+
+    def run(raw: Mapping[str, np.ndarray], image_size: Size) -> Answer:
+        real = dict(raw)
+        for spec in quantized:
+            assert spec.quantization is not None
+            real[spec.name] = spec.quantization.dequantize(raw[spec.name])
+        return processor(real, image_size)
+
+    return run
 
 
 def resolve(kind: str, outputs: Sequence[TensorSpec], labels: Sequence[str] | None) -> str:

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, NoReturn
 
 import numpy as np
 from seldon_core.proto import prediction_pb2
 from seldon_core.user_model import SeldonComponent
 
-from . import codecs, postprocess, rest_json
+from . import codecs, postprocess, seldon_compat
 from .errors import BadRequest, ModelLoadError
 from .images import ImagePreprocessor, decode_image
-from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics, skip_empty_seldon_updates
+from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
 from .runtime import ModelRuntime, ModelSignature, RuntimeOptions, select
 from .settings import Settings
@@ -35,12 +35,21 @@ def _stop(server: str, error: Exception, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One request's result, before any protocol writes it: the selected raw outputs, the
+    post-processed answer when one applies, and whether `confidence_threshold` found it uncertain
+    (None when no threshold is set)."""
+
+    outputs: dict[str, np.ndarray]
+    answer: postprocess.Answer | None
+    uncertain: bool | None
+
+
 class EdgeModelServer(SeldonComponent):
     """A Seldon model server for one model on one runtime; subclasses only name the runtime."""
 
     runtime_class: ClassVar[type[ModelRuntime]]
-    # Seldon's wrapper registers this blueprint on its REST app: it switches the app to orjson.
-    model_error_handler = rest_json.blueprint()
 
     def __init__(self, **parameters: Any):
         super().__init__()
@@ -49,9 +58,10 @@ class EdgeModelServer(SeldonComponent):
         except ModelLoadError as e:
             _stop(type(self).__name__, e, code=1)
         self._runtime: ModelRuntime | None = None
-        self._local = threading.local()
         self._metrics = MetricsBatch(self._settings.metrics_interval)
-        skip_empty_seldon_updates()  # here, in the main process, so every forked worker has it
+        seldon_compat.install()  # here, in the main process, so every forked worker has it
+        # The one blueprint Seldon's wrapper registers on its REST app (see seldon_compat).
+        self.model_error_handler = seldon_compat.rest_blueprint()
 
     def _prepare(self, parameters: Mapping[str, Any]) -> None:
         settings = Settings.from_parameters(parameters)
@@ -99,23 +109,35 @@ class EdgeModelServer(SeldonComponent):
             _stop(type(self).__name__, e, code=3)
 
     def predict_raw(self, request: Any) -> Any:
-        """payload -> tensors -> runtime -> outputs -> post-processing -> response, in the request's protocol."""
-        runtime = self._loaded()
+        """Seldon's protocol: the request decoded, predicted and answered in the request's own form."""
         proto = isinstance(request, prediction_pb2.SeldonMessage)
         metrics = RequestMetrics()
         with metrics.timed(PREPROCESS):
             payload = codecs.decode_grpc(request) if proto else codecs.decode_rest(request)
+        # Images get the model's post-processing; tensors get raw outputs unless one was asked for explicitly.
+        wants_answer = payload.form == "image" or self._settings.postprocess != "auto"
+        prediction = self.predict_payload(payload, wants_answer, metrics)
+        meta = {"tags": self.tags(prediction.uncertain), "metrics": self.metrics()}
+        return codecs.encode(payload.form, prediction.outputs, prediction.answer, meta, proto)
+
+    def predict_payload(self, payload: codecs.Payload, wants_answer: bool, metrics: RequestMetrics) -> Prediction:
+        """payload -> tensors -> runtime -> outputs -> post-processing, for any protocol; records `metrics`."""
+        runtime = self._loaded()
+        with metrics.timed(PREPROCESS):
             inputs, image_size = self._inputs(payload)
         with metrics.timed(INFERENCE):
             outputs = runtime.infer(inputs)
-        with metrics.timed(POSTPROCESS):
-            form, body, top_score = self._answer(payload, outputs, image_size)
+        answer = None
+        if wants_answer and self._postprocessor is not None:
+            with metrics.timed(POSTPROCESS):
+                answer = self._postprocessor(outputs, image_size)
         threshold = self._settings.confidence_threshold
-        metrics.uncertain = threshold is not None and top_score is not None and top_score < threshold
-        self._local.metrics = metrics
+        uncertain = None
+        if threshold is not None:
+            uncertain = answer is not None and answer.top_score is not None and answer.top_score < threshold
+            metrics.uncertain = uncertain
         self._metrics.add(metrics)
-        meta = {"tags": self.tags(), "metrics": self.metrics()}
-        return codecs.encode(form, body, meta, proto)
+        return Prediction(outputs, answer, uncertain)
 
     def health_status(self) -> dict[str, Any]:
         """Healthy only if a real inference runs (on zeros of each input's shape and dtype)."""
@@ -146,11 +168,11 @@ class EdgeModelServer(SeldonComponent):
             },
         }
 
-    def tags(self) -> dict[str, Any]:
+    def tags(self, uncertain: bool | None = None) -> dict[str, Any]:
+        """meta.tags of an answer: the model, the runtime and, with a confidence_threshold, `uncertain`."""
         tags: dict[str, Any] = {"model": self.model_name, "runtime": self.runtime_class.name}
-        if self._settings.confidence_threshold is not None:
-            last = getattr(self._local, "metrics", None)
-            tags["uncertain"] = bool(last and last.uncertain)
+        if uncertain is not None:
+            tags["uncertain"] = uncertain
         return tags
 
     def metrics(self) -> list[dict]:
@@ -193,26 +215,3 @@ class EdgeModelServer(SeldonComponent):
                 f"send jsonData with one entry per input name, or select one with input_tensor_name"
             )
         return {specs[0].name: codecs.as_input(specs[0], payload.tensors[None], payload.form)}, size
-
-    def _answer(
-        self, payload: codecs.Payload, outputs: dict[str, np.ndarray], image_size: tuple[int, int] | None
-    ) -> tuple[str, Any, float | None]:
-        """(response form, body, top score). Images get the model's post-processing; tensors get
-        raw outputs unless a post-processing was asked for explicitly. Several raw outputs come back
-        as jsonData keyed by output name: TensorProtos for a tftensor request, else nested lists."""
-        postprocessor = self._postprocessor
-        if payload.form != "image" and self._settings.postprocess == "auto":
-            postprocessor = None
-        if postprocessor is not None:
-            real = {
-                s.name: s.quantization.dequantize(outputs[s.name]) if s.quantization else outputs[s.name]
-                for s in self._signature.outputs
-            }
-            answer = postprocessor(real, image_size)
-            return "jsonData", answer.body, answer.top_score
-        if payload.form in codecs.TENSOR_FORMS and len(outputs) == 1:
-            (name, array), = outputs.items()
-            return payload.form, (name, array), None
-        if payload.form == "tftensor":  # several outputs: each a TensorProto, so they stay binary
-            return "jsonData", {name: codecs.tensor_to_json(array) for name, array in outputs.items()}, None
-        return "jsonData", outputs, None
