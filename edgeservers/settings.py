@@ -49,6 +49,9 @@ class Settings:
     num_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     pool_size: int = 1
     metrics_interval: float = 1.0
+    # Limits, checked before any work is done on a request
+    max_request_bytes: int = 16 << 20  # a 12 MP camera JPEG as base64 JSON, or an input tensor as JSON numbers
+    max_image_pixels: int = 40_000_000  # width x height of an encoded image, read from its header
     # Image payloads
     input_scale: str = "auto"
     input_mean: str = "127.5"
@@ -122,7 +125,7 @@ class Settings:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        for name in ("top_k", "num_threads", "pool_size", "max_detections"):
+        for name in ("top_k", "num_threads", "pool_size", "max_detections", "max_request_bytes", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
         if self.metrics_interval < 0:
