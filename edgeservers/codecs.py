@@ -11,6 +11,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import unquote_plus
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2
@@ -24,8 +25,11 @@ from .runtime import TensorSpec
 TENSOR_FORMS = ("ndarray", "tensor", "tftensor")
 EXPECTED_PAYLOAD = (
     "expected one of data.ndarray, data.tensor, data.tftensor (a tensor for the input), "
-    "jsonData (one entry per input name), binData or strData (an encoded JPEG/PNG/BMP image, base64 in JSON)"
+    "jsonData (one entry per input name), binData or strData (an encoded JPEG/PNG/BMP image, base64 in JSON), "
+    'jsonData {"image_uri": "s3://..."}, or an S3 bucket notification ({"Records": [...]}, also as a CloudEvent)'
 )
+# Forms whose images are named by URI and fetched from the image store.
+REFERENCE_FORMS = ("image_uri", "s3_event")
 
 _TF_DTYPES = {
     types_pb2.DT_FLOAT: np.float32,
@@ -56,11 +60,46 @@ _TF_VALUE_FIELDS = {
 
 @dataclass
 class Payload:
-    """What a request carries: tensors by input name (None = the single input), or an encoded image."""
+    """What a request carries: tensors by input name (None = the single input), an encoded image, or
+    the URIs of images in the object store; and the client's own meta.tags."""
 
-    form: str  # "ndarray" | "tensor" | "tftensor" | "jsonData" | "image"
+    form: str  # "ndarray" | "tensor" | "tftensor" | "jsonData" | "image" | "image_uri" | "s3_event"
     tensors: dict[str | None, np.ndarray] = field(default_factory=dict)
     image: bytes = b""
+    image_uris: tuple[Any, ...] = ()  # image_uri: the one URI as sent; s3_event: each created object's
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+def _s3_event(body: Mapping[str, Any]) -> Payload | None:
+    """An S3 bucket notification as Ceph RGW, MinIO and AWS send it (`{"Records": [...]}`), one record
+    alone (the data of Knative CephSource's CloudEvents), an AWS test event, or a structured CloudEvent
+    whose data is one of these; None when `body` is none of them. Only object creations name images:
+    other events (deletes, tests) are acknowledged with no answer, so their source does not retry them."""
+    if "specversion" in body and isinstance(body.get("data"), Mapping):
+        body = body["data"]
+    if isinstance(body.get("Records"), list):
+        records = body["Records"]
+    elif "eventName" in body and "s3" in body:
+        records = [body]
+    elif body.get("Event") == "s3:TestEvent":
+        records = []
+    else:
+        return None
+    uris = []
+    for i, record in enumerate(records):
+        try:
+            if "ObjectCreated" not in str(record.get("eventName", "")):
+                continue
+            bucket, key = record["s3"]["bucket"]["name"], record["s3"]["object"]["key"]
+        except (AttributeError, KeyError, TypeError):
+            raise BadRequest(f"Records[{i}] is not an S3 event record with s3.bucket.name and s3.object.key") from None
+        uris.append(f"s3://{bucket}/{unquote_plus(str(key))}")  # keys arrive URL-encoded
+    return Payload("s3_event", image_uris=tuple(uris))
+
+
+def _tags(meta: Any) -> dict[str, Any]:
+    tags = meta.get("tags") if isinstance(meta, Mapping) else None
+    return dict(tags) if isinstance(tags, Mapping) else {}
 
 
 def tensor_from_tf(proto: tensor_pb2.TensorProto) -> np.ndarray:
@@ -147,6 +186,10 @@ def _shaped(values: Any, shape: Any, where: str) -> np.ndarray:
 
 
 def _json_inputs(obj: Any) -> Payload:
+    if isinstance(obj, Mapping) and list(obj) == ["image_uri"]:
+        return Payload("image_uri", image_uris=(obj["image_uri"],))
+    if isinstance(obj, Mapping) and (event := _s3_event(obj)) is not None:
+        return event
     if not isinstance(obj, Mapping) or not obj:
         raise BadRequest("jsonData must be an object with one entry per input name, each a nested list of numbers")
     return Payload("jsonData", {str(k): _numbers(v, f"jsonData[{k!r}]") for k, v in obj.items()})
@@ -156,6 +199,14 @@ def decode_rest(request: Any) -> Payload:
     """A REST request (the dict Seldon's wrapper parsed from JSON or a multipart form)."""
     if not isinstance(request, Mapping):
         raise BadRequest(f"the request body must be a JSON object, got {type(request).__name__}: {EXPECTED_PAYLOAD}")
+    payload = _decode_rest(request)
+    payload.tags = _tags(request.get("meta"))
+    return payload
+
+
+def _decode_rest(request: Mapping[str, Any]) -> Payload:
+    if (event := _s3_event(request)) is not None:
+        return event
     if "binData" in request:
         return Payload("image", image=_image_bytes(request["binData"], "binData"))
     if "strData" in request:
@@ -170,6 +221,13 @@ def decode_rest(request: Any) -> Payload:
 
 def decode_grpc(request: prediction_pb2.SeldonMessage) -> Payload:
     """A gRPC SeldonMessage; binary forms stay binary."""
+    payload = _decode_grpc(request)
+    if request.meta.tags:
+        payload.tags = json_format.MessageToDict(request.meta)["tags"]
+    return payload
+
+
+def _decode_grpc(request: prediction_pb2.SeldonMessage) -> Payload:
     which = request.WhichOneof("data_oneof")
     if which == "binData":
         return Payload("image", image=request.binData)
@@ -232,6 +290,11 @@ def encode(
     if form == "tftensor":
         return _json_data({name: tensor_to_json(array) for name, array in outputs.items()}, meta, proto)
     return _json_data(dict(outputs), meta, proto)
+
+
+def encode_batch(answers: list[dict[str, Any]], meta: dict[str, Any], proto: bool) -> Any:
+    """The answers to an S3 event, one per created object in record order, each naming its image_uri."""
+    return _json_data(answers, meta, proto)
 
 
 def _json_data(body: Any, meta: dict[str, Any], proto: bool) -> Any:

@@ -1,4 +1,4 @@
-"""The two ways things go wrong: a bad request (HTTP 400) and a model that cannot load."""
+"""The ways things go wrong: a request the server refuses (HTTP 4xx) and a model that cannot load."""
 
 from seldon_core.flask_utils import SeldonMicroserviceException
 
@@ -9,11 +9,35 @@ class BadRequest(SeldonMicroserviceException):
     The message names what was received and what was expected.
     """
 
+    status = 400
+    reason_code = "MICROSERVICE_BAD_DATA"
+
     def __init__(self, message: str):
-        super().__init__(message, status_code=400, reason="MICROSERVICE_BAD_DATA")
+        super().__init__(message, status_code=self.status, reason=self.reason_code)
 
     def __str__(self) -> str:
         return self.message
+
+
+class Forbidden(BadRequest):
+    """A request for something the server may not touch (e.g. an object outside image_store): 403."""
+
+    status = 403
+    reason_code = "MICROSERVICE_FORBIDDEN"
+
+
+class NotFound(BadRequest):
+    """A request naming something that does not exist (e.g. a missing object): 404."""
+
+    status = 404
+    reason_code = "MICROSERVICE_NOT_FOUND"
+
+
+class TooLarge(BadRequest):
+    """A request over a limit; the message names the size, the limit and the parameter that sets it: 413."""
+
+    status = 413
+    reason_code = "MICROSERVICE_REQUEST_TOO_LARGE"
 
 
 class ModelLoadError(Exception):

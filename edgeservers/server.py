@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, NoReturn
 
@@ -20,11 +21,13 @@ from seldon_core.user_model import SeldonComponent
 
 from . import codecs, postprocess, seldon_compat
 from .errors import BadRequest, ModelLoadError
+from .image_store import ImageStore, ObjectRef, parse_store
 from .images import ImagePreprocessor, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
 from .runtime import ModelRuntime, ModelSignature, RuntimeOptions, select
 from .settings import Settings
+from .uncertain import UncertainUploader
 
 
 def _stop(server: str, error: Exception, code: int) -> NoReturn:
@@ -59,6 +62,7 @@ class EdgeModelServer(SeldonComponent):
             _stop(type(self).__name__, e, code=1)
         self._runtime: ModelRuntime | None = None
         self._metrics = MetricsBatch(self._settings.metrics_interval)
+        self._uncertain = self._uncertain_uploader()
         seldon_compat.install()  # here, in the main process, so every forked worker has it
         # The one blueprint Seldon's wrapper registers on its REST app (see seldon_compat).
         self.model_error_handler = seldon_compat.rest_blueprint()
@@ -83,6 +87,25 @@ class EdgeModelServer(SeldonComponent):
         if self._postprocess_kind in ("detection", "segmentation") and self._image is None:
             raise ModelLoadError(f"postprocess={self._postprocess_kind} needs an image input: {self._not_image}")
         self._postprocessor = postprocess.build(self._postprocess_kind, self._signature.outputs, labels, settings)
+        self._object_stores(settings)
+
+    def _object_stores(self, settings: Settings) -> None:
+        """image_store and uncertain_store, checked at start."""
+        stores = {}
+        for name in ("image_store", "uncertain_store"):
+            try:
+                stores[name] = parse_store(getattr(settings, name))
+            except ValueError as e:
+                raise ModelLoadError(f"parameter {name}: {e}; expected s3://bucket/prefix/") from None
+        if len(stores["uncertain_store"]) > 1:
+            raise ModelLoadError("parameter uncertain_store: expected one s3://bucket/prefix/, got several")
+        self._image_store = ImageStore(stores["image_store"], settings.max_request_bytes)
+        self._uncertain_prefix: ObjectRef | None = next(iter(stores["uncertain_store"]), None)
+
+    def _uncertain_uploader(self) -> UncertainUploader | None:
+        if self._uncertain_prefix is None:
+            return None
+        return UncertainUploader(self._uncertain_prefix, self._settings.uncertain_queue_size, self._metrics.count)
 
     def _image_preprocessor(self) -> tuple[ImagePreprocessor | None, str]:
         """The preprocessor for image payloads, or None and why the model cannot take images."""
@@ -107,6 +130,8 @@ class EdgeModelServer(SeldonComponent):
             self._runtime.infer(self._zeros())
         except ModelLoadError as e:
             _stop(type(self).__name__, e, code=3)
+        if self._uncertain is not None:
+            self._uncertain.start()
 
     def predict_raw(self, request: Any) -> Any:
         """Seldon's protocol: the request decoded, predicted and answered in the request's own form."""
@@ -114,14 +139,44 @@ class EdgeModelServer(SeldonComponent):
         metrics = RequestMetrics()
         with metrics.timed(PREPROCESS):
             payload = codecs.decode_grpc(request) if proto else codecs.decode_rest(request)
+        if payload.form in codecs.REFERENCE_FORMS:
+            return self._predict_references(payload, metrics, proto)
         # Images get the model's post-processing; tensors get raw outputs unless one was asked for explicitly.
         wants_answer = payload.form == "image" or self._settings.postprocess != "auto"
         prediction = self.predict_payload(payload, wants_answer, metrics)
         meta = {"tags": self.tags(prediction.uncertain), "metrics": self.metrics()}
         return codecs.encode(payload.form, prediction.outputs, prediction.answer, meta, proto)
 
-    def predict_payload(self, payload: codecs.Payload, wants_answer: bool, metrics: RequestMetrics) -> Prediction:
-        """payload -> tensors -> runtime -> outputs -> post-processing, for any protocol; records `metrics`."""
+    def _predict_references(self, payload: codecs.Payload, metrics: RequestMetrics, proto: bool) -> Any:
+        """Images named by URI (jsonData.image_uri, S3 event records): every URI is checked against
+        image_store before any is fetched; each image is then predicted as if its bytes had been sent."""
+        refs = [self._image_store.check(uri) for uri in payload.image_uris]
+        answers = []
+        for i, ref in enumerate(refs):
+            image = codecs.Payload("image", image=self._image_store.fetch(ref), tags=payload.tags)
+            prediction = self.predict_payload(image, True, metrics if i == 0 else RequestMetrics(), ref.uri)
+            if payload.form == "image_uri":
+                tags = {**self.tags(prediction.uncertain), "image_uri": ref.uri}
+                meta = {"tags": tags, "metrics": self.metrics()}
+                return codecs.encode("image", prediction.outputs, prediction.answer, meta, proto)
+            answer: dict[str, Any] = {"image_uri": ref.uri, "answer": self._plain(prediction)}
+            if prediction.uncertain is not None:
+                answer["uncertain"] = prediction.uncertain
+            answers.append(answer)
+        return codecs.encode_batch(answers, {"tags": self.tags(), "metrics": self.metrics()}, proto)
+
+    @staticmethod
+    def _plain(prediction: Prediction) -> Any:
+        """An answer inside a list of answers: the post-processed body, else the outputs as lists."""
+        if prediction.answer is not None:
+            return prediction.answer.body
+        return {name: array.tolist() for name, array in prediction.outputs.items()}
+
+    def predict_payload(
+        self, payload: codecs.Payload, wants_answer: bool, metrics: RequestMetrics, image_uri: str | None = None
+    ) -> Prediction:
+        """payload -> tensors -> runtime -> outputs -> post-processing, for any protocol; records `metrics`
+        and sends an uncertain image home when uncertain_store is set."""
         runtime = self._loaded()
         with metrics.timed(PREPROCESS):
             inputs, image_size = self._inputs(payload)
@@ -137,7 +192,24 @@ class EdgeModelServer(SeldonComponent):
             uncertain = answer is not None and answer.top_score is not None and answer.top_score < threshold
             metrics.uncertain = uncertain
         self._metrics.add(metrics)
+        if uncertain and self._uncertain is not None and payload.form == "image":
+            self._send_home(payload, answer, image_uri)
         return Prediction(outputs, answer, uncertain)
+
+    def _send_home(self, payload: codecs.Payload, answer: postprocess.Answer | None, image_uri: str | None) -> None:
+        """Queue an uncertain image (bytes as received) and what the model said of it for uploading."""
+        assert self._uncertain is not None and answer is not None
+        sidecar = {
+            "model": self.model_name,
+            "runtime": self.runtime_class.name,
+            "answer": answer.body,
+            "score": answer.top_score,
+            "confidence_threshold": self._settings.confidence_threshold,
+            "request_id": str(payload.tags.get("request_id") or uuid.uuid4().hex),
+            "tags": payload.tags,
+            "image_uri": image_uri,
+        }
+        self._uncertain.submit(payload.image, sidecar)
 
     def health_status(self) -> dict[str, Any]:
         """Healthy only if a real inference runs (on zeros of each input's shape and dtype)."""

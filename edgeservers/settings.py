@@ -52,6 +52,10 @@ class Settings:
     # Limits, checked before any work is done on a request
     max_request_bytes: int = 16 << 20  # a 12 MP camera JPEG as base64 JSON, or an input tensor as JSON numbers
     max_image_pixels: int = 40_000_000  # width x height of an encoded image, read from its header
+    # The edge data loop: images by reference, uncertain images home
+    image_store: str = ""
+    uncertain_store: str = ""
+    uncertain_queue_size: int = 32
     # Image payloads
     input_scale: str = "auto"
     input_mean: str = "127.5"
@@ -125,7 +129,7 @@ class Settings:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        for name in ("top_k", "num_threads", "pool_size", "max_detections", "max_request_bytes", "max_image_pixels"):
+        for name in ("top_k", "num_threads", "pool_size", "max_detections", "max_request_bytes", "max_image_pixels", "uncertain_queue_size"):
             if getattr(self, name) < 1:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
         if self.metrics_interval < 0:
@@ -139,6 +143,10 @@ class Settings:
                 raise ModelLoadError("input_scale=mean_std needs input_mean and input_std (non-zero), e.g. 127.5")
         if self.postprocess == "detection":
             self.anchor_layout  # checked here so a bad layout stops the server at start
+        if self.uncertain_store and self.confidence_threshold is None:
+            raise ModelLoadError(
+                "parameter uncertain_store needs confidence_threshold: it uploads the images whose top score is below it"
+            )
 
 
 def _coerce(name: str, value: Any, annotation: str) -> Any:

@@ -57,7 +57,7 @@ import zipfile
 import zlib
 from typing import Any, Callable, Iterable, TypeVar
 
-__all__ = ["StorageError", "download", "is_remote", "main"]
+__all__ = ["StorageError", "download", "is_remote", "main", "s3_client"]
 
 log = logging.getLogger("edgeservers.storage")
 
@@ -449,7 +449,9 @@ def _target(out: str, rel: str) -> str:
     return target
 
 
-def _s3_client() -> tuple[Any, str]:
+def s3_client(timeout: float | None = None, retries: int | None = None) -> tuple[Any, str]:
+    """A boto3 S3 client configured from the environment (endpoint, TLS, region, credentials), and
+    where it points, for messages. `timeout` and `retries` default to STORAGE_TIMEOUT / STORAGE_RETRIES."""
     try:
         import boto3
         from botocore.config import Config
@@ -460,11 +462,12 @@ def _s3_client() -> tuple[Any, str]:
         https = _env_flag("S3_USE_HTTPS", _env_flag("USE_SSL", True))
         endpoint = ("https://" if https else "http://") + endpoint
     region = (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1").strip()
-    timeout = _timeout()
+    timeout = timeout or _timeout()
+    retries = int(_env_number("STORAGE_RETRIES", 4)) if retries is None else retries
     config = Config(
         connect_timeout=min(timeout, 15.0),
         read_timeout=timeout,
-        retries={"max_attempts": int(_env_number("STORAGE_RETRIES", 4)) + 1, "mode": "standard"},
+        retries={"max_attempts": retries + 1, "mode": "standard"},
         user_agent_extra=_USER_AGENT,
     )
     try:
@@ -512,7 +515,7 @@ def _s3_error(e: Exception, uri: str, where: str, bucket: str) -> StorageError:
 
 def _fetch_s3(uri: str, out: str, need_single: bool) -> str | None:
     bucket, key = _split_bucket(uri)
-    client, where = _s3_client()
+    client, where = s3_client()
     from boto3.exceptions import Boto3Error, RetriesExceededError
     from botocore.exceptions import BotoCoreError, ClientError
     from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceeded

@@ -1,0 +1,245 @@
+"""The edge data loop against a real S3 API (moto in server mode): images classified by reference and
+from bucket notifications (S3/Ceph/MinIO records, CloudEvents), and uncertain images sent home."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote_plus
+
+import boto3
+import pytest
+import requests
+from google.protobuf import json_format
+from moto.server import ThreadedMotoServer
+from seldon_core.proto import prediction_pb2
+
+from conftest import MOBILENET_V2, free_port, image_bytes
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+BUCKET = "camera-frames"
+PHOTOS = {"parrot.jpg": "macaw", "cat.bmp": "Egyptian cat", "bird.bmp": "chickadee"}
+
+
+def _s3(endpoint: str):
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                        aws_secret_access_key="testing", region_name="us-east-1")
+
+
+@pytest.fixture(scope="module")
+def s3_port():
+    """(port, {"server": the running moto server}): a test may stop it and start another on the same port."""
+    port = free_port()
+    running = {"server": ThreadedMotoServer(ip_address="127.0.0.1", port=port)}
+    running["server"].start()
+    s3 = _s3(f"http://127.0.0.1:{port}")
+    for bucket in (BUCKET, "other-bucket", "retraining"):
+        s3.create_bucket(Bucket=bucket)
+    for name in PHOTOS:
+        s3.put_object(Bucket=BUCKET, Key=f"cam 1/{name}", Body=image_bytes(name))
+        s3.put_object(Bucket=BUCKET, Key=f"private/{name}", Body=image_bytes(name))
+        s3.put_object(Bucket="other-bucket", Key=f"cam 1/{name}", Body=image_bytes(name))
+    s3.put_object(Bucket=BUCKET, Key="cam 1/huge.jpg", Body=image_bytes("parrot.jpg") + b"\0" * 2_000_000)
+    yield port, running
+    running["server"].stop()
+
+
+@pytest.fixture(scope="module")
+def server(start_server, s3_port):
+    port, _running = s3_port
+    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    return start_server("TFLiteServer", env=env, model_uri=str(MOBILENET_V2), image_store=f"s3://{BUCKET}/cam 1/",
+                        max_request_bytes=2_000_000)
+
+
+def record(key: str, event: str = "ObjectCreated:Put", bucket: str = BUCKET) -> dict:
+    """One S3 event record as AWS and Ceph RGW write it (keys URL-encoded)."""
+    return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": event,
+            "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key), "size": 1}}}
+
+
+def _labels(answers: list[dict]) -> list[tuple[str, str]]:
+    return [(a["image_uri"], a["answer"][0]["label"]) for a in answers]
+
+
+def test_image_uri_gets_the_same_answer_as_the_bytes(server):
+    for name, label in PHOTOS.items():
+        by_uri = server.rest_ok({"jsonData": {"image_uri": f"s3://{BUCKET}/cam 1/{name}"}})
+        assert by_uri["jsonData"] == server.image(name)["jsonData"]
+        assert by_uri["jsonData"][0]["label"] == label
+        assert by_uri["meta"]["tags"]["image_uri"] == f"s3://{BUCKET}/cam 1/{name}"
+    message = prediction_pb2.SeldonMessage()
+    message.jsonData.struct_value.update({"image_uri": f"s3://{BUCKET}/cam 1/parrot.jpg"})
+    reply = json_format.MessageToDict(server.grpc(message))
+    assert reply["jsonData"][0]["label"] == "macaw" and reply["meta"]["tags"]["image_uri"].endswith("parrot.jpg")
+
+
+def test_bucket_notification_answers_each_created_object_in_order(server):
+    records = [record("cam 1/cat.bmp"), record("cam 1/parrot.jpg", "ObjectRemoved:Delete"),
+               record("cam 1/parrot.jpg", "s3:ObjectCreated:Put"), record("cam 1/bird.bmp", "ObjectCreated:CompleteMultipartUpload")]
+    answers = server.rest_ok({"Records": records})["jsonData"]
+    assert _labels(answers) == [(f"s3://{BUCKET}/cam 1/cat.bmp", "Egyptian cat"),
+                                (f"s3://{BUCKET}/cam 1/parrot.jpg", "macaw"), (f"s3://{BUCKET}/cam 1/bird.bmp", "chickadee")]
+
+
+def test_a_hundred_records_get_a_hundred_answers_in_order(server):
+    names = [list(PHOTOS)[i % 3] for i in range(100)]
+    answers = server.rest_ok({"Records": [record(f"cam 1/{n}") for n in names]})["jsonData"]
+    assert _labels(answers) == [(f"s3://{BUCKET}/cam 1/{n}", PHOTOS[n]) for n in names]
+
+
+def test_minio_webhook_and_cloudevents_binary_and_structured(server):
+    minio = {"EventName": "s3:ObjectCreated:Put", "Key": f"{BUCKET}/cam 1/cat.bmp",
+             "Records": [record("cam 1/cat.bmp", "s3:ObjectCreated:Put")]}
+    assert _labels(server.rest_ok(minio)["jsonData"]) == [(f"s3://{BUCKET}/cam 1/cat.bmp", "Egyptian cat")]
+    # Knative CephSource: one record per binary-mode CloudEvent, the attributes in ce-* headers.
+    headers = {"ce-specversion": "1.0", "ce-type": "com.amazonaws.ObjectCreated:Put", "ce-id": "1",
+               "ce-source": "ceph:rgw", "Content-Type": "application/json"}
+    binary = server.rest(data=json.dumps(record("cam 1/parrot.jpg")), headers=headers)
+    assert binary.status_code == 200, binary.text
+    assert _labels(binary.json()["jsonData"]) == [(f"s3://{BUCKET}/cam 1/parrot.jpg", "macaw")]
+    structured = {"specversion": "1.0", "type": "com.amazonaws.ObjectCreated:Put", "id": "2", "source": "ceph:rgw",
+                  "datacontenttype": "application/json", "data": {"Records": [record("cam 1/bird.bmp")]}}
+    answer = server.rest(data=json.dumps(structured), headers={"Content-Type": "application/cloudevents+json"})
+    assert answer.status_code == 200, answer.text
+    assert _labels(answer.json()["jsonData"]) == [(f"s3://{BUCKET}/cam 1/bird.bmp", "chickadee")]
+
+
+def test_deletes_and_test_events_are_acknowledged_with_an_empty_answer(server):
+    for body in ({"Records": [record("cam 1/cat.bmp", "ObjectRemoved:Delete")]},
+                 record("cam 1/cat.bmp", "ObjectRemoved:Delete"),
+                 {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET}):
+        assert server.rest_ok(body)["jsonData"] == []
+
+
+def test_missing_and_oversized_objects_answer_4xx_naming_them(server):
+    missing = server.rest({"jsonData": {"image_uri": f"s3://{BUCKET}/cam 1/gone.jpg"}})
+    assert missing.status_code == 404 and f"s3://{BUCKET}/cam 1/gone.jpg" in missing.json()["status"]["info"]
+    huge = server.rest({"Records": [record("cam 1/huge.jpg")]})
+    assert huge.status_code == 413, huge.text
+    assert "max_request_bytes" in huge.json()["status"]["info"] and "huge.jpg" in huge.json()["status"]["info"]
+    assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Counts every request that reaches it: used as the S3 endpoint and as an http:// target."""
+
+    def _any(self) -> None:
+        self.server.hits.append(self.path)  # type: ignore[attr-defined]
+        self.send_response(500)
+        self.end_headers()
+
+    do_GET = do_HEAD = do_POST = do_PUT = _any
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def guarded(start_server):
+    """A server whose S3 endpoint and every other address a request names record any request that reaches them."""
+    recorder = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    recorder.hits = []  # type: ignore[attr-defined]
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{recorder.server_address[1]}"
+    server = start_server("TFLiteServer", env={**CREDENTIALS, "AWS_ENDPOINT_URL": url},
+                          model_uri=str(MOBILENET_V2), image_store=f"s3://{BUCKET}/cam 1/,s3://{BUCKET}/cam 2/")
+    yield server, recorder, url
+    recorder.shutdown()
+
+
+@pytest.mark.parametrize("uri", [
+    f"s3://{BUCKET}/private/parrot.jpg",  # same bucket, outside the prefix
+    f"s3://{BUCKET}/cam 1/../private/parrot.jpg",  # climbing out of it
+    f"s3://{BUCKET}/cam 10/parrot.jpg",  # a prefix of the prefix's name is not inside it
+    "s3://other-bucket/cam 1/parrot.jpg",  # another bucket
+    "s3://127.0.0.1:9000/cam 1/parrot.jpg",  # a host in the bucket's place
+    "http://{recorder}/cam 1/parrot.jpg",  # another scheme, a reachable host
+    "http://169.254.169.254/latest/meta-data/",  # link-local (cloud metadata)
+    "file:///etc/passwd",
+])
+def test_uris_outside_image_store_are_refused_before_any_request(guarded, uri):
+    server, recorder, url = guarded
+    uri = uri.replace("{recorder}", url.removeprefix("http://"))
+    for body in ({"jsonData": {"image_uri": uri}}, {"Records": [record("cam 1/cat.bmp"), {**record("x"), "s3": {
+            "bucket": {"name": uri.split("/")[2]}, "object": {"key": quote_plus("/".join(uri.split("/")[3:]))}}}]}):
+        response = server.rest(body)
+        assert response.status_code in (400, 403), response.text
+        assert "image_store" in response.json()["status"]["info"] or "s3://" in response.json()["status"]["info"]
+    assert recorder.hits == []  # nothing was fetched, not even the allowed first record
+
+
+def test_references_are_refused_with_how_to_enable_them_when_image_store_is_unset(mobilenet):
+    response = mobilenet.rest({"jsonData": {"image_uri": f"s3://{BUCKET}/cam 1/parrot.jpg"}})
+    assert response.status_code == 400 and "set the image_store parameter" in response.json()["status"]["info"]
+
+
+# --- uncertain images home ------------------------------------------------------------------------
+
+
+def _objects(port: int, prefix: str) -> dict[str, bytes]:
+    s3 = _s3(f"http://127.0.0.1:{port}")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="retraining", Prefix=prefix).get("Contents", [])]
+    return {k: s3.get_object(Bucket="retraining", Key=k)["Body"].read() for k in keys}
+
+
+def _wait_for(condition, seconds: float = 60.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds} s")
+
+
+def _prometheus(server, name: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_server, s3_port):
+    port, _running = s3_port
+    server = start_server("TFLiteServer", env={**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
+                          model_uri=str(MOBILENET_V2), confidence_threshold=0.999, metrics_interval=0.0,
+                          uncertain_store="s3://retraining/uncertain/")
+    reply = server.rest_ok({"binData": base64.b64encode(image_bytes("cat.bmp")).decode(),
+                            "meta": {"tags": {"camera": "dock-3", "request_id": "frame-0042"}}})
+    assert reply["meta"]["tags"]["uncertain"] is True
+    stored = _wait_for(lambda: len(_objects(port, "uncertain/")) == 2 and _objects(port, "uncertain/"))
+    (image_key,) = [k for k in stored if k.endswith(".bmp")]
+    (sidecar_key,) = [k for k in stored if k.endswith(".json")]
+    assert stored[image_key] == image_bytes("cat.bmp") and "frame-0042" in image_key
+    sidecar = json.loads(stored[sidecar_key])
+    assert sidecar["tags"] == {"camera": "dock-3", "request_id": "frame-0042"}
+    assert sidecar["answer"][0]["label"] == "Egyptian cat" and sidecar["score"] < 0.999
+    assert sidecar["model"] == "mobilenet_v2_1.0_224_quant" and sidecar["image"] == image_key
+    server.image("parrot.jpg")  # hands the counters over
+    assert _prometheus(server, "edgeservers_uncertain_uploaded_total") == 1
+
+
+def test_a_dead_store_never_slows_predictions_and_uploads_resume_when_it_is_back(start_server, s3_port):
+    port, running = s3_port
+    server = start_server("TFLiteServer", env={**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
+                          model_uri=str(MOBILENET_V2), confidence_threshold=0.999, metrics_interval=0.0,
+                          uncertain_store="s3://retraining/outage/", uncertain_queue_size=2)
+    running["server"].stop()
+    try:
+        frames = [image_bytes(n) for n in ("cat.bmp", "bird.bmp") * 10]
+        with ThreadPoolExecutor(2) as pool:  # every prediction answered while uploads cannot go anywhere
+            replies = list(pool.map(lambda f: server.rest_ok(files={"binData": ("f", f)}), frames))
+        assert all(r["meta"]["tags"]["uncertain"] for r in replies)
+
+        def dropped() -> bool:
+            server.image("bird.bmp")  # each response hands the counters gathered since the last one over
+            return _prometheus(server, "edgeservers_uncertain_dropped_total") >= 10
+
+        _wait_for(dropped, 30)
+    finally:
+        running["server"] = ThreadedMotoServer(ip_address="127.0.0.1", port=port)  # same in-process store
+        running["server"].start()
+    _wait_for(lambda: len(_objects(port, "outage/")) >= 2, 90)  # the queued images arrive once it is back
