@@ -246,8 +246,10 @@ def test_validation_fails_on_a_broken_manifest(breakage):
 EXAMPLES = kv.example_pairs()
 
 
-def test_there_are_three_examples():
-    assert {m.name for _, m in EXAMPLES} == {"face-mask-raspberry.yaml", "image-classifier.yaml", "openvino-classifier.yaml"}
+def test_there_are_four_examples():
+    assert {m.name for _, m in EXAMPLES} == {
+        "camera-loop.yaml", "face-mask-raspberry.yaml", "image-classifier.yaml", "openvino-classifier.yaml"
+    }
 
 
 @pytest.mark.parametrize("values_file, manifest", EXAMPLES, ids=[m.name for _, m in EXAMPLES])
