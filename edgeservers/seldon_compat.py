@@ -14,6 +14,7 @@ wrapper forks its REST, gRPC and metrics processes, so every one of them inherit
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
 import grpc
@@ -131,6 +132,22 @@ def install() -> None:
     _installed = True
     _skip_empty_metric_updates()
     wrapper.get_grpc_server = _get_grpc_server
+
+
+def concurrent_requests() -> int:
+    """How many requests one worker of the wrapper may run at once: its REST threads (GUNICORN_THREADS,
+    1 under FLASK_SINGLE_THREADED) or its gRPC threads (GRPC_THREADS, when GRPC_WORKERS > 0), read
+    from the environment the way the wrapper's own argument parser does."""
+
+    def number(name: str, default: int) -> int:
+        try:
+            return int(os.environ.get(name, default))
+        except ValueError:
+            return default
+
+    rest = 1 if number("FLASK_SINGLE_THREADED", 0) else number("GUNICORN_THREADS", 1)
+    grpc_threads = number("GRPC_THREADS", 1) if number("GRPC_WORKERS", 1) > 0 else 0
+    return max(1, rest, grpc_threads)
 
 
 def wrapper_version() -> str:

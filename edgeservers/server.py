@@ -26,7 +26,7 @@ from .images import ImagePreprocessor, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
 from .runtime import ModelRuntime, ModelSignature, RuntimeOptions, select
-from .settings import Settings
+from .settings import Settings, adaptive_concurrency, available_cpus
 from .uncertain import UncertainUploader
 
 
@@ -68,7 +68,8 @@ class EdgeModelServer(SeldonComponent):
         self.model_error_handler = seldon_compat.rest_blueprint()
 
     def _prepare(self, parameters: Mapping[str, Any]) -> None:
-        settings = Settings.from_parameters(parameters)
+        defaults = adaptive_concurrency(seldon_compat.concurrent_requests(), available_cpus())
+        settings = Settings.from_parameters(parameters, defaults)
         self._settings = settings
         self._options = RuntimeOptions(
             num_threads=settings.num_threads,
@@ -237,6 +238,8 @@ class EdgeModelServer(SeldonComponent):
             "custom": {
                 "postprocess": self._postprocess_kind,
                 "image_input": "yes" if self._image else f"no: {self._not_image}",
+                "pool_size": str(self._settings.pool_size),
+                "num_threads": str(self._settings.num_threads),
             },
         }
 

@@ -6,8 +6,10 @@ given as STRING are accepted too, so a typo in a manifest's type gets a clear er
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ModelLoadError
@@ -106,15 +108,19 @@ class Settings:
         return maps, sizes, ratios, variances
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, Any]) -> "Settings":
-        """Typed, checked settings; a ModelLoadError naming the parameter for anything wrong."""
+    def from_parameters(cls, parameters: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> "Settings":
+        """Typed, checked settings; a ModelLoadError naming the parameter for anything wrong.
+
+        `defaults` overrides the dataclass defaults of parameters not given (e.g. `adaptive_concurrency`).
+        """
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(parameters) - set(known))
         if unknown:
             raise ModelLoadError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known)}")
         if not str(parameters.get("model_uri", "")).strip():
             raise ModelLoadError("parameter model_uri is required: a model file or a directory holding one")
-        values = {name: _coerce(name, value, known[name].type) for name, value in parameters.items()}
+        given = {**(defaults or {}), **parameters}
+        values = {name: _coerce(name, value, known[name].type) for name, value in given.items()}
         settings = cls(**values)
         settings._check()
         return settings
@@ -169,3 +175,34 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
         return str(value).strip()
     except (TypeError, ValueError):
         raise ModelLoadError(f"parameter {name}={value!r}: expected {kind}") from None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its CPU affinity, capped by a cgroup CPU quota (a container's
+    `limits.cpu`, which affinity does not show), rounded up."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def _cgroup_quota() -> float | None:
+    """CPUs allowed by the cgroup's CFS quota (v2 cpu.max, else v1 cfs_quota_us/period), None if unlimited."""
+    try:
+        limit, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        return None if limit == "max" else int(limit) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def adaptive_concurrency(concurrent_requests: int, cpus: int) -> dict[str, int]:
+    """Defaults for pool_size and num_threads: as many inference slots as requests may run at once (at
+    most one per CPU), and the CPUs shared among them, so one request gets every core and several share
+    them without oversubscription."""
+    pool_size = max(1, min(concurrent_requests, cpus))
+    return {"pool_size": pool_size, "num_threads": max(1, cpus // pool_size)}

@@ -232,3 +232,13 @@ def test_metrics_are_handed_to_seldon_in_batches_and_none_is_lost(start_server):
     last = server.image("cat.bmp")
     assert sum(m["key"] == "edgeservers_inference_ms" for m in last["meta"]["metrics"]) >= 1
     assert _prometheus_count(server, "edgeservers_inference_ms_count") == 6
+
+
+def test_pool_and_threads_adapt_to_the_wrapper_threads_and_the_cpus(start_server):
+    import os
+
+    server = start_server("TFLiteServer", env={"GUNICORN_THREADS": "8", "GRPC_WORKERS": "0"}, model_uri=str(MOBILENET_V2))
+    custom = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()["custom"]
+    cpus = len(os.sched_getaffinity(0))
+    assert (int(custom["pool_size"]), int(custom["num_threads"])) == (min(8, cpus), max(1, cpus // min(8, cpus)))
+    assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"

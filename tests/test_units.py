@@ -98,3 +98,38 @@ def test_openvino_reads_the_same_quantization_as_tflite(model_dir):
     (model,) = (Path(__file__).parent.parent / "models" / model_dir).glob("*.tflite")
     options = RuntimeOptions(num_threads=1, pool_size=1, extra={"device": "CPU"})
     assert OpenVINORuntime.inspect(model, options) == TFLiteRuntime.inspect(model, options)
+
+
+@pytest.mark.parametrize("requests_at_once, cpus, expected", [
+    (1, 2, {"pool_size": 1, "num_threads": 2}),  # the chart's one REST thread: one request gets both cores
+    (8, 2, {"pool_size": 2, "num_threads": 1}),  # many threads: one single-threaded slot per core
+    (2, 4, {"pool_size": 2, "num_threads": 2}),
+    (3, 4, {"pool_size": 3, "num_threads": 1}),  # never more inference threads than cores
+])
+def test_adaptive_concurrency_shares_the_cores_without_oversubscribing(requests_at_once, cpus, expected):
+    from edgeservers.settings import adaptive_concurrency
+
+    chosen = adaptive_concurrency(requests_at_once, cpus)
+    assert chosen == expected and chosen["pool_size"] * chosen["num_threads"] <= cpus
+
+
+def test_explicit_parameters_win_over_adaptive_defaults():
+    defaults = {"pool_size": 2, "num_threads": 1}
+    assert Settings.from_parameters({"model_uri": "m"}, defaults).pool_size == 2
+    chosen = Settings.from_parameters({"model_uri": "m", "pool_size": "4", "num_threads": 3}, defaults)
+    assert (chosen.pool_size, chosen.num_threads) == (4, 3)
+
+
+def test_the_wrapper_thread_settings_give_the_requests_one_worker_runs_at_once(monkeypatch):
+    from edgeservers.seldon_compat import concurrent_requests
+
+    for name in ("GUNICORN_THREADS", "GRPC_THREADS", "GRPC_WORKERS", "FLASK_SINGLE_THREADED"):
+        monkeypatch.delenv(name, raising=False)
+    assert concurrent_requests() == 1
+    monkeypatch.setenv("GUNICORN_THREADS", "8")
+    assert concurrent_requests() == 8
+    monkeypatch.setenv("GUNICORN_THREADS", "1")
+    monkeypatch.setenv("GRPC_THREADS", "4")
+    assert concurrent_requests() == 4
+    monkeypatch.setenv("GRPC_WORKERS", "0")
+    assert concurrent_requests() == 1
