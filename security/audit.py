@@ -333,10 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in reports
         ], indent=1))
     else:
-        print(
-            f"Advisory snapshot: {meta.get('description', '?')}; retrieved {meta.get('retrieved', '?')}; "
-            f"newest entry modified {meta.get('newest_modified', '?')}. No network look-up is made."
+        header = (
+            f"Advisory snapshot {args.snapshot.name}: {len(snapshot['advisories'])} PyPA advisory-database entries "
+            f"for {len(snapshot.get('coverage', {}))} packages; retrieved {meta.get('retrieved', '?')}; newest entry "
+            f"modified {meta.get('newest_modified', '?')}. Offline: no advisory service is queried."
         )
+        print("\n".join(textwrap.wrap(header, 100)))
         for r in reports:
             print(render(r, brief=args.brief))
     failed = any(r.unassessed for r in reports) or (args.strict_coverage and any(r.not_covered for r in reports))
