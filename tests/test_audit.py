@@ -94,3 +94,50 @@ def test_snapshot_entries_are_attributed_and_every_note_names_a_snapshot_entry()
         assert adv["source"].split("@")[0] in ("pypa/advisory-database", "westonsteimel/advisory-database-pypa")
         assert ":vulns/" in adv["source"]
     assert set(NOTES) <= known
+
+
+# The reachability notes rest on a few facts about the pinned packages; if one stops holding (a version
+# change, a different protobuf backend), these fail and the notes must be re-read.
+
+
+def test_premise_protobuf_is_the_pure_python_backend_and_recursion_fails_the_request_only():
+    from google.protobuf.internal import api_implementation
+    from google.protobuf.message import DecodeError
+    from seldon_core.proto import prediction_pb2
+
+    assert api_implementation.Type() == "python"  # CVE-2025-4565 applies (PYSEC-2026-1806)
+    sgroup = bytes([0xA3, 0x06])  # start-group tag of unknown field 100
+    with pytest.raises((RecursionError, DecodeError)):
+        prediction_pb2.SeldonMessage.FromString(sgroup * 5000)
+
+
+def test_premise_flask_cors_3_0_10_answers_any_origin_without_private_network_header():
+    from flask import Flask
+    from flask_cors import CORS
+
+    app = Flask(__name__)
+    CORS(app)  # as seldon_core.wrapper does
+
+    @app.route("/api/v1.0/predictions", methods=["POST"])
+    def predictions():
+        return "ok"
+
+    r = app.test_client().options(
+        "/api/v1.0/predictions",
+        headers={
+            "Origin": "http://evil.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Private-Network": "true",
+        },
+    )
+    assert r.headers.get("Access-Control-Allow-Origin") == "http://evil.example"  # docs/security.md, CORS
+    assert "Access-Control-Allow-Private-Network" not in r.headers  # PYSEC-2024-71: not applicable
+
+
+def test_premise_botocore_makes_urllib3_follow_no_redirect_and_decode_nothing():
+    import inspect
+
+    from botocore.httpsession import URLLib3Session
+
+    source = inspect.getsource(URLLib3Session.send)
+    assert "retries=Retry(False)" in source and "decode_content=False" in source  # urllib3 notes
