@@ -19,6 +19,7 @@ Coverage: the snapshot holds only the advisories read for the packages listed un
 installed package outside that list is reported as "not covered" (and fails the audit only with
 --strict-coverage), because no advisory match there means "not checked", not "no advisories".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
@@ -123,7 +124,7 @@ def pinned_in(path: Path, machine: str | None = None, _seen: set[Path] | None = 
                 if not Marker(marker).evaluate(env):
                     continue
             except InvalidMarker:
-                raise SystemExit(f"{path}: bad environment marker in: {raw.strip()}")
+                raise SystemExit(f"{path}: bad environment marker in: {raw.strip()}") from None
         found[canonicalize_name(name)] = version
     return found
 
@@ -275,9 +276,13 @@ def render(report: Report, width: int = 100, brief: bool = False) -> str:
         else:
             lines.extend(textwrap.wrap(note, width, initial_indent="    ", subsequent_indent="    "))
     if report.not_covered:
-        lines.extend(textwrap.wrap(
-            f"not covered by the snapshot ({len(report.not_covered)}; not checked, which is not 'clean'): "
-            + ", ".join(report.not_covered), width))
+        lines.extend(
+            textwrap.wrap(
+                f"not covered by the snapshot ({len(report.not_covered)}; not checked, which is not 'clean'): "
+                + ", ".join(report.not_covered),
+                width,
+            )
+        )
     if report.unassessed:
         lines.append(
             f"FAIL: {len(report.unassessed)} finding(s) without a reachability note: "
@@ -290,7 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python", action="append", default=[], help="audit this interpreter's packages")
     parser.add_argument(
-        "--requirements", "--freeze", action="append", default=[], type=Path,
+        "--requirements",
+        "--freeze",
+        action="append",
+        default=[],
+        type=Path,
         help="audit a pinned list (requirements file with ==, or pip freeze output)",
     )
     parser.add_argument("--machine", help="platform_machine for environment markers in --requirements files")
@@ -298,7 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--notes", type=Path, default=DEFAULT_NOTES)
     parser.add_argument("--brief", action="store_true", help="one line per reachability note")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--strict-coverage", action="store_true", help="also fail on packages the snapshot does not cover")
+    parser.add_argument(
+        "--strict-coverage", action="store_true", help="also fail on packages the snapshot does not cover"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -324,14 +335,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = snapshot.get("snapshot", {})
     reports = [audit(pkgs, label, snapshot, notes) for label, pkgs in inputs]
     if args.json:
-        print(json.dumps([
-            {
-                "source": r.source,
-                "findings": [f.__dict__ for f in r.findings],
-                "not_covered": r.not_covered,
-            }
-            for r in reports
-        ], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "source": r.source,
+                        "findings": [f.__dict__ for f in r.findings],
+                        "not_covered": r.not_covered,
+                    }
+                    for r in reports
+                ],
+                indent=1,
+            )
+        )
     else:
         header = (
             f"Advisory snapshot {args.snapshot.name}: {len(snapshot['advisories'])} PyPA advisory-database entries "

@@ -13,9 +13,10 @@ For each size it times `Request(environ).files` (the parse Flask runs on first a
 and prints the median CPU seconds of a few runs and the ratio crafted / normal. It asserts nothing
 about timings. Usage:
 
-    .venv/bin/python security/measure_cve_2023_46136.py            # 1, 5, 10, 20 MB
+    .venv/bin/python security/measure_cve_2023_46136.py            # 1, 5, 10, 16, 20 MiB (16 MiB: max_request_bytes)
     .venv/bin/python security/measure_cve_2023_46136.py 1 2 --repeat 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,6 @@ import os
 import platform
 import statistics
 import time
-
 from importlib.metadata import version
 
 from werkzeug.wrappers import Request
@@ -75,15 +75,19 @@ def parse_cpu_seconds(body: bytes) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sizes_mb", nargs="*", type=float, default=[1, 5, 10, 20])
+    parser.add_argument("sizes_mb", nargs="*", type=float, default=[1, 5, 10, 16, 20], help="body sizes in MiB")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; the median is printed")
     args = parser.parse_args()
 
-    print(f"Werkzeug {version('werkzeug')}, "
-          f"Python {platform.python_version()}, {platform.machine()}, CPU time (time.process_time), "
-          f"median of {args.repeat}")
-    print(f"{'size MB':>8} {'crafted s':>10} {'normal s':>9} {'random s':>9} {'crafted/normal':>15} "
-          f"{'crafted MB/s':>12}")
+    print(
+        f"Werkzeug {version('werkzeug')}, "
+        f"Python {platform.python_version()}, {platform.machine()}, CPU time (time.process_time), "
+        f"median of {args.repeat}"
+    )
+    print(
+        f"{'size MiB':>8} {'crafted s':>10} {'normal s':>9} {'random s':>9} {'crafted/normal':>15} "
+        f"{'crafted MiB/s':>13}"
+    )
     for size_mb in args.sizes_mb:
         size = int(size_mb * MB)
         medians = {}
@@ -91,8 +95,10 @@ def main() -> None:
             body = multipart_body(payload(kind, size))
             medians[kind] = statistics.median(parse_cpu_seconds(body) for _ in range(args.repeat))
         ratio = medians["crafted"] / medians["normal"] if medians["normal"] else float("inf")
-        print(f"{size_mb:>8g} {medians['crafted']:>10.3f} {medians['normal']:>9.3f} {medians['random']:>9.3f} "
-              f"{ratio:>15.1f} {size_mb / medians['crafted'] if medians['crafted'] else 0:>12.1f}")
+        print(
+            f"{size_mb:>8g} {medians['crafted']:>10.3f} {medians['normal']:>9.3f} {medians['random']:>9.3f} "
+            f"{ratio:>15.1f} {size_mb / medians['crafted'] if medians['crafted'] else 0:>13.1f}"
+        )
 
 
 if __name__ == "__main__":

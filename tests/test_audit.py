@@ -1,4 +1,5 @@
 """security/audit.py: the offline dependency audit (in-process, no network, well under a second)."""
+
 from __future__ import annotations
 
 import json
