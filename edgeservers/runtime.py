@@ -58,6 +58,7 @@ class TensorSpec:
     dtype: np.dtype
     shape: tuple[int, ...]  # -1 for a dynamic dimension
     quantization: Quantization | None = None
+    layout: str | None = None  # "NCHW" or "NHWC" when the model itself says so (OpenVINO rt_info)
 
     @property
     def datatype(self) -> str:

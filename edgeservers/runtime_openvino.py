@@ -58,10 +58,20 @@ def _input_quantization(parameter: Any) -> Quantization | None:
             return _fake_quantize(node, quantizes=False)
 
 
+def _layout(port: Any) -> str | None:
+    """NCHW or NHWC when the model carries the port's layout (IR rt_info, set by PrePostProcessor or
+    `set_layout`) and it names channels, height and width; None when it does not."""
+    helpers = ov.layout_helpers
+    layout = helpers.get_layout(port)
+    if not all(has(layout) for has in (helpers.has_channels, helpers.has_height, helpers.has_width)):
+        return None
+    return {"[N,C,H,W]": "NCHW", "[N,H,W,C]": "NHWC"}.get(layout.to_string())
+
+
 def _spec(port: Any, quantization: Quantization | None) -> TensorSpec:
     shape = tuple(int(d.get_length()) if d.is_static else -1 for d in port.get_partial_shape())
     dtype = np.dtype(port.get_element_type().to_dtype())
-    return TensorSpec(port.get_any_name(), dtype, shape, quantization if dtype.kind in "ui" else None)
+    return TensorSpec(port.get_any_name(), dtype, shape, quantization if dtype.kind in "ui" else None, _layout(port))
 
 
 def _first_line(error: Exception) -> str:

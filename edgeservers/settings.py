@@ -68,6 +68,7 @@ class Settings:
     mask_threshold: float = 0.5
     min_region_area: int = 1
     return_mask: bool = False
+    output_layout: str = "auto"
     # OpenVINO only
     device: str = "CPU"
     performance_hint: str = "LATENCY"
@@ -118,6 +119,7 @@ class Settings:
             "input_scale": INPUT_SCALES,
             "channel_order": CHANNEL_ORDERS,
             "input_layout": LAYOUTS,
+            "output_layout": LAYOUTS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
