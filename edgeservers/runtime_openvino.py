@@ -15,6 +15,8 @@ from .runtime import ModelRuntime, ModelSignature, Quantization, RuntimeOptions,
 _PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Convert"}
 # Devices that stand for a choice among real ones, so they are not in `available_devices`.
 _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+# inference_precision -> the device capability (OPTIMIZATION_CAPABILITIES) that computes in it.
+_CAPABILITIES = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
 
 
 def _fake_quantize(node: Any, quantizes: bool) -> Quantization | None:
@@ -92,6 +94,7 @@ class OpenVINORuntime(ModelRuntime):
 
     name = "openvino"
     model_suffixes = (".xml", ".onnx", ".tflite")
+    precisions = ("f32", "auto", "bf16", "f16")
 
     @classmethod
     def inspect(cls, model_path: Path, options: RuntimeOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -107,6 +110,26 @@ class OpenVINORuntime(ModelRuntime):
         outputs = [_spec(port, _output_quantization(r)) for port, r in zip(model.outputs, model.get_results())]
         return inputs, outputs
 
+    @classmethod
+    def precision(cls, model_path: Path, options: RuntimeOptions) -> str:
+        """The explicit precision, if the device computes in it (OpenVINO would silently run f32
+        instead); for `auto` the device's own INFERENCE_PRECISION_HINT: bf16 on CPUs with AMX or
+        avx512_bf16, f16 on ARM CPUs with fp16 arithmetic, else f32."""
+        core = ov.Core()
+        device, wanted = options.extra["device"], options.extra["inference_precision"]
+        try:
+            if wanted == "auto":
+                return core.get_property(device, "INFERENCE_PRECISION_HINT").get_type_name()
+            capabilities = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+        except RuntimeError:  # virtual devices (AUTO:..., MULTI:...) answer neither: the real device decides
+            return wanted
+        if _CAPABILITIES[wanted] not in capabilities:
+            raise ModelLoadError(
+                f"parameter inference_precision={wanted!r}: OpenVINO device {device} cannot compute in {wanted} "
+                f"here (its OPTIMIZATION_CAPABILITIES: {', '.join(capabilities)}); use f32 or auto"
+            )
+        return wanted
+
     def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
         core = ov.Core()
         device = options.extra["device"]
@@ -114,6 +137,8 @@ class OpenVINORuntime(ModelRuntime):
             "PERFORMANCE_HINT": options.extra["performance_hint"],
             "INFERENCE_NUM_THREADS": options.num_threads,
         }
+        if options.extra["inference_precision"] != "auto":
+            config["INFERENCE_PRECISION_HINT"] = options.extra["inference_precision"]
         if device != "CPU":
             config.pop("INFERENCE_NUM_THREADS")
         try:

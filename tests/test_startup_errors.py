@@ -97,3 +97,15 @@ def test_ambiguous_output_layout_asks_for_output_layout(tmp_path):
     ov.save_model(ov.Model([scores], [image], "m"), str(tmp_path / "model.xml"))
     line = start_and_fail("OpenVINOServer", model_uri=str(tmp_path), postprocess="segmentation")
     assert "shape [1, 4, 4, 4], which may be NHWC or NCHW: set parameter output_layout to NHWC or NCHW" in line
+
+
+@pytest.mark.parametrize(
+    "server_class, precision, words",
+    [
+        ("OpenVINOServer", "fp8", "parameter inference_precision='fp8': expected one of f32, auto, bf16, f16"),
+        ("TFLiteServer", "bf16", "parameter inference_precision='bf16': expected one of f32, auto for TFLiteServer"),
+    ],
+)
+def test_unknown_inference_precision_names_the_allowed_values(server_class, precision, words):
+    line = start_and_fail(server_class, model_uri=str(FACE_MASK), inference_precision=precision)
+    assert words in line
