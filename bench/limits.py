@@ -58,7 +58,11 @@ class Limits:
         self.options = RuntimeOptions(
             num_threads=self.settings.num_threads,
             pool_size=self.settings.pool_size,
-            extra={"device": self.settings.device, "performance_hint": self.settings.performance_hint},
+            extra={
+                "device": self.settings.device,
+                "performance_hint": self.settings.performance_hint,
+                "inference_precision": self.settings.inference_precision,
+            },
         )
         cls = _runtime_class(runtime)
         self.model_path = find_model(Path(self.settings.model_uri), cls.model_suffixes)
@@ -102,10 +106,10 @@ class Limits:
             import openvino as ov
 
             core = ov.Core()
-            compiled = core.compile_model(
-                core.read_model(str(self.model_path)), "CPU",
-                {"PERFORMANCE_HINT": self.settings.performance_hint, "INFERENCE_NUM_THREADS": self.options.num_threads},
-            )
+            config = {"PERFORMANCE_HINT": self.settings.performance_hint, "INFERENCE_NUM_THREADS": self.options.num_threads}
+            if self.settings.inference_precision != "auto":
+                config["INFERENCE_PRECISION_HINT"] = self.settings.inference_precision
+            compiled = core.compile_model(core.read_model(str(self.model_path)), "CPU", config)
             for _ in range(self.options.pool_size):
                 slots.put(compiled.create_infer_request())
             name = self.signature.inputs[0].name

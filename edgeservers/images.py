@@ -43,13 +43,16 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def geometry(spec: TensorSpec, layout: str) -> ImageGeometry:
-    """H, W and C of a 4-D image input; NCHW when the layout says so or the shape shows it (C of 1 or 3 first)."""
+    """H, W and C of a 4-D image input; NCHW when the layout parameter, else the model's own layout, says
+    so, else when the shape shows it (C of 1 or 3 first)."""
     if len(spec.shape) != 4 or any(d <= 0 for d in spec.shape[1:]):
         raise ModelLoadError(
             f"input {spec.name} has shape {list(spec.shape)}: image payloads need a fixed 4-D image input "
             f"(NHWC or NCHW); send tensors instead"
         )
     _, d1, d2, d3 = spec.shape
+    if layout == "auto" and spec.layout:
+        layout = spec.layout
     if layout == "auto":
         layout = "NCHW" if d1 in (1, 3) and d3 not in (1, 3) else "NHWC"
     h, w, c = (d2, d3, d1) if layout == "NCHW" else (d1, d2, d3)

@@ -58,6 +58,7 @@ class TensorSpec:
     dtype: np.dtype
     shape: tuple[int, ...]  # -1 for a dynamic dimension
     quantization: Quantization | None = None
+    layout: str | None = None  # "NCHW" or "NHWC" when the model itself says so (OpenVINO rt_info)
 
     @property
     def datatype(self) -> str:
@@ -95,11 +96,19 @@ class ModelRuntime(ABC):
     name: ClassVar[str]
     # File suffixes this runtime can load, in order of preference.
     model_suffixes: ClassVar[tuple[str, ...]]
+    # The inference_precision values this runtime can honour.
+    precisions: ClassVar[tuple[str, ...]]
 
     @classmethod
     @abstractmethod
     def inspect(cls, model_path: Path, options: RuntimeOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """All input and output tensors of the model, without creating a pool."""
+
+    @classmethod
+    @abstractmethod
+    def precision(cls, model_path: Path, options: RuntimeOptions) -> str:
+        """The precision float models will be computed in (f32, bf16, f16), as the runtime and device
+        report it without compiling: metadata says it, and a precision the device lacks stops the server."""
 
     def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
         self.signature = signature

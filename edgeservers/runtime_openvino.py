@@ -15,6 +15,8 @@ from .runtime import ModelRuntime, ModelSignature, Quantization, RuntimeOptions,
 _PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Convert"}
 # Devices that stand for a choice among real ones, so they are not in `available_devices`.
 _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+# inference_precision -> the device capability (OPTIMIZATION_CAPABILITIES) that computes in it.
+_CAPABILITIES = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
 
 
 def _fake_quantize(node: Any, quantizes: bool) -> Quantization | None:
@@ -58,10 +60,20 @@ def _input_quantization(parameter: Any) -> Quantization | None:
             return _fake_quantize(node, quantizes=False)
 
 
+def _layout(port: Any) -> str | None:
+    """NCHW or NHWC when the model carries the port's layout (IR rt_info, set by PrePostProcessor or
+    `set_layout`) and it names channels, height and width; None when it does not."""
+    helpers = ov.layout_helpers
+    layout = helpers.get_layout(port)
+    if not all(has(layout) for has in (helpers.has_channels, helpers.has_height, helpers.has_width)):
+        return None
+    return {"[N,C,H,W]": "NCHW", "[N,H,W,C]": "NHWC"}.get(layout.to_string())
+
+
 def _spec(port: Any, quantization: Quantization | None) -> TensorSpec:
     shape = tuple(int(d.get_length()) if d.is_static else -1 for d in port.get_partial_shape())
     dtype = np.dtype(port.get_element_type().to_dtype())
-    return TensorSpec(port.get_any_name(), dtype, shape, quantization if dtype.kind in "ui" else None)
+    return TensorSpec(port.get_any_name(), dtype, shape, quantization if dtype.kind in "ui" else None, _layout(port))
 
 
 def _first_line(error: Exception) -> str:
@@ -82,6 +94,7 @@ class OpenVINORuntime(ModelRuntime):
 
     name = "openvino"
     model_suffixes = (".xml", ".onnx", ".tflite")
+    precisions = ("f32", "auto", "bf16", "f16")
 
     @classmethod
     def inspect(cls, model_path: Path, options: RuntimeOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -97,6 +110,26 @@ class OpenVINORuntime(ModelRuntime):
         outputs = [_spec(port, _output_quantization(r)) for port, r in zip(model.outputs, model.get_results())]
         return inputs, outputs
 
+    @classmethod
+    def precision(cls, model_path: Path, options: RuntimeOptions) -> str:
+        """The explicit precision, if the device computes in it (OpenVINO would silently run f32
+        instead); for `auto` the device's own INFERENCE_PRECISION_HINT: bf16 on CPUs with AMX or
+        avx512_bf16, f16 on ARM CPUs with fp16 arithmetic, else f32."""
+        core = ov.Core()
+        device, wanted = options.extra["device"], options.extra["inference_precision"]
+        try:
+            if wanted == "auto":
+                return core.get_property(device, "INFERENCE_PRECISION_HINT").get_type_name()
+            capabilities = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+        except RuntimeError:  # virtual devices (AUTO:..., MULTI:...) answer neither: the real device decides
+            return wanted
+        if _CAPABILITIES[wanted] not in capabilities:
+            raise ModelLoadError(
+                f"parameter inference_precision={wanted!r}: OpenVINO device {device} cannot compute in {wanted} "
+                f"here (its OPTIMIZATION_CAPABILITIES: {', '.join(capabilities)}); use f32 or auto"
+            )
+        return wanted
+
     def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
         core = ov.Core()
         device = options.extra["device"]
@@ -104,6 +137,8 @@ class OpenVINORuntime(ModelRuntime):
             "PERFORMANCE_HINT": options.extra["performance_hint"],
             "INFERENCE_NUM_THREADS": options.num_threads,
         }
+        if options.extra["inference_precision"] != "auto":
+            config["INFERENCE_PRECISION_HINT"] = options.extra["inference_precision"]
         if device != "CPU":
             config.pop("INFERENCE_NUM_THREADS")
         try:

@@ -71,13 +71,23 @@ class EdgeModelServer(SeldonComponent):
         defaults = adaptive_concurrency(seldon_compat.concurrent_requests(), available_cpus())
         settings = Settings.from_parameters(parameters, defaults)
         self._settings = settings
+        if settings.inference_precision not in self.runtime_class.precisions:
+            raise ModelLoadError(
+                f"parameter inference_precision={settings.inference_precision!r}: expected one of "
+                f"{', '.join(self.runtime_class.precisions)} for {type(self).__name__}"
+            )
         self._options = RuntimeOptions(
             num_threads=settings.num_threads,
             pool_size=settings.pool_size,
-            extra={"device": settings.device, "performance_hint": settings.performance_hint},
+            extra={
+                "device": settings.device,
+                "performance_hint": settings.performance_hint,
+                "inference_precision": settings.inference_precision,
+            },
         )
         self._model_path = find_model(local_model_dir(settings.model_uri), self.runtime_class.model_suffixes)
         inputs, outputs = self.runtime_class.inspect(self._model_path, self._options)
+        self._precision = self.runtime_class.precision(self._model_path, self._options)
         self._signature = ModelSignature(
             inputs=select(inputs, settings.input_names, "input"),
             outputs=select(outputs, settings.output_names, "output"),
@@ -237,6 +247,7 @@ class EdgeModelServer(SeldonComponent):
             "outputs": [spec.describe() for spec in self._signature.outputs],
             "custom": {
                 "postprocess": self._postprocess_kind,
+                "inference_precision": self._precision,
                 "image_input": "yes" if self._image else f"no: {self._not_image}",
                 "pool_size": str(self._settings.pool_size),
                 "num_threads": str(self._settings.num_threads),

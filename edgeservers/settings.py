@@ -18,6 +18,8 @@ POSTPROCESSORS = ("auto", "none", "classification", "detection", "segmentation")
 INPUT_SCALES = ("auto", "0..1", "-1..1", "0..255", "mean_std")
 CHANNEL_ORDERS = ("RGB", "BGR")
 LAYOUTS = ("auto", "NHWC", "NCHW")
+# Float precisions a runtime may compute in; each runtime accepts its own subset (ModelRuntime.precisions).
+PRECISIONS = ("f32", "auto", "bf16", "f16")
 
 # The face-mask detector's anchor layout (../models/README.md): the defaults of postprocess=detection.
 FACE_MASK_FEATURE_MAPS = "33,17,9,5,3"
@@ -77,6 +79,9 @@ class Settings:
     mask_threshold: float = 0.5
     min_region_area: int = 1
     return_mask: bool = False
+    output_layout: str = "auto"
+    # Both runtimes (values per runtime: ModelRuntime.precisions)
+    inference_precision: str = "f32"
     # OpenVINO only
     device: str = "CPU"
     performance_hint: str = "LATENCY"
@@ -131,6 +136,8 @@ class Settings:
             "input_scale": INPUT_SCALES,
             "channel_order": CHANNEL_ORDERS,
             "input_layout": LAYOUTS,
+            "output_layout": LAYOUTS,
+            "inference_precision": PRECISIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
