@@ -54,7 +54,7 @@ class Classification:
         self._top_k = top_k
 
     def __call__(self, outputs: Mapping[str, np.ndarray], image_size: Size) -> Answer:
-        scores = outputs[self._name].reshape(-1)
+        scores = outputs[self._name].reshape(-1).astype(np.float32, copy=False)  # unsigned raw scores cannot be negated
         k = min(self._top_k, scores.size)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]

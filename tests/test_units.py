@@ -184,3 +184,12 @@ def test_openvino_reads_the_output_layout_the_model_carries(tmp_path, layout):
     ov.save_model(ov.Model([result], [image], "m"), str(tmp_path / "model.xml"))
     _, (output,) = OpenVINORuntime.inspect(tmp_path / "model.xml", RuntimeOptions(1, 1, extra={"device": "CPU"}))
     assert output.layout == layout
+
+
+def test_classification_ranks_raw_unsigned_scores_best_first():
+    from edgeservers.postprocess import Classification
+    from edgeservers.runtime import TensorSpec
+
+    spec = TensorSpec("scores", np.dtype(np.uint8), (1, 4))
+    answer = Classification([spec], ["a", "b", "c", "d"], top_k=2)({"scores": np.array([[3, 200, 0, 90]], np.uint8)}, (1, 1))
+    assert [a["label"] for a in answer.body] == ["b", "d"] and answer.top_score == 200
