@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -89,18 +90,27 @@ def _read(core: ov.Core, model_path: Path) -> ov.Model:
         raise ModelLoadError(f"OpenVINO cannot read {model_path}: {_first_line(e)}") from None
 
 
-class OpenVINORuntime(ModelRuntime):
+@dataclass(frozen=True)
+class OpenVINOOptions(RuntimeOptions):
+    """OpenVINO's own settings besides the shared ones."""
+
+    device: str = "CPU"
+    performance_hint: str = "LATENCY"
+
+
+class OpenVINORuntime(ModelRuntime[OpenVINOOptions]):
     """One compiled model shared by a pool of infer requests (each request runs one inference at a time)."""
 
     name = "openvino"
+    options_class = OpenVINOOptions
     model_suffixes = (".xml", ".onnx", ".tflite")
     precisions = ("f32", "auto", "bf16", "f16")
 
     @classmethod
-    def inspect(cls, model_path: Path, options: RuntimeOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    def inspect(cls, model_path: Path, options: OpenVINOOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
         core = ov.Core()
         model = _read(core, model_path)
-        device = options.extra["device"]
+        device = options.device
         if not device.startswith(_VIRTUAL_DEVICES) and device.split(".")[0] not in {
             d.split(".")[0] for d in core.available_devices
         }:
@@ -111,12 +121,12 @@ class OpenVINORuntime(ModelRuntime):
         return inputs, outputs
 
     @classmethod
-    def precision(cls, model_path: Path, options: RuntimeOptions) -> str:
+    def precision(cls, model_path: Path, options: OpenVINOOptions) -> str:
         """The explicit precision, if the device computes in it (OpenVINO would silently run f32
         instead); for `auto` the device's own INFERENCE_PRECISION_HINT: bf16 on CPUs with AMX or
         avx512_bf16, f16 on ARM CPUs with fp16 arithmetic, else f32."""
         core = ov.Core()
-        device, wanted = options.extra["device"], options.extra["inference_precision"]
+        device, wanted = options.device, options.inference_precision
         try:
             if wanted == "auto":
                 return core.get_property(device, "INFERENCE_PRECISION_HINT").get_type_name()
@@ -130,15 +140,15 @@ class OpenVINORuntime(ModelRuntime):
             )
         return wanted
 
-    def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
+    def __init__(self, model_path: Path, options: OpenVINOOptions, signature: ModelSignature):
         core = ov.Core()
-        device = options.extra["device"]
+        device = options.device
         config = {
-            "PERFORMANCE_HINT": options.extra["performance_hint"],
+            "PERFORMANCE_HINT": options.performance_hint,
             "INFERENCE_NUM_THREADS": options.num_threads,
         }
-        if options.extra["inference_precision"] != "auto":
-            config["INFERENCE_PRECISION_HINT"] = options.extra["inference_precision"]
+        if options.inference_precision != "auto":
+            config["INFERENCE_PRECISION_HINT"] = options.inference_precision
         if device != "CPU":
             config.pop("INFERENCE_NUM_THREADS")
         try:
@@ -147,7 +157,7 @@ class OpenVINORuntime(ModelRuntime):
             raise ModelLoadError(f"OpenVINO cannot compile {model_path} for {device}: {_first_line(e)}") from None
         super().__init__(model_path, options, signature)
 
-    def _new_slot(self, model_path: Path, options: RuntimeOptions) -> ov.InferRequest:
+    def _new_slot(self, model_path: Path, options: OpenVINOOptions) -> ov.InferRequest:
         return self._compiled.create_infer_request()
 
     def _run(self, slot: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -54,7 +54,7 @@ def _interpreter(model_path: Path, num_threads: int, resolver: OpResolverType = 
         raise ModelLoadError(f"TFLite cannot read {model_path}: {e}") from None
 
 
-class TFLiteRuntime(ModelRuntime):
+class TFLiteRuntime(ModelRuntime[RuntimeOptions]):
     """A pool of TFLite interpreters: one per inference that may run at once (an interpreter is not thread-safe)."""
 
     name = "tflite"
@@ -74,14 +74,14 @@ class TFLiteRuntime(ModelRuntime):
     @classmethod
     def precision(cls, model_path: Path, options: RuntimeOptions) -> str:
         """f16 only where XNNPACK would choose it (`auto`, a model that allows it, a CPU with fp16 arithmetic)."""
-        if options.extra["inference_precision"] == "auto" and _allows_fp16(model_path) and _cpu_has_fp16_arithmetic():
+        if options.inference_precision == "auto" and _allows_fp16(model_path) and _cpu_has_fp16_arithmetic():
             return "f16"
         return "f32"
 
     def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
         # f32 for a model that allows fp16: TFLite's own float kernels, without the XNNPACK delegate
         # (which would compute it in fp16 on ARM CPUs with fp16 arithmetic).
-        f32_only = options.extra["inference_precision"] == "f32" and _allows_fp16(model_path)
+        f32_only = options.inference_precision == "f32" and _allows_fp16(model_path)
         self._resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if f32_only else OpResolverType.AUTO
         super().__init__(model_path, options, signature)
 

@@ -25,7 +25,7 @@ from .image_store import ImageStore, ObjectRef, parse_store
 from .images import ImagePreprocessor, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
-from .runtime import ModelRuntime, ModelSignature, RuntimeOptions, select
+from .runtime import ModelRuntime, ModelSignature, select
 from .settings import Settings, adaptive_concurrency, available_cpus
 from .uncertain import UncertainUploader
 
@@ -52,7 +52,7 @@ class Prediction:
 class EdgeModelServer(SeldonComponent):
     """A Seldon model server for one model on one runtime; subclasses only name the runtime."""
 
-    runtime_class: ClassVar[type[ModelRuntime]]
+    runtime_class: ClassVar[type[ModelRuntime[Any]]]
 
     def __init__(self, **parameters: Any):
         super().__init__()
@@ -60,7 +60,7 @@ class EdgeModelServer(SeldonComponent):
             self._prepare(parameters)
         except ModelLoadError as e:
             _stop(type(self).__name__, e, code=1)
-        self._runtime: ModelRuntime | None = None
+        self._runtime: ModelRuntime[Any] | None = None
         self._metrics = MetricsBatch(self._settings.metrics_interval)
         self._uncertain = self._uncertain_uploader()
         seldon_compat.install()  # here, in the main process, so every forked worker has it
@@ -76,15 +76,7 @@ class EdgeModelServer(SeldonComponent):
                 f"parameter inference_precision={settings.inference_precision!r}: expected one of "
                 f"{', '.join(self.runtime_class.precisions)} for {type(self).__name__}"
             )
-        self._options = RuntimeOptions(
-            num_threads=settings.num_threads,
-            pool_size=settings.pool_size,
-            extra={
-                "device": settings.device,
-                "performance_hint": settings.performance_hint,
-                "inference_precision": settings.inference_precision,
-            },
-        )
+        self._options = self.runtime_class.options_class.from_settings(settings)
         self._model_path = find_model(local_model_dir(settings.model_uri), self.runtime_class.model_suffixes)
         inputs, outputs = self.runtime_class.inspect(self._model_path, self._options)
         self._precision = self.runtime_class.precision(self._model_path, self._options)
@@ -268,7 +260,7 @@ class EdgeModelServer(SeldonComponent):
 
     # --- request steps ----------------------------------------------------------------------
 
-    def _loaded(self) -> ModelRuntime:
+    def _loaded(self) -> ModelRuntime[Any]:
         if self._runtime is None:
             raise BadRequest("the model is not loaded yet in this worker: retry shortly")
         return self._runtime

@@ -91,12 +91,11 @@ def test_openvino_prefers_the_ir_and_needs_its_weights(tmp_path):
 def test_openvino_reads_the_same_quantization_as_tflite(model_dir):
     from pathlib import Path
 
-    from edgeservers.runtime import RuntimeOptions
-    from edgeservers.runtime_openvino import OpenVINORuntime
+    from edgeservers.runtime_openvino import OpenVINOOptions, OpenVINORuntime
     from edgeservers.runtime_tflite import TFLiteRuntime
 
     (model,) = (Path(__file__).parent.parent / "models" / model_dir).glob("*.tflite")
-    options = RuntimeOptions(num_threads=1, pool_size=1, extra={"device": "CPU"})
+    options = OpenVINOOptions(num_threads=1, pool_size=1)
     assert OpenVINORuntime.inspect(model, options) == TFLiteRuntime.inspect(model, options)
 
 
@@ -174,15 +173,14 @@ def test_openvino_reads_the_output_layout_the_model_carries(tmp_path, layout):
     import openvino as ov
     import openvino.opset13 as ops
 
-    from edgeservers.runtime import RuntimeOptions
-    from edgeservers.runtime_openvino import OpenVINORuntime
+    from edgeservers.runtime_openvino import OpenVINOOptions, OpenVINORuntime
 
     image = ops.parameter([1, 3, 8, 8], np.float32, name="image")
     result = ops.result(ops.sigmoid(image))
     if layout:
         result.set_layout(ov.Layout(layout))
     ov.save_model(ov.Model([result], [image], "m"), str(tmp_path / "model.xml"))
-    _, (output,) = OpenVINORuntime.inspect(tmp_path / "model.xml", RuntimeOptions(1, 1, extra={"device": "CPU"}))
+    _, (output,) = OpenVINORuntime.inspect(tmp_path / "model.xml", OpenVINOOptions(1, 1))
     assert output.layout == layout
 
 
