@@ -20,6 +20,7 @@ from seldon_core.user_model import SeldonComponent
 
 from . import codecs, postprocess, seldon_compat
 from .errors import BadRequest, ModelLoadError
+from .http_worker import RestOptions
 from .images import ImagePreprocessor, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
@@ -60,6 +61,9 @@ class EdgeModelServer(SeldonComponent):
         self._runtime: ModelRuntime | None = None
         self._metrics = MetricsBatch(self._settings.metrics_interval)
         seldon_compat.install()  # here, in the main process, so every forked worker has it
+        # What the REST worker enforces (edgeservers/http_worker.py); read by the wrapper's gunicorn applications.
+        self.rest_options = self._rest_options()
+        seldon_compat.configure_rest(self.rest_options)
         # The one blueprint Seldon's wrapper registers on its REST app (see seldon_compat).
         self.model_error_handler = seldon_compat.rest_blueprint()
 
@@ -83,6 +87,25 @@ class EdgeModelServer(SeldonComponent):
         if self._postprocess_kind in ("detection", "segmentation") and self._image is None:
             raise ModelLoadError(f"postprocess={self._postprocess_kind} needs an image input: {self._not_image}")
         self._postprocessor = postprocess.build(self._postprocess_kind, self._signature.outputs, labels, settings)
+
+    def _rest_options(self) -> RestOptions:
+        s = self._settings
+        elements: int | None = 0
+        for spec in self._signature.inputs:
+            if any(d < 1 for d in spec.shape):
+                elements = None  # a dynamic dimension: only the byte limit applies
+                break
+            elements += int(np.prod(spec.shape))  # type: ignore[operator]
+        return RestOptions(
+            max_request_bytes=s.max_request_bytes,
+            header_timeout=s.header_timeout,
+            body_timeout=s.body_timeout,
+            max_connections=s.max_connections,
+            graceful_timeout=s.graceful_timeout,
+            bind_address=s.bind_address,
+            cors_origins=s.cors_origin_list,
+            max_json_values=seldon_compat.json_values_limit(elements),
+        )
 
     def _image_preprocessor(self) -> tuple[ImagePreprocessor | None, str]:
         """The preprocessor for image payloads, or None and why the model cannot take images."""
