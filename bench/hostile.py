@@ -176,6 +176,12 @@ def multipart_file(total: int) -> tuple[str, Iterator[bytes]]:
     return f"multipart/form-data; boundary={BOUNDARY}", repeated(prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode())
 
 
+def multipart_crafted(total: int) -> tuple[str, Iterator[bytes]]:
+    """CVE-2023-46136: a file part that starts with CR and has no CR or LF after it."""
+    prefix = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"binData\"; filename=\"x.jpg\"\r\n\r\n\r").encode()
+    return f"multipart/form-data; boundary={BOUNDARY}", repeated(prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode())
+
+
 def multipart_fields(fields: dict[str, str]) -> tuple[str, bytes]:
     parts = [f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n" for k, v in fields.items()]
     return f"multipart/form-data; boundary={BOUNDARY}", ("".join(parts) + f"--{BOUNDARY}--\r\n").encode()
@@ -377,6 +383,8 @@ def table(big: int = 300 << 20, multipart: int = 150 << 20) -> list[dict[str, An
         row(f"JSON binData chunked {big >> 20} MiB", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, None), chunked(chunks)))
         ct, chunks = multipart_file(multipart)
         row(f"multipart file {multipart >> 20} MiB", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, multipart), chunks))
+        ct, chunks = multipart_crafted(15 << 20)
+        row("multipart crafted part 15 MiB (CVE-2023-46136)", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, 15 << 20), chunks))
         ct, flood = multipart_fields({f"f{i}": "1" for i in range(5000)})
         row("multipart 5000 fields", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, len(flood)), [flood]))
         ct, nested = multipart_fields({"data": "[" * 100_000 + "]" * 100_000})
