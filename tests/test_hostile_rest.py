@@ -11,6 +11,7 @@ import time
 
 import pytest
 import requests
+from conftest import MOBILENET_V2, ModelServer
 
 from bench.hostile import (
     CHART_ENV,
@@ -28,7 +29,6 @@ from bench.hostile import (
     predict,
     raw_request,
 )
-from conftest import MOBILENET_V2, ModelServer
 
 PREDICT = "/api/v1.0/predictions"
 LIMIT = 16 << 20  # max_request_bytes' default
