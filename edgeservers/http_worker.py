@@ -61,8 +61,8 @@ class RestOptions:
 
 
 def error_body(code: int, reason: str, info: str) -> bytes:
-    """A Seldon-style error answer."""
-    return json.dumps({"status": {"code": code, "info": info, "reason": reason, "status": "FAILURE"}}).encode()
+    """A Seldon-style error answer (as SeldonMicroserviceException's, with the HTTP status as the code)."""
+    return json.dumps({"status": {"status": 1, "info": info, "code": code, "reason": reason}}).encode()
 
 
 def _mib(n: int) -> str:

@@ -271,6 +271,12 @@ def _check_values(count: int, where: str) -> None:
             "tftensor or the image as binData"), "TOO_MANY_VALUES")
 
 
+def check_json_body() -> None:
+    """For routes that parse JSON themselves (e.g. /v2): refuse a body with too many values before parsing
+    it (raises RequestRejected, which the wrapper's app answers 413)."""
+    _check_values(_count_values(request.get_data(cache=True)), "the JSON body")
+
+
 @functools.wraps(_seldon_get_request)
 def _get_request(skip_decoding: bool = False) -> Any:
     """Seldon's get_request with limits checked before parsing and every decoding failure answered 4xx."""
@@ -280,7 +286,7 @@ def _get_request(skip_decoding: bool = False) -> Any:
             form = request.form  # parses (in memory, bounded by LimitedRequest)
             _check_values(sum(_count_values(v) for v in form.values()), "the multipart form fields")
         elif "json" in content_type or not content_type:
-            _check_values(_count_values(request.get_data(cache=True)), "the JSON body")
+            check_json_body()
         else:
             _check_values(sum(_count_values(v) for v in request.form.values()), "the form fields")
         return _seldon_get_request(skip_decoding)
