@@ -267,7 +267,7 @@ def _check_values(count: int, where: str) -> None:
     if limit is not None and count > limit:
         raise RequestRejected(413, (
             f"{where} holds about {count} JSON values (counted by commas), more than {limit}: twice the model's "
-            f"input size plus {JSON_VALUES_SLACK}, set by the model and max_request_bytes; send the tensor as "
+            f"input size plus {JSON_VALUES_SLACK} (set by the model, no parameter); send the tensor as "
             "tftensor or the image as binData"), "TOO_MANY_VALUES")
 
 
