@@ -22,6 +22,7 @@ from seldon_core.user_model import SeldonComponent
 from . import codecs, postprocess, seldon_compat
 from .errors import BadRequest, ModelLoadError
 from .image_store import ImageStore, ObjectRef, parse_store
+from .http_worker import RestOptions
 from .images import ImagePreprocessor, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
@@ -64,6 +65,9 @@ class EdgeModelServer(SeldonComponent):
         self._metrics = MetricsBatch(self._settings.metrics_interval)
         self._uncertain = self._uncertain_uploader()
         seldon_compat.install()  # here, in the main process, so every forked worker has it
+        # What the REST worker enforces (edgeservers/http_worker.py); read by the wrapper's gunicorn applications.
+        self.rest_options = self._rest_options()
+        seldon_compat.configure_rest(self.rest_options)
         # The one blueprint Seldon's wrapper registers on its REST app (see seldon_compat).
         self.model_error_handler = seldon_compat.rest_blueprint()
 
@@ -109,6 +113,25 @@ class EdgeModelServer(SeldonComponent):
         if self._uncertain_prefix is None:
             return None
         return UncertainUploader(self._uncertain_prefix, self._settings.uncertain_queue_size, self._metrics.count)
+
+    def _rest_options(self) -> RestOptions:
+        s = self._settings
+        elements: int | None = 0
+        for spec in self._signature.inputs:
+            if any(d < 1 for d in spec.shape):
+                elements = None  # a dynamic dimension: only the byte limit applies
+                break
+            elements += int(np.prod(spec.shape))  # type: ignore[operator]
+        return RestOptions(
+            max_request_bytes=s.max_request_bytes,
+            header_timeout=s.header_timeout,
+            body_timeout=s.body_timeout,
+            max_connections=s.max_connections,
+            graceful_timeout=s.graceful_timeout,
+            bind_address=s.bind_address,
+            cors_origins=s.cors_origin_list,
+            max_json_values=seldon_compat.json_values_limit(elements),
+        )
 
     def _image_preprocessor(self) -> tuple[ImagePreprocessor | None, str]:
         """The preprocessor for image payloads, or None and why the model cannot take images."""

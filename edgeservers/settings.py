@@ -60,6 +60,13 @@ class Settings:
     image_store: str = ""
     uncertain_store: str = ""
     uncertain_queue_size: int = 32
+    # REST serving (edgeservers/http_worker.py): connections, timeouts, shutdown, exposure
+    max_connections: int = 1000  # open REST connections per worker; more are answered 503 and closed
+    header_timeout: float = 10.0  # s for a request line and all headers (and a keep-alive connection's idle time)
+    body_timeout: float = 60.0  # s for a whole request body (16 MiB at 2.2 Mbit/s)
+    graceful_timeout: float = 20.0  # s to finish the requests in flight after SIGTERM; keep below the pod's grace period
+    bind_address: str = "0.0.0.0"  # REST and metrics listen here (127.0.0.1: this host only)
+    cors_origins: str = ""  # comma-separated origins allowed by CORS ("*": any); empty: no CORS headers
     # Image payloads
     input_scale: str = "auto"
     input_mean: str = "127.5"
@@ -93,6 +100,10 @@ class Settings:
     @property
     def output_names(self) -> tuple[str, ...]:
         return _names(self.output_tensor_name)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return _names(self.cors_origins)
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -142,9 +153,15 @@ class Settings:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        for name in ("top_k", "num_threads", "pool_size", "max_detections", "max_request_bytes", "max_image_pixels", "uncertain_queue_size"):
+        for name in ("top_k", "num_threads", "pool_size", "max_detections", "max_request_bytes", "max_image_pixels",
+                     "uncertain_queue_size", "max_connections"):
             if getattr(self, name) < 1:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
+        for name in ("header_timeout", "body_timeout", "graceful_timeout"):
+            if not getattr(self, name) > 0:
+                raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected seconds > 0")
+        if not self.bind_address:
+            raise ModelLoadError("parameter bind_address is empty: expected an address such as 0.0.0.0 or 127.0.0.1")
         if self.metrics_interval < 0:
             raise ModelLoadError(f"parameter metrics_interval={self.metrics_interval}: expected seconds >= 0")
         for name in ("score_threshold", "nms_iou_threshold", "mask_threshold"):
