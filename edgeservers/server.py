@@ -20,7 +20,7 @@ from seldon_core.user_model import SeldonComponent
 
 from . import codecs, postprocess, seldon_compat
 from .errors import BadRequest, ModelLoadError
-from .images import ImagePreprocessor, decode_image
+from .images import ImagePreprocessor, check_opencv_cap, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
 from .runtime import ModelRuntime, ModelSignature, RuntimeOptions, select
@@ -66,6 +66,7 @@ class EdgeModelServer(SeldonComponent):
     def _prepare(self, parameters: Mapping[str, Any]) -> None:
         settings = Settings.from_parameters(parameters)
         self._settings = settings
+        check_opencv_cap(settings.max_image_pixels)
         self._options = RuntimeOptions(
             num_threads=settings.num_threads,
             pool_size=settings.pool_size,
@@ -196,7 +197,7 @@ class EdgeModelServer(SeldonComponent):
         if payload.form == "image":
             if self._image is None:
                 raise BadRequest(f"this model does not take images ({self._not_image}): send tensors instead")
-            pixels = decode_image(payload.image)
+            pixels = decode_image(payload.image, self._settings.max_image_pixels)
             return {self._image.spec.name: self._image(pixels)}, pixels.shape[:2]
         size = (self._image.geometry.height, self._image.geometry.width) if self._image else None
         if payload.form == "jsonData":
