@@ -19,7 +19,7 @@ from seldon_core.proto import prediction_pb2
 from seldon_core.user_model import SeldonComponent
 
 from . import codecs, postprocess, seldon_compat
-from .errors import BadRequest, ModelLoadError
+from .errors import BadRequest, ModelLoadError, Unavailable
 from .images import ImagePreprocessor, check_opencv_cap, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
@@ -96,6 +96,10 @@ class EdgeModelServer(SeldonComponent):
             return None, str(e)
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
     def model_name(self) -> str:
         return self._model_path.stem
 
@@ -154,7 +158,11 @@ class EdgeModelServer(SeldonComponent):
 
     def health_status_raw(self) -> dict[str, Any]:
         """/health/status as the wrapper would build it, minus its call to metrics(), which would
-        hand this worker's request metrics over under the "health" method label."""
+        hand this worker's request metrics over under the "health" method label. 503 naming the part
+        while any part of the server is down (see seldon_compat.unavailable)."""
+        down = seldon_compat.unavailable()
+        if down:
+            raise Unavailable("not ready: " + "; ".join(down))
         return {"jsonData": self.health_status()}
 
     def init_metadata(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ given as STRING are accepted too, so a typo in a manifest's type gets a clear er
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -52,6 +53,9 @@ class Settings:
     # Limits, checked before any work is done on a request
     max_request_bytes: int = 16 << 20  # a 12 MP camera JPEG as base64 JSON, or an input tensor as JSON numbers
     max_image_pixels: int = 40_000_000  # width x height of an encoded image, read from its header
+    # Exposure
+    bind_address: str = "0.0.0.0"  # the address the gRPC workers listen on
+    grpc_reflection: bool = False  # gRPC server reflection (lists the services to any client)
     # Image payloads
     input_scale: str = "auto"
     input_mean: str = "127.5"
@@ -128,6 +132,14 @@ class Settings:
         for name in ("top_k", "num_threads", "pool_size", "max_detections", "max_request_bytes", "max_image_pixels"):
             if getattr(self, name) < 1:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
+        if self.max_request_bytes > 2**31 - 1:  # grpc takes it as a C int
+            raise ModelLoadError(f"parameter max_request_bytes={self.max_request_bytes}: expected at most 2147483647")
+        try:
+            ipaddress.ip_address(self.bind_address)
+        except ValueError:
+            raise ModelLoadError(
+                f"parameter bind_address={self.bind_address!r}: expected an IP address, e.g. 0.0.0.0 (all), 127.0.0.1 or ::"
+            ) from None
         if self.metrics_interval < 0:
             raise ModelLoadError(f"parameter metrics_interval={self.metrics_interval}: expected seconds >= 0")
         for name in ("score_threshold", "nms_iou_threshold", "mask_threshold"):

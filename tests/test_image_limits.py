@@ -1,6 +1,7 @@
 """Limits before work: image bombs and oversize gRPC messages are refused before any pixel is decoded or
 any message parsed, with a 413 (gRPC: an error status) naming what arrived, the limit and the parameter;
-the memory of the whole process tree barely moves, and the next prediction succeeds.
+the memory of the whole process tree barely moves, and the next prediction succeeds. Also: gRPC
+reflection off by default, gRPC's bind address.
 
 The server runs as the chart runs it (1 REST worker, 1 thread) plus one gRPC worker. Peak memory is the
 PSS of the whole process tree, sampled while each request runs (bench/hostile.py).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 
 import grpc
+import numpy as np
 import pytest
 from conftest import MOBILENET_V2, ModelServer, image_bytes
 from seldon_core.proto import prediction_pb2
@@ -84,6 +86,81 @@ def test_an_image_opencv_refuses_answers_413_not_500_with_opencv_text(server):
     info = response.json()["status"]["info"]
     assert "OPENCV_IO_MAX_IMAGE_PIXELS" in info and "40,000,000" in info and "OpenCV(" not in info, info
     _next_prediction_succeeds(server)
+
+
+def test_oversize_grpc_message_gets_resource_exhausted_before_it_is_read(server):
+    message = prediction_pb2.SeldonMessage(binData=b"\xff" * ((16 << 20) + 1024))  # max_request_bytes + 1 KiB
+    with PeakMemory(server.proc.pid) as memory:
+        with pytest.raises(grpc.RpcError) as error:
+            server.grpc(message)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert str(16 << 20) in error.value.details(), error.value.details()
+    assert memory.growth_mb < MAX_GROWTH_MB, f"the process tree grew {memory.growth_mb} MB"
+    _next_prediction_succeeds(server)
+
+
+def test_grpc_accepts_messages_up_to_max_request_bytes_not_grpcs_4_mib():
+    """An 8 MiB image (under max_request_bytes, over grpc's default receive limit) is answered."""
+    import cv2
+
+    noise = np.random.default_rng(0).integers(0, 256, (1600, 1800, 3), dtype=np.uint8)
+    png = cv2.imencode(".png", noise, [cv2.IMWRITE_PNG_COMPRESSION, 0])[1].tobytes()
+    assert 5 << 20 < len(png) < 16 << 20
+    server = ModelServer("TFLiteServer", env={"GRPC_WORKERS": "1"}, model_uri=str(MOBILENET_V2), max_request_bytes=12 << 20).start()
+    try:
+        reply = server.grpc(prediction_pb2.SeldonMessage(binData=png))
+        assert reply.jsonData.list_value.values[0].struct_value.fields["label"].string_value
+        with pytest.raises(grpc.RpcError) as error:
+            server.grpc(prediction_pb2.SeldonMessage(binData=png + b"\x00" * (12 << 20)))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert str(12 << 20) in error.value.details()
+    finally:
+        server.stop()
+
+
+# --- reflection and bind address --------------------------------------------------------------
+
+
+def _reflected_services(channel: grpc.Channel) -> list[str]:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=30)
+    return [s.name for reply in replies for s in reply.list_services_response.service]
+
+
+def test_grpc_reflection_is_off_by_default(server):
+    with pytest.raises(grpc.RpcError) as error:
+        _reflected_services(server.channel())
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _listening_hosts(port: int) -> set[str]:
+    hosts = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, port_hex = local.split(":")
+                if state == "0A" and int(port_hex, 16) == port:
+                    hosts.add(address)
+    return hosts
+
+
+def test_grpc_reflection_on_request_and_grpc_bound_to_the_chosen_address():
+    server = ModelServer("TFLiteServer", model_uri=str(MOBILENET_V2), grpc_reflection=True, bind_address="127.0.0.1").start()
+    try:
+        assert "seldon.protos.Model" in _reflected_services(server.channel())
+        hosts = _listening_hosts(server.grpc_port)
+        assert hosts and hosts <= {"0100007F", "0000000000000000FFFF00000100007F"}, hosts  # 127.0.0.1 (or as IPv4-mapped IPv6)
+    finally:
+        server.stop()
+
+
+def test_a_bad_bind_address_stops_the_server_at_start():
+    server = ModelServer("TFLiteServer", model_uri=str(MOBILENET_V2), bind_address="everywhere")
+    with pytest.raises(RuntimeError, match="bind_address='everywhere'"):
+        server.start()
 
 
 # --- header reading, in process -----------------------------------------------------------------

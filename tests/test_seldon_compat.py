@@ -21,6 +21,12 @@ SOURCE_SHA256 = {
     "seldon_core.metrics:SeldonMetrics.update": "1c71ad114bf12494",
     "seldon_core.seldon_methods:health_status": "eafb8377db12964d",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "7a7449219b47c5b2",
+    "seldon_core.microservice:main": "584fe2ae31a79ef1",
+    "seldon_core.microservice:start_servers": "7f3592a58382beda",
+    "seldon_core.microservice:_make_grpc_server": "927b38ed32029257",
+    "seldon_core.microservice:_run_grpc_server": "3d89ba00ca2e13bf",
+    "seldon_core.microservice:_reserve_grpc_port": "20ac9bc2f5d71f96",
+    "seldon_core.metrics:SeldonMetrics.__init__": "af793ef047852eb4",
 }
 
 
