@@ -34,7 +34,7 @@ import seldon_core
 from flask import Blueprint, Flask, Response
 from flask.json.provider import DefaultJSONProvider
 from seldon_core import microservice, wrapper
-from seldon_core.flask_utils import ANNOTATION_GRPC_MAX_MSG_SIZE
+from seldon_core.flask_utils import ANNOTATION_GRPC_MAX_MSG_SIZE, SeldonMicroserviceException
 from seldon_core.metrics import SeldonMetrics
 
 WRAPPER_VERSION = "1.17.1"
@@ -50,6 +50,7 @@ RELIED_ON = {
     "seldon_core.seldon_methods:health_status": "returns user_model.health_status_raw() when present",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "reads meta.metrics of a predict_raw response",
     # gRPC limits, reflection, bind address; supervision (sections below)
+    "seldon_core.wrapper:SeldonModelGRPC.Predict": "the Model/Predict handler; any exception becomes UNKNOWN",
     "seldon_core.microservice:main": (
         "builds the component (so install() runs) and SeldonMetrics (its Manager) before calling the module "
         "globals _make_grpc_server(user_object, seldon_metrics, args, annotations) and "
@@ -174,6 +175,33 @@ def _grpc_host(user_model: Any) -> str:
     settings = getattr(user_model, "settings", None)
     host = settings.bind_address if settings is not None else "0.0.0.0"
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+# HTTP status of our errors -> the gRPC status the same error gets (else UNKNOWN, "Exception calling application").
+_GRPC_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _grpc_status_codes() -> None:
+    """Seldon's gRPC Predict lets every exception become UNKNOWN with "Exception calling application: "
+    in front of the message; a bad request (400) gets INVALID_ARGUMENT here, a request over a limit (413)
+    RESOURCE_EXHAUSTED, as grpc itself answers an oversize message, with the message alone."""
+    predict = wrapper.SeldonModelGRPC.Predict
+
+    @functools.wraps(predict)
+    def predict_with_status(self: Any, request_grpc: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return predict(self, request_grpc, context)
+        except SeldonMicroserviceException as e:
+            code = _GRPC_CODES.get(e.status_code)
+            if code is None:
+                raise
+            context.abort(code, e.message)
+
+    wrapper.SeldonModelGRPC.Predict = predict_with_status
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -442,6 +470,7 @@ def install() -> None:
         return
     _installed = True
     _skip_empty_metric_updates()
+    _grpc_status_codes()
     wrapper.get_grpc_server = _get_grpc_server_limited
     SeldonMetrics.__init__ = _remember_metrics(SeldonMetrics.__init__)
     microservice._make_grpc_server = _make_grpc_server

@@ -18,8 +18,8 @@ from conftest import MOBILENET_V2, ModelServer, image_bytes
 from seldon_core.proto import prediction_pb2
 
 from bench.hostile import PeakMemory, bmp_header, jpeg_bomb, png_bomb
-from edgeservers.errors import BadRequest, TooLarge
-from edgeservers.images import decode_image, image_header
+from edgeservers.errors import BadRequest, ModelLoadError, TooLarge
+from edgeservers.images import check_opencv_cap, decode_image, image_header
 
 MAX_GROWTH_MB = 100
 
@@ -68,7 +68,8 @@ def test_image_bomb_is_refused_from_its_header_before_decoding(server, bomb, how
             response = server.rest(**kwargs)
             status, info = response.status_code, response.json()["status"]["info"]
     if how == "gRPC binData":
-        assert status != grpc.StatusCode.OK
+        assert status == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert not info.startswith("Exception calling application"), info
     else:
         assert status == 413, info
     for word in words:
@@ -79,7 +80,7 @@ def test_image_bomb_is_refused_from_its_header_before_decoding(server, bomb, how
 
 def test_an_image_opencv_refuses_answers_413_not_500_with_opencv_text(server):
     """A format whose header we do not read (PGM), declaring 50000 x 50000: OpenCV's own cap
-    (OPENCV_IO_MAX_IMAGE_PIXELS, set to max_image_pixels) refuses it; the client gets our message."""
+    (OPENCV_IO_MAX_IMAGE_PIXELS, set to the default max_image_pixels) refuses it; the client gets our message."""
     pgm = b"P5\n50000 50000\n255\n" + b"\x00" * 64
     response = server.rest({"binData": b64(pgm)})
     assert response.status_code == 413, response.text
@@ -178,6 +179,12 @@ def test_headers_of_jpeg_png_and_bmp_are_read_without_decoding():
     assert image_header(jpeg[:2] + b"\xff\xff\xe1\x00\x04ab" + jpeg[2:]) == ("JPEG", 321, 123)
     for garbage in (b"", b"\xff\xd8", b"\xff\xd8\xff\xda\x00\x02", b"GIF89a....", b"\x89PNG\r\n\x1a\n"):
         assert image_header(garbage) is None
+
+
+def test_a_max_image_pixels_over_opencvs_own_cap_stops_the_server_at_start():
+    with pytest.raises(ModelLoadError, match="max_image_pixels=50000000 exceeds .* OPENCV_IO_MAX_IMAGE_PIXELS=40000000"):
+        check_opencv_cap(50_000_000)
+    check_opencv_cap(40_000_000)
 
 
 def test_max_image_pixels_is_checked_before_decoding_and_garbage_stays_400():

@@ -21,6 +21,7 @@ SOURCE_SHA256 = {
     "seldon_core.metrics:SeldonMetrics.update": "1c71ad114bf12494",
     "seldon_core.seldon_methods:health_status": "eafb8377db12964d",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "7a7449219b47c5b2",
+    "seldon_core.wrapper:SeldonModelGRPC.Predict": "74e3f66d4ef872a2",
     "seldon_core.microservice:main": "584fe2ae31a79ef1",
     "seldon_core.microservice:start_servers": "7f3592a58382beda",
     "seldon_core.microservice:_make_grpc_server": "927b38ed32029257",
