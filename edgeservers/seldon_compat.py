@@ -239,6 +239,7 @@ def _skip_empty_metric_updates() -> None:
 # the Manager last) and exits 0.
 
 STOP_TIMEOUT = 30.0  # seconds the parts get to stop (gunicorn's graceful timeout) before SIGKILL
+_FORK = multiprocessing.get_context("fork")  # the parts are closures over the wrapper's objects: forked, as the wrapper does
 _state = mmap.mmap(-1, 512)  # shared with every process forked from here: "<part> (pid N) ..." while down
 _metrics: list[SeldonMetrics] = []  # the wrapper's SeldonMetrics, whose Manager is watched
 _grpc_endpoint: list[tuple[str, int]] = []  # where the gRPC workers listen, for the readiness check
@@ -302,7 +303,7 @@ class _GrpcWorkers:
 
     def __call__(self) -> None:  # the wrapper's behaviour, should anything call it as a plain target
         with self.reserved() as bind_address:
-            workers = [multiprocessing.Process(target=self.target(bind_address)) for _ in range(self.count)]
+            workers = [_FORK.Process(target=self.target(bind_address)) for _ in range(self.count)]
             for worker in workers:
                 worker.start()
             for worker in workers:
@@ -366,7 +367,7 @@ class _Supervisor:
         self.stop_signal: int | None = None
 
     def start(self, name: str, target: Callable[[], None]) -> None:
-        process = multiprocessing.Process(target=target, name=name, daemon=False)
+        process = _FORK.Process(target=target, name=name, daemon=False)
         process.start()
         self.parts.append((name, process))
 
