@@ -2,7 +2,8 @@
 
 The wrapper offers a model few hooks: it registers the component's `model_error_handler` as a Flask
 blueprint on its REST app, calls `health_status_raw()` for /health/status when the component has it,
-and otherwise owns the processes, ports and servers. Each workaround below names the wrapper code it
+and otherwise owns the processes, ports and servers (here its gRPC server factory, its gRPC worker
+start-up and its start_servers are replaced: see the sections on gRPC limits and supervision). Each workaround below names the wrapper code it
 relies on in `RELIED_ON`; tests/test_seldon_compat.py fails when the installed wrapper is not the one
 they were written for (its version, and the source of every function named there), so an upgrade is
 a deliberate change, not a surprise.
@@ -13,16 +14,23 @@ wrapper forks its REST, gRPC and metrics processes, so every one of them inherit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import os
-from typing import Any, Callable
 import io
 import math
+import mmap
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import socket
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator
 from multiprocessing.managers import SyncManager
-from typing import IO, Any, Callable
+from typing import Any, IO
 
 import grpc
 import orjson
@@ -32,7 +40,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from seldon_core import flask_utils, gunicorn_utils, microservice, wrapper
 from seldon_core import metrics as seldon_metrics_module
-from seldon_core.flask_utils import SeldonMicroserviceException
+from seldon_core.flask_utils import ANNOTATION_GRPC_MAX_MSG_SIZE, SeldonMicroserviceException
 from seldon_core.metrics import SeldonMetrics
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.sansio.multipart import MultipartDecoder
@@ -44,7 +52,10 @@ WRAPPER_VERSION = "1.17.1"
 # "module:qualname" of wrapper code a workaround depends on -> what it relies on there.
 RELIED_ON = {
     "seldon_core.wrapper:get_rest_microservice": "registers user_model.model_error_handler as a blueprint",
-    "seldon_core.wrapper:get_grpc_server": "builds the gRPC server; looked up as a module attribute per worker",
+    "seldon_core.wrapper:get_grpc_server": (
+        "builds the gRPC server; looked up as a module attribute per worker; message limits only from the "
+        "seldon.io/grpc-max-message-size annotation; reflection through the module global `reflection`"
+    ),
     "seldon_core.metrics:SeldonMetrics.update": "called after every request, even with no metrics",
     "seldon_core.seldon_methods:health_status": "returns user_model.health_status_raw() when present",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "reads meta.metrics of a predict_raw response",
@@ -53,7 +64,7 @@ RELIED_ON = {
     "seldon_core.microservice:_make_rest_metrics_server": "runs the module global StandaloneApplication with bind 0.0.0.0",
     "seldon_core.gunicorn_utils:StandaloneApplication.load_config": "copies the wrapper's options into gunicorn's cfg",
     "seldon_core.gunicorn_utils:UserModelApplication.load": "calls user_object.load() in each worker and returns the Flask app",
-    "seldon_core.metrics:SeldonMetrics.__init__": "starts its Manager through the module global Manager",
+    "seldon_core.metrics:SeldonMetrics.__init__": "starts its Manager (self._manager) through the module global Manager",
     "seldon_core.wrapper:get_metrics_microservice": "calls CORS(app) on the metrics app",
     "seldon_core.flask_utils:get_request": "decodes JSON / form / multipart bodies; looked up as a seldon_core.wrapper global",
     "seldon_core.flask_utils:get_multi_form_data_request": "json.loads every multipart field but strData",
@@ -64,6 +75,20 @@ RELIED_ON = {
     "gunicorn.arbiter:Arbiter.stop": "closes the listeners, SIGTERMs the workers, waits graceful_timeout, then SIGKILL",
     "werkzeug.wrappers.request:Request.make_form_data_parser": "passes _get_file_stream, max_form_memory_size and max_form_parts to the parser",
     "werkzeug.sansio.multipart:MultipartDecoder.next_event": "in DATA without a full boundary, keeps the buffer from last_newline() on",
+    # gRPC limits, reflection, bind address; supervision (sections below)
+    "seldon_core.wrapper:SeldonModelGRPC.Predict": "the Model/Predict handler; any exception becomes UNKNOWN",
+    "seldon_core.microservice:main": (
+        "builds the component (so install() runs) and SeldonMetrics (its Manager) before calling the module "
+        "globals _make_grpc_server(user_object, seldon_metrics, args, annotations) and "
+        "start_servers(rest, grpc, custom, metrics)"
+    ),
+    "seldon_core.microservice:start_servers": "replaced (its targets kept): REST ran in the main process, nothing watched",
+    "seldon_core.microservice:_make_grpc_server": "replaced: reserved the port, bound 0.0.0.0, forked and joined the workers",
+    "seldon_core.microservice:_run_grpc_server": (
+        "a gRPC worker: get_grpc_server(annotations=...), load(), add_insecure_port(bind_address), "
+        "_wait_forever() (KeyboardInterrupt stops it)"
+    ),
+    "seldon_core.microservice:_reserve_grpc_port": "binds the port with SO_REUSEPORT for the workers",
 }
 
 GrpcRegistrar = Callable[[grpc.Server], None]
@@ -128,6 +153,83 @@ def _get_grpc_server(*args: Any, **kwargs: Any) -> grpc.Server:
     for registrar in _grpc_registrars:
         registrar(server)
     return server
+
+
+# --- gRPC: message limit, reflection, bind address ---------------------------------------------
+#
+# The wrapper sets gRPC's message limits only from the `seldon.io/grpc-max-message-size` annotation
+# (otherwise grpc's default: 4 MiB received), enables server reflection unconditionally and binds
+# 0.0.0.0. Here the limit comes from max_request_bytes (an explicit annotation still wins), so grpc
+# itself answers RESOURCE_EXHAUSTED before reading an oversize message; reflection is served only
+# with grpc_reflection=true; the workers bind bind_address.
+
+
+def _grpc_settings(user_model: Any) -> tuple[int | None, bool]:
+    """(max message bytes, reflection on) from the component's settings; (None, True) = the wrapper's own."""
+    settings = getattr(user_model, "settings", None)
+    if settings is None:
+        return None, True
+    return settings.max_request_bytes, settings.grpc_reflection
+
+
+class _NoReflection(types.SimpleNamespace):
+    """Stands in for grpc_reflection's module inside the wrapper while it builds a server without reflection."""
+
+    @staticmethod
+    def enable_server_reflection(service_names: Any, server: Any, pool: Any = None) -> None:
+        return None
+
+
+def _get_grpc_server_limited(user_model: Any, seldon_metrics: Any, annotations: dict | None = None, **kwargs: Any) -> grpc.Server:
+    max_bytes, reflection_on = _grpc_settings(user_model)
+    annotations = dict(annotations or {})
+    if max_bytes is not None:
+        annotations.setdefault(ANNOTATION_GRPC_MAX_MSG_SIZE, str(max_bytes))
+    if reflection_on:
+        return _get_grpc_server(user_model, seldon_metrics, annotations=annotations, **kwargs)
+    # get_grpc_server runs once per gRPC worker, in its main thread, before it serves: nothing else
+    # looks at wrapper.reflection meanwhile.
+    real = wrapper.reflection
+    wrapper.reflection = _NoReflection(SERVICE_NAME=real.SERVICE_NAME)
+    try:
+        return _get_grpc_server(user_model, seldon_metrics, annotations=annotations, **kwargs)
+    finally:
+        wrapper.reflection = real
+
+
+def _grpc_host(user_model: Any) -> str:
+    settings = getattr(user_model, "settings", None)
+    host = settings.bind_address if settings is not None else "0.0.0.0"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+# HTTP status of our errors -> the gRPC status the same error gets (else UNKNOWN, "Exception calling application").
+_GRPC_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def _grpc_status_codes() -> None:
+    """Seldon's gRPC Predict lets every exception become UNKNOWN with "Exception calling application: "
+    in front of the message; a bad request (400) gets INVALID_ARGUMENT here, a request over a limit (413)
+    RESOURCE_EXHAUSTED, as grpc itself answers an oversize message, with the message alone."""
+    predict = wrapper.SeldonModelGRPC.Predict
+
+    @functools.wraps(predict)
+    def predict_with_status(self: Any, request_grpc: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return predict(self, request_grpc, context)
+        except SeldonMicroserviceException as e:
+            code = _GRPC_CODES.get(e.status_code)
+            if code is None:
+                raise
+            context.abort(code, e.message)
+
+    wrapper.SeldonModelGRPC.Predict = predict_with_status
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -361,6 +463,241 @@ def _install_rest_serving() -> None:
     seldon_metrics_module.Manager = _manager_ignoring_termination
 
 
+# --- supervision: crash-only processes, readiness that tells the truth ------------------------
+#
+# The wrapper's start_servers runs gunicorn's arbiter (REST) in the main process and the gRPC parent
+# (which only join()s its workers), the metrics server and a custom server as children; nothing
+# watches them, and gunicorn's SIGCHLD handler reaps every child of the main process, so a dead one
+# is never even noticed. Here the main process is a supervisor and nothing else: REST, each gRPC
+# worker, the metrics server (and a custom server) are its children, and so is Seldon's metrics
+# Manager. When any of them ends unexpectedly the supervisor writes one line naming it and how it
+# ended, marks the server down (readiness fails), stops the others and exits 1, so that the kubelet
+# restarts the container. Inside each part, what heals stays as it was: gunicorn restarts a dead
+# worker, unless the new worker cannot boot (then the REST part ends, and with it the server).
+# SIGTERM or SIGINT to the main process stops every part in order (REST and metrics gracefully,
+# the Manager last) and exits 0.
+
+STOP_TIMEOUT = 30.0  # seconds the parts get to stop (gunicorn's graceful timeout) before SIGKILL
+_FORK = multiprocessing.get_context("fork")  # the parts are closures over the wrapper's objects: forked, as the wrapper does
+_state = mmap.mmap(-1, 512)  # shared with every process forked from here: "<part> (pid N) ..." while down
+_metrics: list[SeldonMetrics] = []  # the wrapper's SeldonMetrics, whose Manager is watched
+_grpc_endpoint: list[tuple[str, int]] = []  # where the gRPC workers listen, for the readiness check
+
+
+def _mark_down(text: str) -> None:
+    data = text.encode()[: len(_state) - 1]
+    _state.seek(0)
+    _state.write(data + b"\0" * (len(_state) - len(data)))
+
+
+def _marked_down() -> str:
+    return _state[:].split(b"\0", 1)[0].decode(errors="replace")
+
+
+def unavailable() -> list[str]:
+    """The parts of this server that are down, as seen from a worker: what the supervisor marked, the
+    metrics Manager unreachable, the gRPC port not accepting. Empty when every part is up."""
+    down = [_marked_down()] if _marked_down() else []
+    for metrics in _metrics:
+        try:
+            len(metrics.data)  # one round trip to the Manager
+        except Exception as e:  # ConnectionRefusedError, EOFError, BrokenPipeError, ...
+            down.append(f"the metrics Manager is unreachable ({type(e).__name__})")
+    for host, port in _grpc_endpoint:
+        try:
+            socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "", "[::]") else host.strip("[]"), port), 1.0).close()
+        except OSError as e:
+            down.append(f"gRPC is not accepting connections on port {port} ({e.strerror or type(e).__name__})")
+    return down
+
+
+def _remember_metrics(init: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(init)
+    def init_and_remember(self: SeldonMetrics, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        _metrics.append(self)
+
+    return init_and_remember
+
+
+class _GrpcWorkers:
+    """What _make_grpc_server returns here: the gRPC workers to start, as children of the supervisor."""
+
+    def __init__(self, user_object: Any, seldon_metrics: Any, args: Any, annotations: dict):
+        self.user_object, self.seldon_metrics, self.args, self.annotations = user_object, seldon_metrics, args, annotations
+        self.count = args.grpc_workers
+
+    @contextlib.contextmanager
+    def reserved(self) -> Iterator[str]:
+        """The address every worker binds (SO_REUSEPORT), the port held for the server's lifetime."""
+        with microservice._reserve_grpc_port(self.args.grpc_port) as port:
+            host = _grpc_host(self.user_object)
+            _grpc_endpoint.append((host, port))
+            yield f"{host}:{port}"
+
+    def target(self, bind_address: str) -> Callable[[], None]:
+        return functools.partial(
+            _grpc_worker, self.user_object, self.seldon_metrics, self.args, self.annotations, bind_address
+        )
+
+    def __call__(self) -> None:  # the wrapper's behaviour, should anything call it as a plain target
+        with self.reserved() as bind_address:
+            workers = [_FORK.Process(target=self.target(bind_address)) for _ in range(self.count)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+
+
+def _grpc_worker(*args: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # the wrapper stops its server on KeyboardInterrupt
+    with contextlib.suppress(KeyboardInterrupt):
+        microservice._run_grpc_server(*args)
+
+
+def _make_grpc_server(user_object: Any, seldon_metrics: Any, args: Any, annotations: dict) -> _GrpcWorkers:
+    return _GrpcWorkers(user_object, seldon_metrics, args, annotations)
+
+
+def _how_it_ended(name: str, code: int | None) -> str:
+    if code is None:
+        return "ended (exit status unknown)"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    gunicorn = {3: " (gunicorn: a worker failed to boot)", 4: " (gunicorn: the app failed to load)"}
+    return f"exited with code {code}" + (gunicorn.get(code, "") if name in ("REST server", "metrics server") else "")
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < 10_000:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            children = []
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def _pidfd(pid: int | None) -> int | None:
+    """A descriptor that becomes readable when the process ends (Linux 5.3+), else None (then polled).
+
+    A Process's own sentinel is no use here: the parts' children (gunicorn workers) inherit it, so it
+    stays silent while an orphaned worker lives on."""
+    try:
+        return os.pidfd_open(pid) if pid else None
+    except (AttributeError, OSError):
+        return None
+
+
+class _Supervisor:
+    POLL = 0.5  # seconds between checks when no pidfd wakes the supervisor earlier
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, multiprocessing.process.BaseProcess]] = []
+        self.family: dict[int, set[int]] = {}  # part pid -> its descendants, as last seen
+        self.stop_signal: int | None = None
+
+    def start(self, name: str, target: Callable[[], None]) -> None:
+        process = _FORK.Process(target=target, name=name, daemon=False)
+        process.start()
+        self.parts.append((name, process))
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signal = self.stop_signal or signum
+
+    def _look(self) -> None:
+        for _, process in self.parts:
+            if process.pid and process.exitcode is None:
+                self.family[process.pid] = set(_descendants(process.pid))
+
+    def run(self) -> int:
+        """Watch every part until one ends (exit 1) or a stop signal arrives (exit 0)."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        watched = list(self.parts) + [("Seldon's metrics Manager", m._manager._process) for m in _metrics]
+        fds = [fd for fd in (_pidfd(p.pid) for _, p in watched) if fd is not None]
+        try:
+            while self.stop_signal is None:
+                self._look()
+                multiprocessing.connection.wait(fds, timeout=self.POLL)
+                if self.stop_signal is not None:
+                    break
+                for name, process in watched:
+                    if process.exitcode is not None:  # this process is the parent of every part: waitpid works
+                        line = f"{name} (pid {process.pid}) {_how_it_ended(name, process.exitcode)}"
+                        _mark_down(line)
+                        print(f"edgeservers: {line}: stopping the whole server (exit 1) so that it is restarted", file=sys.stderr, flush=True)
+                        self.stop_all(signal.SIGTERM)
+                        return 1
+            self.stop_all(self.stop_signal)
+            return 0
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def stop_all(self, signum: int) -> None:
+        """Ask every live part, and the orphans of a dead one, to stop (REST and metrics finish their
+        requests, as gunicorn does on SIGTERM); SIGKILL whatever of them is left after STOP_TIMEOUT."""
+        self._look()
+        ours = os.getpgid(0)
+        everyone = [process.pid for _, process in self.parts if process.pid and process.exitcode is None]
+        for _, process in self.parts:
+            if process.pid and process.exitcode is not None:  # its children lost their parent: stop them too
+                everyone.extend(self.family.get(process.pid, ()))
+        for pid in everyone:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for _, process in self.parts:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        while time.monotonic() < deadline and any(_alive_in_group(p, ours) for family in self.family.values() for p in family):
+            time.sleep(0.1)
+        leftovers = [process.pid for _, process in self.parts if process.exitcode is None and process.pid]
+        for pid in leftovers + [p for family in self.family.values() for p in family]:
+            if _alive_in_group(pid, ours):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        for _, process in self.parts:
+            process.join(timeout=5.0)
+
+
+def _alive_in_group(pid: int, group: int) -> bool:
+    """Still running (not a zombie) and still in this server's process group (the pid was not reused)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0] != "Z" and int(fields[3]) == group
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def start_servers(target1: Callable, target2: Callable | None, target3: Callable | None, metrics_target: Callable | None) -> None:
+    """The wrapper's start_servers, supervised: every part a child of this process, which watches them."""
+    supervisor = _Supervisor()
+    with contextlib.ExitStack() as stack:
+        if isinstance(target2, _GrpcWorkers):
+            bind_address = stack.enter_context(target2.reserved())
+            for i in range(target2.count):
+                supervisor.start(f"gRPC worker {i + 1} of {target2.count}", target2.target(bind_address))
+        elif target2:
+            supervisor.start("gRPC server", target2)
+        if target3:
+            supervisor.start("custom server", target3)
+        if metrics_target:
+            supervisor.start("metrics server", metrics_target)
+        supervisor.start("REST server", target1)
+        code = supervisor.run()
+    sys.exit(code)
+
+
 # --- installation ------------------------------------------------------------------------------
 
 _installed = False
@@ -373,7 +710,11 @@ def install() -> None:
         return
     _installed = True
     _skip_empty_metric_updates()
-    wrapper.get_grpc_server = _get_grpc_server
+    _grpc_status_codes()
+    wrapper.get_grpc_server = _get_grpc_server_limited
+    SeldonMetrics.__init__ = _remember_metrics(SeldonMetrics.__init__)
+    microservice._make_grpc_server = _make_grpc_server
+    microservice.start_servers = start_servers
     _install_rest_serving()
 
 

@@ -20,10 +20,10 @@ from seldon_core.proto import prediction_pb2
 from seldon_core.user_model import SeldonComponent
 
 from . import codecs, postprocess, seldon_compat
-from .errors import BadRequest, ModelLoadError
-from .image_store import ImageStore, ObjectRef, parse_store
+from .errors import BadRequest, ModelLoadError, Unavailable
 from .http_worker import RestOptions
-from .images import ImagePreprocessor, decode_image
+from .image_store import ImageStore, ObjectRef, parse_store
+from .images import ImagePreprocessor, check_opencv_cap, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
 from .runtime import ModelRuntime, ModelSignature, select
@@ -80,6 +80,7 @@ class EdgeModelServer(SeldonComponent):
                 f"parameter inference_precision={settings.inference_precision!r}: expected one of "
                 f"{', '.join(self.runtime_class.precisions)} for {type(self).__name__}"
             )
+        check_opencv_cap(settings.max_image_pixels)
         self._options = self.runtime_class.options_class.from_settings(settings)
         self._model_path = find_model(local_model_dir(settings.model_uri), self.runtime_class.model_suffixes)
         inputs, outputs = self.runtime_class.inspect(self._model_path, self._options)
@@ -142,6 +143,10 @@ class EdgeModelServer(SeldonComponent):
             return ImagePreprocessor(inputs[0], self._settings), ""
         except ModelLoadError as e:
             return None, str(e)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     @property
     def model_name(self) -> str:
@@ -251,7 +256,11 @@ class EdgeModelServer(SeldonComponent):
 
     def health_status_raw(self) -> dict[str, Any]:
         """/health/status as the wrapper would build it, minus its call to metrics(), which would
-        hand this worker's request metrics over under the "health" method label."""
+        hand this worker's request metrics over under the "health" method label. 503 naming the part
+        while any part of the server is down (see seldon_compat.unavailable)."""
+        down = seldon_compat.unavailable()
+        if down:
+            raise Unavailable("not ready: " + "; ".join(down))
         return {"jsonData": self.health_status()}
 
     def init_metadata(self) -> dict[str, Any]:
@@ -297,7 +306,7 @@ class EdgeModelServer(SeldonComponent):
         if payload.form == "image":
             if self._image is None:
                 raise BadRequest(f"this model does not take images ({self._not_image}): send tensors instead")
-            pixels = decode_image(payload.image)
+            pixels = decode_image(payload.image, self._settings.max_image_pixels)
             return {self._image.spec.name: self._image(pixels)}, pixels.shape[:2]
         size = (self._image.geometry.height, self._image.geometry.width) if self._image else None
         if payload.form == "jsonData":

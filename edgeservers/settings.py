@@ -6,6 +6,7 @@ given as STRING are accepted too, so a typo in a manifest's type gets a clear er
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -65,8 +66,9 @@ class Settings:
     header_timeout: float = 10.0  # s for a request line and all headers (and a keep-alive connection's idle time)
     body_timeout: float = 60.0  # s for a whole request body (16 MiB at 2.2 Mbit/s)
     graceful_timeout: float = 20.0  # s to finish the requests in flight after SIGTERM; keep below the pod's grace period
-    bind_address: str = "0.0.0.0"  # REST and metrics listen here (127.0.0.1: this host only)
+    bind_address: str = "0.0.0.0"  # REST, metrics and gRPC listen here (127.0.0.1: this host only)
     cors_origins: str = ""  # comma-separated origins allowed by CORS ("*": any); empty: no CORS headers
+    grpc_reflection: bool = False  # gRPC server reflection (lists the services to any client)
     # Image payloads
     input_scale: str = "auto"
     input_mean: str = "127.5"
@@ -160,8 +162,14 @@ class Settings:
         for name in ("header_timeout", "body_timeout", "graceful_timeout"):
             if not getattr(self, name) > 0:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected seconds > 0")
-        if not self.bind_address:
-            raise ModelLoadError("parameter bind_address is empty: expected an address such as 0.0.0.0 or 127.0.0.1")
+        if self.max_request_bytes > 2**31 - 1:  # grpc takes it as a C int
+            raise ModelLoadError(f"parameter max_request_bytes={self.max_request_bytes}: expected at most 2147483647")
+        try:
+            ipaddress.ip_address(self.bind_address)
+        except ValueError:
+            raise ModelLoadError(
+                f"parameter bind_address={self.bind_address!r}: expected an IP address, e.g. 0.0.0.0 (all), 127.0.0.1 or ::"
+            ) from None
         if self.metrics_interval < 0:
             raise ModelLoadError(f"parameter metrics_interval={self.metrics_interval}: expected seconds >= 0")
         for name in ("score_threshold", "nms_iou_threshold", "mask_threshold"):

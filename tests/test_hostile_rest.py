@@ -311,8 +311,8 @@ def test_a_crafted_multipart_part_is_not_searched_again_per_chunk():
     assert sum(examined) < 4 * len(data), sum(examined)  # quadratic: ~64 GB re-examined for 8 MiB
 
 
-def test_make_serve_puts_rest_and_metrics_on_loopback():
-    """The Makefile's claim: `make serve` (its real command, from `make -n`) serves REST and metrics on 127.0.0.1."""
+def test_make_serve_puts_rest_grpc_and_metrics_on_loopback():
+    """The Makefile's claim: `make serve` (its real command, from `make -n`) serves REST, gRPC and metrics on 127.0.0.1."""
     import os
     import subprocess
 
@@ -323,14 +323,15 @@ def test_make_serve_puts_rest_and_metrics_on_loopback():
                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
     command = dry[dry.index("PREDICTIVE_UNIT_PARAMETERS="):]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no loopback shim: the real binding
-    proc = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env={**env, "GRPC_WORKERS": "0"},
+    proc = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
-        while ping(rest, timeout=1) != 200:
+        while ping(rest, timeout=1) != 200 or not _listening_addresses(grpc_port):
             assert proc.poll() is None and time.monotonic() < deadline, "make serve did not come up"
             time.sleep(0.3)
         assert _listening_addresses(rest) == {"0100007F"}
+        assert _listening_addresses(grpc_port) == {"0100007F"}
         assert _listening_addresses(metrics) == {"0100007F"}
     finally:
         stop_process_group(proc, timeout=20)

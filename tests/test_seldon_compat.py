@@ -35,6 +35,12 @@ SOURCE_SHA256 = {
     "gunicorn.arbiter:Arbiter.stop": "8f62d8857b595156",
     "werkzeug.wrappers.request:Request.make_form_data_parser": "c0c9d74d8f10b1c4",
     "werkzeug.sansio.multipart:MultipartDecoder.next_event": "5536f59ee7fca495",
+    "seldon_core.wrapper:SeldonModelGRPC.Predict": "74e3f66d4ef872a2",
+    "seldon_core.microservice:main": "584fe2ae31a79ef1",
+    "seldon_core.microservice:start_servers": "7f3592a58382beda",
+    "seldon_core.microservice:_make_grpc_server": "927b38ed32029257",
+    "seldon_core.microservice:_run_grpc_server": "3d89ba00ca2e13bf",
+    "seldon_core.microservice:_reserve_grpc_port": "20ac9bc2f5d71f96",
 }
 
 
