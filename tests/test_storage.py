@@ -396,10 +396,22 @@ def test_http_trickle_slower_than_the_stall_timeout_fails(web: FileServer, monke
     monkeypatch.setenv("STORAGE_STALL_TIMEOUT", "1")
     web.files["six.bin"] = b"sixbyt"
     url = web.url("3/six.bin", "trickle")
-    with pytest.raises(StorageError, match=rf"^no data from {url}: limit 1 s \(set with --stall-timeout or "
-                       r"STORAGE_STALL_TIMEOUT\) \(gave up after 3 attempts\)$"):
+    with pytest.raises(StorageError, match=rf"^transfer from {url} stalled \(less than 64 KiB in that time\): limit 1 s "
+                       r"\(set with --stall-timeout or STORAGE_STALL_TIMEOUT\) \(gave up after 3 attempts\)$"):
         download(url, str(tmp_path / "dest"))
     assert web.hits["/trickle/3/six.bin"] == 3
+    assert listing(tmp_path / "dest") == []
+
+
+def test_http_trickle_of_bytes_within_the_stall_timeout_still_fails(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The issue's trickle in small: a byte every 0.4 s never leaves a 1 s gap, but 64 KiB do not
+    arrive within 1 s, so the transfer is stalled all the same."""
+    monkeypatch.setenv("STORAGE_STALL_TIMEOUT", "1")
+    monkeypatch.setenv("STORAGE_RETRIES", "0")
+    web.files["six.bin"] = b"sixbyt"
+    url = web.url("0.4/six.bin", "trickle")
+    with pytest.raises(StorageError, match=rf"^transfer from {url} stalled .*: limit 1 s .*\(gave up after 1 attempt\)$"):
+        download(url, str(tmp_path / "dest"))
     assert listing(tmp_path / "dest") == []
 
 

@@ -12,7 +12,10 @@ import base64
 import logging
 import os
 import re
+import socket
 import ssl
+import threading
+import time
 import urllib.parse
 import urllib.request
 
@@ -29,7 +32,6 @@ from urllib3.exceptions import (
 from urllib3.util.retry import Retry
 
 from .common import (
-    CHUNK,
     USER_AGENT,
     Budget,
     StorageError,
@@ -41,6 +43,7 @@ from .common import (
 )
 
 log = logging.getLogger("edgeservers.storage")
+_STALL_BYTES = 64 << 10  # each read; the stall watch wants one of these every stall-timeout seconds
 _RETRY_STATUSES = frozenset([408, 425, 429, 500, 502, 503, 504, *range(506, 600)])
 
 
@@ -69,7 +72,7 @@ def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str:
         respect_retry_after_header=False,  # a Retry-After of a day would be a stall
     )
     timeout = urllib3.Timeout(connect=min(limits.stall_timeout, 15.0), read=limits.stall_timeout)
-    stalled = limits.describe("stall_timeout", f"no data from {shown}")
+    stalled = limits.describe("stall_timeout", f"transfer from {shown} stalled (less than 64 KiB in that time)")
     pool = _pool_for(parts.scheme, parts.hostname)
     failure, last = "", None  # the latest failure urllib3 did not see itself, and its message
     try:
@@ -95,7 +98,7 @@ def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str:
             retry.sleep()
     except MaxRetryError as e:
         reason = e.reason
-        attempts = f"gave up after {retries + 1} attempts"
+        attempts = f"gave up after {retries + 1} attempt{'s' if retries else ''}"
         if reason is last or isinstance(reason, ResponseError):
             raise StorageError(f"{failure} ({attempts})") from None
         if isinstance(reason, ReadTimeoutError):
@@ -134,15 +137,60 @@ def _save(response: urllib3.HTTPResponse, shown: str, url_path: str, out: str, b
         budget.check(expected, f"{shown} (Content-Length {expected})")
     target = os.path.join(out, name)
     got = 0
-    with open(target, "wb") as f:
-        for chunk in response.stream(CHUNK, decode_content=False):
-            got += len(chunk)
-            budget.check(got, shown)
-            f.write(chunk)
+    with open(target, "wb") as f, _StallWatch(response, budget.limits.stall_timeout) as watch:
+        try:
+            for chunk in response.stream(_STALL_BYTES, decode_content=False):
+                watch.progress()
+                got += len(chunk)
+                budget.check(got, shown)
+                f.write(chunk)
+        except ProtocolError:
+            if not watch.fired:
+                raise
+    if watch.fired:  # however the cut-off read ended
+        raise ReadTimeoutError(None, shown, f"fewer than {_STALL_BYTES} bytes in {budget.limits.stall_timeout:g} s")
     if expected is not None and got != expected:
         raise _ShortBody(f"connection to {shown} closed after {got} of {expected} bytes")
     budget.commit(got)
     return target
+
+
+class _StallWatch:
+    """Closes the connection when a read of _STALL_BYTES has not completed for `seconds`.
+
+    The socket's read timeout only fires after `seconds` without a single byte, so a server that
+    trickles a byte every few seconds would be waited on for ever; this thread bounds the wait for
+    every 64 KiB instead (1 KiB/s at the default 60 s is the slowest transfer accepted).
+    """
+
+    def __init__(self, response: urllib3.HTTPResponse, seconds: float) -> None:
+        self.sock = response.connection.sock if response.connection else None
+        self.seconds = seconds
+        self.last = time.monotonic()
+        self.fired = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="storage-stall-watch", daemon=True)
+
+    def __enter__(self) -> "_StallWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(self.seconds / 4, 1.0)):
+            if time.monotonic() - self.last > self.seconds and self.sock is not None:
+                self.fired = True
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns, short
+                except OSError:  # already closed: the read has ended anyway
+                    pass
+                return
 
 
 def _disposition_name(header: str) -> str:

@@ -148,7 +148,7 @@ def _error(e: Exception, uri: str, where: str, bucket: str, limits: Limits) -> S
         return StorageError(f"cannot reach S3 endpoint {where} (gave up after retries)")
     if isinstance(e, bx.ReadTimeoutError):
         return limits.breach(
-            "stall_timeout", f"no data from S3 endpoint {where} while fetching {uri} (gave up after retries)"
+            "stall_timeout", f"transfer of {uri} from S3 endpoint {where} stalled (gave up after retries)"
         )
     if isinstance(e, (bx.ConnectionClosedError, bx.IncompleteReadError, bx.ResponseStreamingError)):
         return StorageError(f"connection to S3 endpoint {where} failed while fetching {uri} (gave up after retries)")
