@@ -78,7 +78,8 @@ def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str:
     try:
         while True:
             response = pool.request(
-                "GET", uri, headers=headers, retries=retry, timeout=timeout, preload_content=False, decode_content=False
+                "GET", uri, headers=headers, retries=retry, timeout=timeout, preload_content=False, decode_content=False,
+                enforce_content_length=False,  # _save() compares with Content-Length, the same in urllib3 1.26 and 2.x
             )
             retry = response.retries or retry  # what connection errors and redirects used up
             try:
