@@ -18,7 +18,7 @@ the small storage-initializer image.
 """
 
 from .cli import main
-from .common import Limits, StorageError
+from .common import StorageError
 from .core import PARTIAL_PREFIX, download, is_remote
 
-__all__ = ["PARTIAL_PREFIX", "Limits", "StorageError", "download", "is_remote", "main"]
+__all__ = ["PARTIAL_PREFIX", "StorageError", "download", "is_remote", "main"]

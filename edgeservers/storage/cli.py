@@ -42,16 +42,10 @@ def _parser() -> _Parser:
     parser.add_argument("model_uri", help="where the model is; a single .zip/.tar/.tar.gz/.tgz is unpacked")
     parser.add_argument("dest_dir", help="directory to fill (created if missing), e.g. /mnt/models")
     parser.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of a single-file download")
-    helps = {
-        "max_download": "most bytes fetched in all",
-        "max_unpacked": "most bytes an archive may unpack to",
-        "max_files": "most files fetched or archive entries unpacked",
-        "stall_timeout": "fail after this many seconds without a byte",
-    }
     for name, knob in KNOBS.items():
-        # Validated by the same parser as the environment variable, so the messages agree.
+        # Kept as text and parsed by Limits.resolve(), like the environment variable, so the messages agree.
         parser.add_argument(knob.flag, dest=name, metavar=knob.parse.__name__.upper(),
-                            help=f"{helps[name]} (env {knob.env}, default {knob.default})")
+                            help=f"{knob.help} (env {knob.env}, default {knob.default})")
     return parser
 
 

@@ -8,7 +8,7 @@ import posixpath
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 CHUNK = 1 << 20
 USER_AGENT = "edgeservers-storage/1"
@@ -71,16 +71,19 @@ class Knob:
     default: str
     parse: Callable[[str], float]
     show: Callable[[float], str]
+    help: str
     old_env: str = ""  # a name it had before, still read
 
 
 # Defaults for edge models (justified in storage-initializer/README.md): a served model has to fit in
 # RAM next to the runtime on a 1 GB node, so nothing near these is a real model.
 KNOBS: dict[str, Knob] = {
-    "max_download": Knob("--max-download", "STORAGE_MAX_DOWNLOAD", "512M", size, human),
-    "max_unpacked": Knob("--max-unpacked", "STORAGE_MAX_UNPACKED", "1G", size, human),
-    "max_files": Knob("--max-files", "STORAGE_MAX_FILES", "10000", count, lambda n: f"{int(n)} files"),
-    "stall_timeout": Knob("--stall-timeout", "STORAGE_STALL_TIMEOUT", "60", seconds, lambda s: f"{s:g} s", "STORAGE_TIMEOUT"),
+    "max_download": Knob("--max-download", "STORAGE_MAX_DOWNLOAD", "512M", size, human, "most bytes fetched in all"),
+    "max_unpacked": Knob("--max-unpacked", "STORAGE_MAX_UNPACKED", "1G", size, human, "most bytes an archive may unpack to"),
+    "max_files": Knob("--max-files", "STORAGE_MAX_FILES", "10000", count, lambda n: f"{int(n)} files",
+                      "most files fetched or archive entries unpacked"),
+    "stall_timeout": Knob("--stall-timeout", "STORAGE_STALL_TIMEOUT", "60", seconds, lambda s: f"{s:g} s",
+                          "fail when 64 KiB take longer than this (HTTP) or no byte comes (S3)", "STORAGE_TIMEOUT"),
 }
 
 
@@ -96,7 +99,7 @@ class Limits:
     @classmethod
     def resolve(cls, given: dict[str, str | None] | None = None) -> "Limits":
         """Each limit from `given` (the CLI's flags), else its environment variable, else its default."""
-        values = {}
+        values: dict[str, Any] = {}
         for name, knob in KNOBS.items():
             raw, source = (given or {}).get(name), knob.flag
             if raw is None:

@@ -30,14 +30,15 @@ def is_remote(uri: str) -> bool:
     return scheme(uri) in REMOTE_SCHEMES
 
 
-def download(uri: str, dest_dir: str, sha256: str | None = None, limits: Limits | None = None) -> str:
+def download(uri: str, dest_dir: str, sha256: str | None = None) -> str:
     """Fetch `uri` into `dest_dir` (created if missing) and return `dest_dir`.
 
     A single file keeps its name (an archive is unpacked instead); a directory or S3 prefix keeps its
-    relative layout. `limits` defaults to the environment's (Limits.resolve()). Raises StorageError on
-    any failure, leaving no partial file in dest_dir.
+    relative layout. The limits are the environment's (STORAGE_MAX_*, STORAGE_STALL_TIMEOUT), so the
+    servers' own downloads obey the same settings as the initializer. Raises StorageError on any
+    failure, leaving no partial file in dest_dir.
     """
-    fetch(uri, dest_dir, sha256, limits or Limits.resolve())
+    fetch(uri, dest_dir, sha256, Limits.resolve())
     return dest_dir
 
 
@@ -66,10 +67,9 @@ def fetch(uri: str, dest_dir: str, sha256: str | None, limits: Limits) -> tuple[
                 result = os.path.join(staging, "unpacked")
                 os.mkdir(result)
                 unpack(single, result, limits)
-                os.remove(single)  # the unpacked files and the archive are never on disk together for long
         files, nbytes = _tree_size(result)
         if files == 0:
-            what = f"archive {os.path.basename(single)}" if result != fetched else redact(uri)
+            what = redact(uri) if result == fetched else f"archive {os.path.basename(single or '')}"
             raise StorageError(f"{what} holds no files")
         _merge_into(result, dest)
         return dest, files, nbytes
