@@ -250,7 +250,8 @@ BOMB = 64 << 20  # zeros: a 64 MiB entry compresses to 64 KiB
 def zip_bomb(nbytes: int) -> bytes:
     """One deflated entry of `nbytes` zeros, written in 1 MiB pieces (never whole in memory)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("zeros.bin", "w", force_zip64=True) as entry:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf, \
+            zf.open("zeros.bin", "w", force_zip64=True) as entry:
         for _ in range(nbytes >> 20):
             entry.write(bytes(1 << 20))
     return buf.getvalue()
