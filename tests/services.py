@@ -45,6 +45,8 @@ class _Handler(BaseHTTPRequestHandler):
     /nolength/<name>           the file without Content-Length, ended by closing the connection
     /endless/<name>            zeros without Content-Length until the client goes away
     /trickle/<seconds>/<name>  the file's headers, then one byte every <seconds>
+    /redirect/<name>?<url>     302 to <url> (<name> is there for the file name)
+    The headers of the latest request to each path are kept in server.headers_seen.
     """
 
     server: "FileServer"
@@ -56,6 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
         self.server.hits[url.path] += 1
+        self.server.headers_seen[url.path] = dict(self.headers)
         hits = self.server.hits[url.path]
         parts = url.path.strip("/").split("/")
         try:
@@ -77,6 +80,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send_endless()
             if route == "trickle":
                 return self._send_body(self.server.files[args[1]], every=float(args[0]))
+            if route == "redirect":
+                self.send_response(302)
+                self.send_header("Location", url.query)
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
         except (KeyError, IndexError, ValueError):
             pass
         self._send_status(404)
@@ -140,6 +148,7 @@ class FileServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
         self.hits: Counter[str] = Counter()
+        self.headers_seen: dict[str, dict[str, str]] = {}
 
     @property
     def base(self) -> str:

@@ -547,6 +547,19 @@ def test_http_messages_hide_credentials(web, tmp_path: Path) -> None:
     assert "HTTP 404" in str(err.value)
 
 
+def test_http_redirects_keep_the_name_and_basic_auth_stays_on_its_host(web: FileServer, tmp_path: Path) -> None:
+    """The file is named from the URL given (a release URL redirects to an opaque blob URL), and the
+    credentials of that URL are not sent to another host."""
+    web.files["blob"] = MODEL_BYTES
+    port = web.server_address[1]
+    for host, kept in (("localhost", False), ("127.0.0.1", True)):  # same port, another host name
+        target = f"http://{host}:{port}/files/blob"
+        download(f"http://modeluser:{SECRET}@127.0.0.1:{port}/redirect/m.tflite?{target}", str(tmp_path / host))
+        assert tree(tmp_path / host) == {"m.tflite": MODEL_BYTES}
+        assert web.headers_seen["/redirect/m.tflite"]["Authorization"].startswith("Basic ")
+        assert ("Authorization" in web.headers_seen["/files/blob"]) is kept
+
+
 def test_http_url_without_a_file_name(web, tmp_path: Path) -> None:
     web.files[""] = MODEL_BYTES
     with pytest.raises(StorageError, match="cannot tell a file name|HTTP 404"):

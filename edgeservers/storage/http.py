@@ -100,7 +100,7 @@ def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str:
     except MaxRetryError as e:
         reason = e.reason
         attempts = f"gave up after {retries + 1} attempt{'s' if retries else ''}"
-        if reason is last or isinstance(reason, ResponseError):
+        if reason is last or (failure and isinstance(reason, ResponseError)):
             raise StorageError(f"{failure} ({attempts})") from None
         if isinstance(reason, ReadTimeoutError):
             raise StorageError(f"{stalled} ({attempts})") from None
