@@ -33,6 +33,8 @@ RELIED_ON = {
     "seldon_core.metrics:SeldonMetrics.update": "called after every request, even with no metrics",
     "seldon_core.seldon_methods:health_status": "returns user_model.health_status_raw() when present",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "reads meta.metrics of a predict_raw response",
+    "seldon_core.microservice:_make_rest_server_prod": "builds the REST app with wrapper.get_rest_microservice(user_object, seldon_metrics), looked up as a module attribute",
+    "seldon_core.microservice:_run_grpc_server": "builds the gRPC server with wrapper.get_grpc_server(user_object, seldon_metrics, ...)",
 }
 
 GrpcRegistrar = Callable[[grpc.Server], None]
@@ -91,14 +93,39 @@ _seldon_get_grpc_server = wrapper.get_grpc_server
 
 
 @functools.wraps(_seldon_get_grpc_server)
-def _get_grpc_server(*args: Any, **kwargs: Any) -> grpc.Server:
-    server = _seldon_get_grpc_server(*args, **kwargs)
+def _get_grpc_server(user_model: Any, seldon_metrics: SeldonMetrics, *args: Any, **kwargs: Any) -> grpc.Server:
+    _keep_metrics(seldon_metrics)
+    server = _seldon_get_grpc_server(user_model, seldon_metrics, *args, **kwargs)
     for registrar in _grpc_registrars:
         registrar(server)
     return server
 
 
 # --- metrics ---------------------------------------------------------------------------------
+
+_seldon_get_rest_microservice = wrapper.get_rest_microservice
+_process_metrics: SeldonMetrics | None = None
+
+
+def _keep_metrics(seldon_metrics: SeldonMetrics) -> None:
+    global _process_metrics
+    _process_metrics = seldon_metrics
+
+
+@functools.wraps(_seldon_get_rest_microservice)
+def _get_rest_microservice(user_model: Any, seldon_metrics: SeldonMetrics) -> Flask:
+    _keep_metrics(seldon_metrics)
+    return _seldon_get_rest_microservice(user_model, seldon_metrics)
+
+
+def hand_over_metrics(metrics: list[dict], method: str = "predict") -> None:
+    """Give request metrics to the wrapper's SeldonMetrics of this process, as it does with a v1
+    response's meta.metrics: for routes and services the wrapper does not run itself (e.g. the Open
+    Inference Protocol's). The wrapper hands its SeldonMetrics to get_rest_microservice and
+    get_grpc_server, which install() wraps to keep it; before that (or outside the wrapper) a no-op."""
+    if metrics and _process_metrics is not None:
+        _process_metrics.update(metrics, method)
+
 
 
 def _skip_empty_metric_updates() -> None:
@@ -131,6 +158,7 @@ def install() -> None:
     _installed = True
     _skip_empty_metric_updates()
     wrapper.get_grpc_server = _get_grpc_server
+    wrapper.get_rest_microservice = _get_rest_microservice
 
 
 def wrapper_version() -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from seldon_core.proto import prediction_pb2
 from seldon_core.user_model import SeldonComponent
 
-from . import codecs, postprocess, seldon_compat
+from . import codecs, oip, postprocess, seldon_compat
 from .errors import BadRequest, ModelLoadError
 from .images import ImagePreprocessor, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
@@ -60,8 +60,10 @@ class EdgeModelServer(SeldonComponent):
         self._runtime: ModelRuntime | None = None
         self._metrics = MetricsBatch(self._settings.metrics_interval)
         seldon_compat.install()  # here, in the main process, so every forked worker has it
-        # The one blueprint Seldon's wrapper registers on its REST app (see seldon_compat).
-        self.model_error_handler = seldon_compat.rest_blueprint()
+        # The one blueprint Seldon's wrapper registers on its REST app (see seldon_compat), with the
+        # Open Inference Protocol's routes; its gRPC service joins Seldon's on the gRPC port.
+        self.model_error_handler = seldon_compat.rest_blueprint(oip.rest_routes(self))
+        seldon_compat.add_grpc_services(oip.grpc_registrar(self))
 
     def _prepare(self, parameters: Mapping[str, Any]) -> None:
         settings = Settings.from_parameters(parameters)

@@ -21,6 +21,8 @@ SOURCE_SHA256 = {
     "seldon_core.metrics:SeldonMetrics.update": "1c71ad114bf12494",
     "seldon_core.seldon_methods:health_status": "eafb8377db12964d",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "7a7449219b47c5b2",
+    "seldon_core.microservice:_make_rest_server_prod": "d1abe4bd738bde6b",
+    "seldon_core.microservice:_run_grpc_server": "3d89ba00ca2e13bf",
 }
 
 
