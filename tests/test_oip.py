@@ -414,3 +414,29 @@ def test_oip_requests_reach_seldons_metrics(start_server, triton):
         for r in result:
             ok(r)
     assert _prometheus_count(server, "edgeservers_inference_ms_count") == 5
+
+
+# --- the README's examples ---------------------------------------------------------------------------------
+
+
+def readme_examples() -> list[tuple[str, str]]:
+    """(python code, expected output) of each tritonclient example in the README (a ```python block
+    followed by a ```text block)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    return [(code, out) for code, out in re.findall(r"```python\n((?:(?!```).)*?)```\n```text\n(.*?)```", text, re.S)
+            if "tritonclient" in code]
+
+
+def test_readme_tritonclient_examples_work_as_shown(mobilenet, tmp_path):
+    """On `make serve`'s model and parameters; the ports are this test server's instead of 9000/5000."""
+    examples = readme_examples()
+    assert len(examples) >= 2
+    for i, (code, expected) in enumerate(examples):
+        code = code.replace("127.0.0.1:9000", f"127.0.0.1:{mobilenet.http_port}").replace("127.0.0.1:5000", f"127.0.0.1:{mobilenet.grpc_port}")
+        script = tmp_path / f"example{i}.py"
+        script.write_text(code)
+        done = subprocess.run([str(CLIENT_PYTHON), str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout == expected, (code, done.stdout)
