@@ -21,8 +21,9 @@ INVALID_ARGUMENT / NOT_FOUND with the same message.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -139,7 +140,7 @@ def _datatype(value: Any, where: str) -> str:
     return value
 
 
-def bytes_elements(raw: bytes, count: int, where: str) -> list[bytes]:
+def bytes_elements(raw: bytes | memoryview, count: int, where: str) -> list[bytes]:
     """BYTES in the binary form: each element a little-endian uint32 length, then that many bytes."""
     elements, offset = [], 0
     while offset < len(raw):
@@ -160,7 +161,7 @@ def bytes_binary(elements: Iterable[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(e)) + e for e in elements)
 
 
-def tensor_from_raw(datatype: str, shape: list[int], raw: bytes, where: str) -> np.ndarray | list[bytes]:
+def tensor_from_raw(datatype: str, shape: list[int], raw: bytes | memoryview, where: str) -> np.ndarray | list[bytes]:
     """A tensor from its raw little-endian bytes (binary extension, gRPC raw_input_contents)."""
     count = _count(shape)
     if datatype == "BYTES":
@@ -228,8 +229,8 @@ def _b64(text: str, where: str) -> bytes:
 def output_values(datatype: str, value: np.ndarray | list[bytes]) -> list:
     """An output's values flattened for JSON."""
     if datatype == "BYTES":
-        return [e.decode("utf-8", "replace") for e in value]  # type: ignore[union-attr]
-    array = np.ascontiguousarray(value).reshape(-1)  # type: ignore[arg-type]
+        return [e.decode("utf-8", "replace") for e in value]
+    array = np.ascontiguousarray(value).reshape(-1)
     if array.dtype == np.float16:  # orjson writes no float16
         array = array.astype(np.float32)
     return array  # type: ignore[return-value]
@@ -237,7 +238,7 @@ def output_values(datatype: str, value: np.ndarray | list[bytes]) -> list:
 
 def output_raw(datatype: str, value: np.ndarray | list[bytes]) -> bytes:
     if datatype == "BYTES":
-        return bytes_binary(value)  # type: ignore[arg-type]
+        return bytes_binary(value)
     return np.ascontiguousarray(value, dtype=_WIRE[datatype]).tobytes()
 
 
@@ -247,7 +248,7 @@ def output_raw(datatype: str, value: np.ndarray | list[bytes]) -> bytes:
 class OipModel:
     """The component as OIP sees it: its name, version, tensors, and one infer step."""
 
-    def __init__(self, component: "EdgeModelServer"):
+    def __init__(self, component: EdgeModelServer):
         self.component = component
         settings = component._settings
         self.name = settings.model_name or component.model_name
@@ -371,7 +372,7 @@ class OipModel:
             raise OipError(f"this model does not take images ({self.component._not_image}): send {self.inputs[0].datatype} tensors")
         if len(tensor.value) != 1:
             raise OipError(f"input {tensor.name}: one encoded image per request (BYTES shape [1]); got shape {tensor.shape}")
-        return codecs.Payload("image", image=tensor.value[0])  # type: ignore[index]
+        return codecs.Payload("image", image=tensor.value[0])
 
     def _classify(self, spec: TensorSpec, raw: np.ndarray, k: int) -> tuple[list[bytes], list[int]]:
         """Triton's classification extension, through postprocess.Classification: "score:index[:label]"."""
@@ -409,7 +410,7 @@ def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
 def decode_rest(body: bytes, header_length: str | None) -> InferRequest:
     """An infer request body: JSON, or (binary extension) a JSON header of `header_length` bytes, then raw tensors."""
     if header_length is None:
-        header, rest = body, b""
+        header, rest = body, memoryview(b"")
     else:
         try:
             size = int(header_length)
@@ -437,17 +438,17 @@ def decode_rest(body: bytes, header_length: str | None) -> InferRequest:
         where = f"input {entry['name']}"
         datatype = _datatype(entry.get("datatype"), where)
         shape = _shape(entry.get("shape"), where)
-        size = _params(entry, where).get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise OipError(f"{where}: binary_data_size must be a byte count, got {size!r}")
-            if offset + size > len(rest):
+        binary_size = _params(entry, where).get("binary_data_size")
+        if binary_size is not None:
+            if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
+                raise OipError(f"{where}: binary_data_size must be a byte count, got {binary_size!r}")
+            if offset + binary_size > len(rest):
                 raise OipError(
-                    f"{where}: binary_data_size is {size} but only {len(rest) - offset} bytes of binary data remain"
+                    f"{where}: binary_data_size is {binary_size} but only {len(rest) - offset} bytes of binary data remain"
                     + ("" if header_length is not None else f" (no {HEADER_LENGTH} header was sent)")
                 )
-            value = tensor_from_raw(datatype, shape, bytes(rest[offset : offset + size]), where)
-            offset += size
+            value = tensor_from_raw(datatype, shape, rest[offset : offset + binary_size], where)  # no copy
+            offset += binary_size
         elif "data" in entry:
             value = tensor_from_values(datatype, shape, entry["data"], where)
         else:
@@ -509,7 +510,7 @@ def _error(e: OipError) -> Response:
     return _json({"error": e.message}, e.http_status)
 
 
-def rest_routes(component: "EdgeModelServer") -> Blueprint:
+def rest_routes(component: EdgeModelServer) -> Blueprint:
     """The OIP REST endpoints, as a blueprint for `seldon_compat.rest_blueprint`."""
     model = OipModel(component)
     limit = component._settings.max_request_bytes
@@ -627,7 +628,7 @@ def decode_grpc(req: Any) -> InferRequest:
     return InferRequest(inputs, outputs, req.id)
 
 
-def grpc_registrar(component: "EdgeModelServer") -> Callable[[grpc.Server], None]:
+def grpc_registrar(component: EdgeModelServer) -> Callable[[grpc.Server], None]:
     """Adds `inference.GRPCInferenceService` to a gRPC server (see `seldon_compat.add_grpc_services`)."""
     from open_inference.grpc import protocol as pb
     from open_inference.grpc import service

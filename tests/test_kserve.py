@@ -27,14 +27,14 @@ from contextlib import closing
 from pathlib import Path
 
 import jsonschema
+import k8s_validation as kv
 import pytest
 import requests
 import yaml
-
-import k8s_validation as kv
-from bench.launcher import free_port, stop_process_group
 from test_contract import PYTHON, Volumes, model_site  # noqa: F401 (model_site: a fixture)
 from test_oip import TritonClient, call, ok, output
+
+from bench.launcher import free_port, stop_process_group
 
 ROOT = kv.ROOT
 KSERVE = ROOT / "charts" / "kserve"
@@ -50,7 +50,7 @@ def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def validator(crd_file: str, version: str) -> jsonschema.Draft4Validator:
     crd = yaml.load((CRDS / crd_file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     (schema,) = [v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version]

@@ -19,10 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from seldon_core.proto import prediction_pb2
-
-from edgeservers.codecs import tensor_from_tf, tensor_to_tf
-
 from conftest import (
     FACE_MASK,
     IMAGES,
@@ -33,6 +29,9 @@ from conftest import (
     plain_image_tensor,
     plain_outputs,
 )
+from seldon_core.proto import prediction_pb2
+
+from edgeservers.codecs import tensor_from_tf, tensor_to_tf
 
 CLIENT_PYTHON = Path(os.environ.get("OIP_CLIENT_PYTHON") or ROOT / ".venv-client" / "bin" / "python")
 CLIENT = ROOT / "tests" / "oip_client.py"
@@ -313,7 +312,7 @@ def test_bad_inputs_answer_400_or_404_with_a_message_and_the_server_stays_up(mob
          bad, "unknown output 'logits'"),
     ]
     results = triton.run([call(mobilenet, protocol, "infer", model, inputs=inputs, outputs=outputs) for _, model, inputs, outputs, _, _ in cases])
-    for (what, *_, status, message), result in zip(cases, results):
+    for (what, *_, status, message), result in zip(cases, results, strict=True):
         assert not result[0]["ok"], what
         assert result[0]["status"] == status, (what, result)
         assert message in result[0]["message"], (what, result)
