@@ -67,22 +67,28 @@ def rest_tftensor(tensor: np.ndarray) -> bytes:
 _OIP_DATATYPES = {"uint8": "UINT8", "int8": "INT8", "float32": "FP32", "int32": "INT32", "int64": "INT64", "float16": "FP16"}
 
 
-def oip_rest_binary(tensor: np.ndarray, input_name: str) -> tuple[bytes, dict[str, str]]:
-    """An OIP REST infer body with the binary tensor data extension (input and outputs binary), and its headers."""
+def oip_rest_binary(tensor: np.ndarray, input_name: str, outputs: list[str] | None = None) -> tuple[bytes, dict[str, str]]:
+    """An OIP REST infer body with the binary tensor data extension (input and outputs binary), and its headers;
+    `outputs` selects outputs (default: the server's)."""
     raw = np.ascontiguousarray(tensor).tobytes()
-    header = json.dumps({
+    doc: dict[str, Any] = {
         "inputs": [{"name": input_name, "datatype": _OIP_DATATYPES[tensor.dtype.name], "shape": list(tensor.shape),
                     "parameters": {"binary_data_size": len(raw)}}],
         "parameters": {"binary_data_output": True},
-    }).encode()
+    }
+    if outputs:
+        doc["outputs"] = [{"name": name} for name in outputs]
+    header = json.dumps(doc).encode()
     return header + raw, {OIP_HEADER: str(len(header)), "Content-Type": "application/octet-stream"}
 
 
-def oip_grpc(tensor: np.ndarray, model_name: str, input_name: str) -> bytes:
+def oip_grpc(tensor: np.ndarray, model_name: str, input_name: str, outputs: list[str] | None = None) -> bytes:
     """An OIP ModelInferRequest with the tensor in raw_input_contents."""
     from open_inference.grpc import protocol
 
     request = protocol.ModelInferRequest(model_name=model_name)
+    for name in outputs or []:
+        request.outputs.add(name=name)
     request.inputs.add(name=input_name, datatype=_OIP_DATATYPES[tensor.dtype.name], shape=list(tensor.shape))
     request.raw_input_contents.append(np.ascontiguousarray(tensor).tobytes())
     return request.SerializeToString()

@@ -127,7 +127,10 @@ def payloads(limits: Limits, model: Model) -> dict[str, tuple[str, bytes]]:
     jpeg = (IMAGES / model.image).read_bytes()
     tensor = limits.image_tensor(jpeg)
     name, input_name = limits.model_path.stem, limits.signature.inputs[0].name
-    oip_body, oip_headers = load.oip_rest_binary(tensor, input_name)
+    # Like for like with v1: where v1 answers a tensor with the post-processed answer only (postprocess set
+    # explicitly), OIP asks for the `answer` output only; else both answer the raw outputs.
+    answer_only = ["answer"] if model.params.get("postprocess", "auto") not in ("auto", "none") else None
+    oip_body, oip_headers = load.oip_rest_binary(tensor, input_name, answer_only)
     return {
         "rest_image": ("rest", load.rest_image(jpeg)),
         "rest_ndarray": ("rest", load.rest_ndarray(tensor)),
@@ -136,7 +139,7 @@ def payloads(limits: Limits, model: Model) -> dict[str, tuple[str, bytes]]:
         "grpc_image": ("grpc", load.grpc_image(jpeg)),
         "grpc_tftensor": ("grpc", load.grpc_tftensor(tensor)),
         "grpc_tensor": ("grpc", load.grpc_tensor(tensor)),
-        "oip_grpc": ("oip_grpc", load.oip_grpc(tensor, name, input_name)),
+        "oip_grpc": ("oip_grpc", load.oip_grpc(tensor, name, input_name, answer_only)),
     }
 
 

@@ -568,6 +568,10 @@ def rest_routes(component: EdgeModelServer) -> Blueprint:
             raise OipError(f"the request body has {len(body)} bytes; max_request_bytes is {limit}")
         return encode_rest(model.infer(decode_rest(body, request.headers.get(HEADER_LENGTH))))
 
+    @routes.route("/v2/<path:rest>", methods=["GET", "POST"])
+    def unknown(rest: str) -> Response:  # else Seldon's app answers 500 for a routing miss
+        return _json({"error": f"no Open Inference Protocol endpoint {request.method} /v2/{rest}"}, 404)
+
     return routes
 
 

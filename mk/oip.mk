@@ -4,7 +4,7 @@
 
 CLIENT_VENV := .venv-client
 
-.PHONY: client-venv oip-test
+.PHONY: client-venv oip-test bench-oip
 TEST_DEPS += client-venv
 
 ## client-venv: tritonclient[http,grpc] + numpy in $(CLIENT_VENV), from requirements-client.txt
@@ -19,3 +19,8 @@ $(CLIENT_VENV)/.installed: requirements-client.txt
 ## oip-test: the Open Inference Protocol tests (REST, binary extension, gRPC, KServe manifests)
 oip-test: install client-venv tools
 	$(PY) -m pytest -ra tests/test_oip.py tests/test_kserve.py
+
+## bench-oip: OIP REST (binary) and OIP gRPC against v1 tftensor and invoke(), interleaved request by request
+## (robust to a shared machine's drifting load); writes $(BENCH_OUT)/oip/interleaved.{json,md}
+bench-oip: install
+	$(PY) -m bench.interleaved --out $(BENCH_OUT)/oip $(BENCH_ARGS)

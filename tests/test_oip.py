@@ -141,6 +141,9 @@ def test_metadata_over_plain_rest_with_curl_paths(mobilenet):
     assert requests.get(mobilenet.url + f"/v2/models/{MOBILENET_NAME}/ready", timeout=10).status_code == 200
     unknown = requests.get(mobilenet.url + "/v2/models/resnet", timeout=10)
     assert unknown.status_code == 404 and "resnet" in unknown.json()["error"]
+    for path in ("/v2/models/resnet/infer/now", "/v2/repository/index"):
+        assert requests.post(mobilenet.url + path, json={}, timeout=10).status_code == 404
+    assert requests.get(mobilenet.url + f"/v2/models/{MOBILENET_NAME}/infer", timeout=10).status_code == 404
 
 
 def test_model_name_and_version_parameters(openvino, triton):
