@@ -406,6 +406,14 @@ def _prometheus_count(server, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
+def test_confidence_threshold_marks_uncertain_answers_in_the_response_parameters(start_server):
+    server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), confidence_threshold=0.999, model_name="m")
+    jpeg = base64.b64encode(image_bytes("parrot.jpg")).decode()  # macaw at 0.996: below the threshold
+    body = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "data": [{"b64": jpeg}]}], "outputs": [{"name": "answer"}]}
+    reply = requests.post(server.url + "/v2/models/m/infer", json=body, timeout=60).json()
+    assert reply["parameters"] == {"uncertain": True}
+
+
 def test_oip_requests_reach_seldons_metrics(start_server, triton):
     server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), metrics_interval=0)
     inputs = [{"name": "input", "datatype": "UINT8", "npy": triton.npy(random_uint8(4))}]
