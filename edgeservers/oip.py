@@ -563,6 +563,11 @@ def rest_routes(component: EdgeModelServer) -> Blueprint:
         encoding = request.headers.get("Content-Encoding", "identity").lower()
         if encoding != "identity":
             raise OipError(f"Content-Encoding {encoding} is not supported: send the body uncompressed")
+        if request.headers.get(HEADER_LENGTH) is None:  # a JSON body: its values counted before it is parsed
+            try:
+                seldon_compat.check_json_body()
+            except seldon_compat.RequestRejected as e:
+                raise OipError(e.message) from None
         body = request.get_data(cache=False)
         if len(body) > limit:
             raise OipError(f"the request body has {len(body)} bytes; max_request_bytes is {limit}")
