@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 from functools import partial
 from pathlib import Path
 from typing import Iterator
@@ -37,19 +36,16 @@ import requests
 import yaml
 
 import k8s_validation as kv
-from bench.launcher import free_port, stop_process_group
+from harness import LOOPBACK_SHIM, MICROSERVICE, ServerProcess, free_port, http_ok, listening_hosts
 
 ROOT = kv.ROOT
 PYTHON = Path(sys.executable)  # the venv's python: the image's ENTRYPOINT is `python -m edgeservers.storage`
-MICROSERVICE = PYTHON.parent / "seldon-core-microservice"
 START_TIMEOUT = 180  # generous for slow CI machines; nothing asserts on timings
 
 # The Seldon v1 operator's constants (operator/constants/constants.go, controllers/model_initializer_injector.go).
 FIRST_HTTP_PORT, FIRST_GRPC_PORT, FIRST_METRICS_PORT = 9000, 9500, 6000
 DEFAULT_MODEL_LOCAL_MOUNT_PATH = "/mnt/models"
 PROMETHEUS_PATH = "/prometheus"
-
-LOOPBACK_SHIM = ROOT / "tests" / "loopback"  # sitecustomize.py: keeps the listeners on 127.0.0.1
 
 
 # --- the operator's view -----------------------------------------------------------------------------
@@ -179,24 +175,6 @@ def tools() -> None:
         pytest.fail(str(e), pytrace=False)
 
 
-def listening_hosts(port_number: int) -> set[str]:
-    """Local addresses of the sockets listening on this TCP port (IPv4 and IPv6), from /proc/net."""
-    hosts = set()
-    for table, size in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        if not os.path.exists(table):
-            continue
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            address, port_hex = fields[1].rsplit(":", 1)
-            if fields[3] == "0A" and int(port_hex, 16) == port_number:
-                raw = bytes.fromhex(address)
-                if size == 8:
-                    hosts.add(".".join(str(b) for b in reversed(raw)))
-                else:
-                    hosts.add(raw.hex())
-    return hosts
-
-
 class PodRun:
     """One rendered pod, run locally: init containers, then the model container."""
 
@@ -207,7 +185,7 @@ class PodRun:
         self.spec = component["spec"]
         self.volumes = Volumes(self.spec, root / "volumes")
         self.root = root
-        self.proc: subprocess.Popen | None = None
+        self.server: ServerProcess | None = None
 
     def container_env(self, container: dict, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
         """A clean environment, as in the container: envFrom secrets, then env; TMPDIR on the /tmp volume."""
@@ -247,30 +225,18 @@ class PodRun:
         env["PREDICTIVE_UNIT_PARAMETERS"] = json.dumps(parameters)
         process_env = {**self.container_env(container, {}), **env,
                        "PYTHONPATH": os.pathsep.join([str(LOOPBACK_SHIM), str(ROOT)])}
-        self.proc = subprocess.Popen(
-            [str(MICROSERVICE), env["MODEL_NAME"], "--service-type", "MODEL"], cwd=ROOT, env=process_env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        )
         self.url = f"http://127.0.0.1:{env['PREDICTIVE_UNIT_HTTP_SERVICE_PORT']}"
         self.metrics_url = f"http://127.0.0.1:{env['PREDICTIVE_UNIT_METRICS_SERVICE_PORT']}"
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.proc.stderr.read().decode()[-4000:]}")
-            try:  # the REST server and the metrics server are separate processes: wait for both
-                if (requests.get(self.url + "/health/ping", timeout=2).status_code == 200
-                        and requests.get(self.metrics_url + env["PREDICTIVE_UNIT_METRICS_ENDPOINT"], timeout=2).ok):
-                    return env
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"no answer on {self.url}/health/ping and the metrics port within {START_TIMEOUT}s")
+        self.server = ServerProcess([str(MICROSERVICE), env["MODEL_NAME"], "--service-type", "MODEL"], process_env)
+        # The REST server and the metrics server are separate processes: wait for both.
+        self.server.start(lambda: http_ok(self.url + "/health/ping", timeout=2)
+                          and http_ok(self.metrics_url + env["PREDICTIVE_UNIT_METRICS_ENDPOINT"], timeout=2),
+                          timeout=START_TIMEOUT, poll=0.3)
+        return env
 
     def stop(self) -> None:
-        if self.proc:
-            stop_process_group(self.proc, timeout=30)
-        if self.proc and self.proc.stderr:
-            self.proc.stderr.close()
+        if self.server:
+            self.server.stop(timeout=30)
 
 
 @pytest.fixture
