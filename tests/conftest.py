@@ -130,12 +130,11 @@ class InProcessServer(Clients):
     as on the wire). Only gunicorn, grpc's transport and the processes are left out."""
 
     def __init__(self, server_class: str, metrics: Any, **params: Any):
-        from seldon_core.microservice import parse_parameters
         from seldon_core.wrapper import SeldonModelGRPC, get_rest_microservice
 
-        cls = getattr(importlib.import_module(server_class), server_class)
-        self.component = cls(**parse_parameters(json.loads(parameters(params))))
+        self.component = build_component(server_class, params)
         self.component.load()
+        self.metrics = metrics
         self.client = get_rest_microservice(self.component, metrics).test_client()
         self.servicer = SeldonModelGRPC(self.component, metrics)
 
@@ -157,6 +156,20 @@ class InProcessServer(Clients):
         reply = self.servicer.Predict(request, None)
         return prediction_pb2.SeldonMessage.FromString(reply.SerializeToString())
 
+    def prometheus(self) -> str:
+        """What Seldon's metrics app serves from this server's metrics store."""
+        from seldon_core import wrapper
+
+        return wrapper.get_metrics_microservice(self.metrics).test_client().get(wrapper.METRICS_ENDPOINT).get_data(as_text=True)
+
+
+def build_component(server_class: str, params: dict[str, Any]) -> Any:
+    """`server_class(**parameters)` as the wrapper calls it: PREDICTIVE_UNIT_PARAMETERS parsed by Seldon."""
+    from seldon_core.microservice import parse_parameters
+
+    cls = getattr(importlib.import_module(server_class), server_class)
+    return cls(**parse_parameters(json.loads(parameters(params))))
+
 
 @pytest.fixture(scope="session")
 def seldon_metrics() -> Any:
@@ -168,10 +181,13 @@ def seldon_metrics() -> Any:
 
 @pytest.fixture(scope="module")
 def load_server(seldon_metrics) -> Any:
-    """Build servers in-process: load_server("TFLiteServer", model_uri=...)."""
+    """Build servers in-process: load_server("TFLiteServer", model_uri=...); `own_metrics=True` gives the
+    server a metrics store of its own (for tests that count what reaches Prometheus)."""
 
-    def build(server_class: str, **params: Any) -> InProcessServer:
-        return InProcessServer(server_class, seldon_metrics, **params)
+    def build(server_class: str, own_metrics: bool = False, **params: Any) -> InProcessServer:
+        from seldon_core.metrics import SeldonMetrics
+
+        return InProcessServer(server_class, SeldonMetrics() if own_metrics else seldon_metrics, **params)
 
     return build
 
