@@ -98,17 +98,6 @@ def start_server() -> Iterator[Any]:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def mobilenet(start_server) -> ModelServer:
-    """The demo model end to end, with nothing but model_uri: classification is the default."""
-    return start_server("TFLiteServer", model_uri=str(MOBILENET_V2))
-
-
-@pytest.fixture(scope="module")
-def face_mask(start_server) -> ModelServer:
-    return start_server("TFLiteServer", model_uri=str(FACE_MASK), postprocess="detection")
-
-
 # --- in-process: the component inside Seldon's own REST app and gRPC servicer ---------------------
 
 
@@ -192,14 +181,25 @@ def load_server(seldon_metrics) -> Any:
     return build
 
 
-@pytest.fixture(scope="module")
-def mobilenet_in_process(load_server) -> InProcessServer:
-    return load_server("TFLiteServer", model_uri=str(MOBILENET_V2))
+# --- the shared servers: the same two, end to end and in-process -----------------------------------
 
 
-@pytest.fixture(scope="module")
-def face_mask_in_process(load_server) -> InProcessServer:
-    return load_server("TFLiteServer", model_uri=str(FACE_MASK), postprocess="detection")
+def _server(starter: str, server_class: str, **params: Any) -> Any:
+    """A module-scoped fixture: `server_class` with `params`, from `starter` (start_server or load_server)."""
+
+    @pytest.fixture(scope="module")
+    def server(request: pytest.FixtureRequest) -> Any:
+        return request.getfixturevalue(starter)(server_class, **params)
+
+    return server
+
+
+DEMO = {"model_uri": str(MOBILENET_V2)}  # nothing but model_uri: classification is the default
+DETECTOR = {"model_uri": str(FACE_MASK), "postprocess": "detection"}
+mobilenet = _server("start_server", "TFLiteServer", **DEMO)
+face_mask = _server("start_server", "TFLiteServer", **DETECTOR)
+mobilenet_in_process = _server("load_server", "TFLiteServer", **DEMO)
+face_mask_in_process = _server("load_server", "TFLiteServer", **DETECTOR)
 
 
 # --- ground truth: the plain interpreter ---------------------------------------------------

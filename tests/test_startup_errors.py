@@ -79,31 +79,26 @@ def test_corrupt_model_file(fail, tmp_path):
     assert "cannot read" in line and "broken.tflite" in line
 
 
-@pytest.mark.parametrize("server_class", ["TFLiteServer", "OpenVINOServer"])
-def test_unknown_tensor_name_lists_the_model_names(fail, server_class):
-    line = fail(server_class, model_uri=str(FACE_MASK), output_tensor_name="scores")
-    assert "unknown output tensor name(s) scores" in line
-    assert "loc_branch_concat_1/concat" in line and "cls_branch_concat_1/concat" in line
+# (server class, parameters, words the line must contain): errors found in the parameters or the model's signature.
+SIGNATURE_CASES = {
+    "unknown tensor name lists the model's names (TFLite)": ("TFLiteServer", {"model_uri": str(FACE_MASK), "output_tensor_name": "scores"},
+        ["unknown output tensor name(s) scores", "loc_branch_concat_1/concat", "cls_branch_concat_1/concat"]),
+    "unknown tensor name lists the model's names (OpenVINO)": ("OpenVINOServer", {"model_uri": str(FACE_MASK), "output_tensor_name": "scores"},
+        ["unknown output tensor name(s) scores", "loc_branch_concat_1/concat", "cls_branch_concat_1/concat"]),
+    "unknown parameter is named": ("TFLiteServer", {"model_uri": str(MOBILENET_V2), "topk": 3}, ["unknown parameter(s) topk", "top_k"]),
+    "bad parameter value": ("TFLiteServer", {"model_uri": str(MOBILENET_V2), "postprocess": "boxes"}, ["postprocess='boxes'", "classification"]),
+    "post-processing that does not fit the model": ("TFLiteServer", {"model_uri": str(FACE_MASK), "postprocess": "classification"},
+        ["needs one output", "output_tensor_name"]),
+    "OpenVINO unknown device": ("OpenVINOServer", {"model_uri": str(MOBILENET_V2), "device": "NPU7"}, ["'NPU7' is not available", "CPU"]),
+}
 
 
-def test_unknown_parameter_is_named(fail):
-    line = fail("TFLiteServer", model_uri=str(MOBILENET_V2), topk=3)
-    assert "unknown parameter(s) topk" in line and "top_k" in line
-
-
-def test_bad_parameter_value(fail):
-    line = fail("TFLiteServer", model_uri=str(MOBILENET_V2), postprocess="boxes")
-    assert "postprocess='boxes'" in line and "classification" in line
-
-
-def test_post_processing_that_does_not_fit_the_model(fail):
-    line = fail("TFLiteServer", model_uri=str(FACE_MASK), postprocess="classification")
-    assert "needs one output" in line and "output_tensor_name" in line
-
-
-def test_openvino_unknown_device(fail):
-    line = fail("OpenVINOServer", model_uri=str(MOBILENET_V2), device="NPU7")
-    assert "'NPU7' is not available" in line and "CPU" in line
+@pytest.mark.parametrize("case", sorted(SIGNATURE_CASES))
+def test_bad_parameters_and_signatures_are_named(fail, case):
+    server_class, params, words = SIGNATURE_CASES[case]
+    line = fail(server_class, **params)
+    for word in words:
+        assert word in line, line
 
 
 def _corrupt_ir(directory):

@@ -63,6 +63,12 @@ def _tensor(image: str = "cat.bmp") -> np.ndarray:
     return plain_image_tensor(MOBILENET_V2, image)
 
 
+def _face_mask_truth(image: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The face-mask detector's float input for `image` and the plain interpreter's outputs for it."""
+    tensor = plain_image_tensor(FACE_MASK, image, scale=1 / 255)
+    return tensor, plain_outputs(FACE_MASK, tensor)
+
+
 def test_ndarray_answers_the_exact_output_of_the_plain_interpreter(mobilenet_in_process):
     tensor = _tensor()
     (expected,) = plain_outputs(MOBILENET_V2, tensor).values()
@@ -107,8 +113,7 @@ def test_batch_dimension_may_be_left_out(mobilenet_in_process):
 
 
 def test_json_data_feeds_inputs_by_name_and_answers_outputs_by_name(face_mask_in_process):
-    tensor = plain_image_tensor(FACE_MASK, "face_mask_demo.jpg", scale=1 / 255)
-    expected = plain_outputs(FACE_MASK, tensor)
+    tensor, expected = _face_mask_truth("face_mask_demo.jpg")
     # face_mask runs with postprocess=detection: explicit post-processing applies to tensors too.
     reply = face_mask_in_process.rest_ok({"jsonData": {"data_1": tensor.tolist()}})
     assert reply["jsonData"][0]["label"] == "Mask"
@@ -116,23 +121,24 @@ def test_json_data_feeds_inputs_by_name_and_answers_outputs_by_name(face_mask_in
     assert reply["jsonData"][0]["score"] == pytest.approx(float(scores.max()), abs=1e-5)
 
 
-def test_several_outputs_come_back_as_json_data_keyed_by_name(load_server):
-    server = load_server("TFLiteServer", model_uri=str(FACE_MASK))  # no post-processing: raw outputs
-    tensor = plain_image_tensor(FACE_MASK, "grace_hopper.bmp", scale=1 / 255)
-    expected = plain_outputs(FACE_MASK, tensor)
-    reply = server.rest_ok({"data": {"ndarray": tensor.tolist()}})
+@pytest.fixture(scope="module")
+def raw_face_mask(load_server):
+    return load_server("TFLiteServer", model_uri=str(FACE_MASK))  # no post-processing: raw outputs
+
+
+def test_several_outputs_come_back_as_json_data_keyed_by_name(raw_face_mask):
+    tensor, expected = _face_mask_truth("grace_hopper.bmp")
+    reply = raw_face_mask.rest_ok({"data": {"ndarray": tensor.tolist()}})
     assert set(reply["jsonData"]) == set(expected)
     for name, value in expected.items():  # float32 outputs, written as float32: exact once read as float32
         np.testing.assert_array_equal(np.asarray(reply["jsonData"][name], np.float32), value)
 
 
-def test_several_outputs_of_a_tftensor_request_stay_binary_over_grpc(load_server):
-    server = load_server("TFLiteServer", model_uri=str(FACE_MASK))  # no post-processing: raw outputs
-    tensor = plain_image_tensor(FACE_MASK, "face_mask_demo.jpg", scale=1 / 255)
-    expected = plain_outputs(FACE_MASK, tensor)
+def test_several_outputs_of_a_tftensor_request_stay_binary_over_grpc(raw_face_mask):
+    tensor, expected = _face_mask_truth("face_mask_demo.jpg")
     message = prediction_pb2.SeldonMessage()
     message.data.tftensor.CopyFrom(tensor_to_tf(tensor))
-    reply = json_format.MessageToDict(server.grpc(message).jsonData)
+    reply = json_format.MessageToDict(raw_face_mask.grpc(message).jsonData)
     assert set(reply) == set(expected)
     for name, value in expected.items():
         got = tensor_from_tf(json_format.ParseDict(reply[name], type(message.data.tftensor)()))
@@ -158,7 +164,7 @@ def test_detection_finds_one_mask_face_and_one_bare_face(face_mask_in_process):
     assert [d["label"] for d in mask] == ["Mask"] and [d["label"] for d in bare] == ["NoMask"]
     # Scores equal the best anchor's score from the plain interpreter on the same photo.
     for answer, image in ((mask, "face_mask_demo.jpg"), (bare, "grace_hopper.bmp")):
-        scores = plain_outputs(FACE_MASK, plain_image_tensor(FACE_MASK, image, scale=1 / 255))["cls_branch_concat_1/concat"]
+        scores = _face_mask_truth(image)[1]["cls_branch_concat_1/concat"]
         assert answer[0]["score"] == pytest.approx(float(scores.max()), abs=2e-3)
     import cv2
 
