@@ -5,6 +5,7 @@ both with the same clients, and the plain TFLite interpreter as ground truth."""
 from __future__ import annotations
 
 import base64
+import functools
 import importlib
 import io
 import json
@@ -205,8 +206,9 @@ face_mask_in_process = _server("load_server", "TFLiteServer", **DETECTOR)
 # --- ground truth: the plain interpreter ---------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
 def plain_interpreter(model: Path):
-    """The runtime itself, with nothing of ours in between."""
+    """The runtime itself, with nothing of ours in between (one per model file; the tests call it in turn)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(model))
