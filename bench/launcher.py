@@ -24,10 +24,13 @@ from harness import (  # noqa: F401 (re-exported)
 
 class Server(Microservice):
     """One `seldon-core-microservice <interface>` process tree (REST + gRPC + metrics) on free ports,
-    listening as the wrapper does (no loopback shim: the benchmark measures the server as shipped)."""
+    run from ROOT (set it to measure another checkout), listening as the wrapper does (no loopback
+    shim: the benchmark measures the server as shipped). `url` is the predictions endpoint."""
 
     def __init__(self, interface: str, params: dict[str, Any], env: dict[str, str] | None = None):
-        super().__init__(interface, params, env, loopback=False)
+        super().__init__(interface, params, env, loopback=False, cwd=ROOT)
+        self.url += "/api/v1.0/predictions"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
 
     def start(self, first_prediction: Callable[["Server"], bool], timeout: float = 120.0) -> "Server":  # type: ignore[override]
         """Start and poll `first_prediction` until it succeeds: cold start = process start to that moment."""

@@ -54,7 +54,7 @@ class ModelServer(Microservice, Clients):
     """One real `seldon-core-microservice` process tree (REST + gRPC + metrics) on free loopback ports."""
 
     def __init__(self, server_class: str, env: dict[str, str] | None = None, **params: Any):
-        super().__init__(server_class, params, env)
+        super().__init__(server_class, params, env, stderr_pipe=True)  # proc.stderr: what it wrote, once it exits
 
     def channel(self) -> grpc.Channel:
         if not hasattr(self, "_channel"):

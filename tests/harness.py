@@ -146,21 +146,25 @@ def tree_memory(pid: int) -> dict[str, Any]:
 
 
 class ServerProcess:
-    """A server command in its own process group (stopping it stops every worker it forked), stdout
-    discarded, stderr kept in a file; started, then polled until `ready()` holds."""
+    """A server command in its own process group (stopping it stops every worker it forked), run from
+    `cwd`, stdout discarded; started, then polled until `ready()` holds. Its stderr goes to a file, or
+    with `stderr_pipe` to `proc.stderr` for the caller to read once it has exited."""
 
-    def __init__(self, command: list[str], env: dict[str, str], name: str = "server"):
+    def __init__(self, command: list[str], env: dict[str, str], name: str = "server", cwd: Path = ROOT,
+                 stderr_pipe: bool = False):
         self.argv = command
         self.env = env
         self.name = name
+        self.cwd = cwd
+        self.stderr_pipe = stderr_pipe
         self.proc: subprocess.Popen | None = None
         self.ready_s: float | None = None  # process start to the first time ready() held
 
     def start(self, ready: Callable[[], bool], timeout: float = 120.0, poll: float = 0.05) -> "ServerProcess":
         """Start and poll `ready` (an exception counts as not yet) until it holds (`ready_s` says when)."""
-        self._err = tempfile.TemporaryFile()
+        self._err = subprocess.PIPE if self.stderr_pipe else tempfile.TemporaryFile()
         started = time.perf_counter()
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=self._err,
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=self._err,
                                      start_new_session=True)
         deadline = started + timeout
         while time.perf_counter() < deadline:
@@ -173,15 +177,23 @@ class ServerProcess:
             except Exception:  # not listening yet
                 pass
             time.sleep(poll)
-        tail = self.stderr_tail()
         self.stop()
-        raise TimeoutError(f"{self.name} not ready within {timeout}s: {tail}")
+        raise TimeoutError(f"{self.name} not ready within {timeout}s: {self.stderr_tail()}")
 
     def stderr_tail(self, size: int = 3000) -> str:
-        if not hasattr(self, "_err") or self._err.closed:
+        """The end of what the server wrote to stderr (with `stderr_pipe`, only once it has exited)."""
+        if self.proc is None:
             return ""
-        self._err.seek(0)
-        return self._err.read().decode(errors="replace")[-size:]
+        if self.stderr_pipe:
+            if self.proc.poll() is None or self.proc.stderr is None or self.proc.stderr.closed:
+                return ""
+            data = self.proc.stderr.read()
+        else:
+            if self._err.closed:
+                return ""
+            self._err.seek(0)
+            data = self._err.read()
+        return data.decode(errors="replace")[-size:]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -193,7 +205,9 @@ class ServerProcess:
     def stop(self, timeout: float = 20) -> None:
         if self.proc:
             stop_process_group(self.proc, timeout=timeout)
-        if hasattr(self, "_err"):
+            if self.proc.stderr:
+                self.proc.stderr.close()
+        if hasattr(self, "_err") and self._err is not subprocess.PIPE:
             self._err.close()
 
 
@@ -202,7 +216,8 @@ class Microservice(ServerProcess):
     parameters in PREDICTIVE_UNIT_PARAMETERS as the operator passes them. Ready by default when REST
     answers /health/ping and gRPC accepts a connection."""
 
-    def __init__(self, interface: str, params: dict[str, Any], env: dict[str, str] | None = None, loopback: bool = True):
+    def __init__(self, interface: str, params: dict[str, Any], env: dict[str, str] | None = None, loopback: bool = True,
+                 **options: Any):
         self.server_class = interface
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
@@ -216,13 +231,14 @@ class Microservice(ServerProcess):
                 **(env or {}),
             },
             name=interface,
+            **options,
         )
 
     def command(self) -> list[str]:
         return self.argv
 
     def ready(self) -> bool:
-        return http_ok(self.url + "/health/ping") and grpc_ready(f"127.0.0.1:{self.grpc_port}")
+        return http_ok(f"http://127.0.0.1:{self.http_port}/health/ping") and grpc_ready(f"127.0.0.1:{self.grpc_port}")
 
     def start(self, ready: Callable[[], bool] | None = None, timeout: float = 120.0, poll: float = 0.05) -> "Microservice":
         super().start(ready or self.ready, timeout, poll)
