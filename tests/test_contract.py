@@ -29,7 +29,7 @@ import tarfile
 import threading
 from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
@@ -234,6 +234,13 @@ class PodRun:
                           timeout=START_TIMEOUT, poll=0.3)
         return env
 
+    def predict(self, image: str) -> Any:
+        """The jsonData answer to a photo from images/ posted as docs/kubernetes.md's curl sends it (a form file)."""
+        with open(ROOT / "images" / image, "rb") as photo:
+            reply = requests.post(self.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["jsonData"]
+
     def stop(self) -> None:
         if self.server:
             self.server.stop(timeout=30)
@@ -295,10 +302,7 @@ def test_chart_initializer_and_server_agree_on_a_classifier(model_site, pod_run)
         path = container[probe]["httpGet"]["path"]
         assert requests.get(run.url + path, timeout=60).status_code == 200, probe
 
-    with open(ROOT / "images" / "parrot.jpg", "rb") as photo:  # what docs/kubernetes.md's curl sends
-        reply = requests.post(run.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    answer = reply.json()["jsonData"]
+    answer = run.predict("parrot.jpg")
     assert len(answer) == 3
     assert answer[0]["label"] == "macaw"
     assert answer[0]["score"] > 0.5
@@ -319,10 +323,7 @@ def test_face_mask_example_runs_as_shipped(model_site, pod_run):
     assert [f.name for f in model_dir.iterdir()] == ["face_mask_detection.tflite"]
 
     run.start_server()
-    with open(ROOT / "images" / "face_mask_demo.jpg", "rb") as photo:
-        reply = requests.post(run.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    detections = reply.json()["jsonData"]
+    detections = run.predict("face_mask_demo.jpg")
     assert [d["label"] for d in detections] == ["0"]  # class 0 = Mask; no labels.txt beside a bare .tflite
     assert len(detections[0]["box"]) == 4
 
@@ -366,8 +367,5 @@ def test_image_classifier_example_fetches_from_s3_with_the_docs_secret(s3_endpoi
     assert sorted(f.name for f in model_dir.iterdir()) == ["labels.txt", "mobilenet_v2_1.0_224_quant.tflite"]
 
     run.start_server()
-    with open(ROOT / "images" / "parrot.jpg", "rb") as photo:
-        reply = requests.post(run.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    answer = reply.json()["jsonData"]
+    answer = run.predict("parrot.jpg")
     assert [a["label"] for a in answer][:1] == ["macaw"] and len(answer) == 3
