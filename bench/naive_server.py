@@ -17,10 +17,7 @@ import os
 
 import numpy as np
 
-try:
-    from ai_edge_litert.interpreter import Interpreter
-except ImportError:  # armv7
-    from tflite_runtime.interpreter import Interpreter
+from edgeservers.runtime_tflite import Interpreter  # the runtime's own class (LiteRT; tflite_runtime on armv7)
 
 
 class NaiveServer:

@@ -23,7 +23,6 @@ import functools
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -36,36 +35,19 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from harness import LOOPBACK_SHIM, free_port, listening_hosts  # noqa: E402 (the tests' harness: standard library only)
+
 MODEL_DIR = ROOT / "models" / "mobilenet_v2_quant"
 PHOTO = ROOT / "images" / "parrot.jpg"
 PLATFORM = {"amd64": ["--arch", "amd64"], "arm64": ["--arch", "arm64"], "armv7": ["--arch", "arm", "--variant", "v7"]}
 START_TIMEOUT = {"amd64": 120, "arm64": 420, "armv7": 600}  # cold starts under qemu take minutes
-
-LOOPBACK_SHIM = ROOT / "tests" / "loopback"  # sitecustomize.py: keeps the listeners on 127.0.0.1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def podman(*args: str, **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.setdefault("CONTAINERS_CONF", str(ROOT / ".cache" / "containers.conf"))
     return subprocess.run(["podman", "--runtime", "runc", *args], env=env, text=True, **kw)
-
-
-def listeners(port: int) -> set[str]:
-    """Local IPv4/IPv6 addresses listening on this TCP port (from /proc/net)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            parts = line.split()
-            addr, hexport = parts[1].rsplit(":", 1)
-            if parts[3] == "0A" and int(hexport, 16) == port:
-                found.add(addr)
-    return found
 
 
 def serve_model(workdir: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -134,8 +116,8 @@ def run_server(arch: str, image: str, models: Path, shim: Path, work: Path, serv
         t1 = time.monotonic()
         predict(http_port)
         result["warm_prediction_s"] = round(time.monotonic() - t1, 2)
-        bound = listeners(http_port) | listeners(metrics_port)
-        assert bound and all(a in ("0100007F", "00000000000000000000000001000000") for a in bound), bound
+        bound = listening_hosts(http_port) | listening_hosts(metrics_port)
+        assert bound and all(a in ("127.0.0.1", "::1") for a in bound), bound
         user = podman("exec", name, "id", "-u", capture_output=True).stdout.strip()
         assert user == "8888", user
         t2 = time.monotonic()

@@ -1,12 +1,14 @@
-"""Test harness: the real `seldon-core-microservice` on free loopback ports, REST and gRPC clients,
-and the plain TFLite interpreter as ground truth."""
+"""Test fixtures: the servers end to end (the real `seldon-core-microservice`, started through
+tests/harness.py) or in-process (the component inside Seldon's own Flask app and gRPC servicer),
+both with the same clients, and the plain TFLite interpreter as ground truth."""
 
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import time
+import functools
+import importlib
+import io
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,7 +18,7 @@ import pytest
 import requests
 from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
 
-from bench.launcher import free_port, microservice_command, parameters, stop_process_group
+from harness import Microservice, free_port, parameters  # noqa: F401 (free_port: tests import it from here)
 
 pytest_plugins = ("services",)  # the shared fixtures web (HTTP server) and s3_server (moto S3)
 
@@ -34,48 +36,27 @@ def image_bytes(name: str) -> bytes:
     return (IMAGES / name).read_bytes()
 
 
-class ModelServer:
-    """One real `seldon-core-microservice` process (REST + gRPC + metrics) on free loopback ports."""
+class Clients:
+    """What the tests send, the same for a server end to end and in-process."""
+
+    def rest(self, body: Any = None, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def rest_ok(self, body: Any = None, **kwargs: Any) -> dict:
+        response = self.rest(body, **kwargs)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def image(self, name: str) -> dict:
+        """A JPEG/PNG/BMP from images/ as JSON binData."""
+        return self.rest_ok({"binData": base64.b64encode(image_bytes(name)).decode()})
+
+
+class ModelServer(Microservice, Clients):
+    """One real `seldon-core-microservice` process tree (REST + gRPC + metrics) on free loopback ports."""
 
     def __init__(self, server_class: str, env: dict[str, str] | None = None, **params: Any):
-        self.server_class = server_class
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.env = {
-            **os.environ,
-            "PREDICTIVE_UNIT_PARAMETERS": parameters(params),
-            "PREDICTIVE_UNIT_METRICS_ENDPOINT": "/prometheus",
-            "PYTHONPATH": str(ROOT / "tests" / "loopback"),  # REST and metrics listen on 127.0.0.1 only
-            **(env or {}),
-        }
-        self.proc: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{self.http_port}"
-
-    def command(self) -> list[str]:
-        return microservice_command(self.server_class, self.http_port, self.grpc_port, self.metrics_port)
-
-    def start(self, timeout: float = 90.0) -> "ModelServer":
-        self.proc = subprocess.Popen(
-            self.command(), cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.proc.stderr.read().decode()[-3000:]}")
-            if self._ready():
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"{self.server_class} not ready after {timeout}s")
-
-    def _ready(self) -> bool:
-        try:
-            if requests.get(self.url + "/health/ping", timeout=1).status_code != 200:
-                return False
-            grpc.channel_ready_future(self.channel()).result(timeout=1)
-            return True
-        except (requests.RequestException, grpc.FutureTimeoutError):
-            return False
+        super().__init__(server_class, params, env, stderr_pipe=True)  # proc.stderr: what it wrote, once it exits
 
     def channel(self) -> grpc.Channel:
         if not hasattr(self, "_channel"):
@@ -85,40 +66,29 @@ class ModelServer:
             )
         return self._channel
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20) -> None:
         if hasattr(self, "_channel"):
             self._channel.close()
-        if self.proc:
-            stop_process_group(self.proc, timeout=20)
-        if self.proc and self.proc.stderr:
-            self.proc.stderr.close()
+        super().stop(timeout)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    # --- clients ---------------------------------------------------------------------------
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.url + path, timeout=10)
 
     def rest(self, body: Any = None, **kwargs: Any) -> requests.Response:
         if body is not None:
             kwargs["json"] = body
         return requests.post(self.url + "/api/v1.0/predictions", timeout=60, **kwargs)
 
-    def rest_ok(self, body: Any = None, **kwargs: Any) -> dict:
-        response = self.rest(body, **kwargs)
-        assert response.status_code == 200, response.text
-        return response.json()
-
     def grpc(self, message: prediction_pb2.SeldonMessage) -> prediction_pb2.SeldonMessage:
         return prediction_pb2_grpc.ModelStub(self.channel()).Predict(message, timeout=60)
 
-    def image(self, name: str) -> dict:
-        """A JPEG/PNG/BMP from images/ as JSON binData."""
-        return self.rest_ok({"binData": base64.b64encode(image_bytes(name)).decode()})
+    def prometheus(self) -> str:
+        return requests.get(f"http://127.0.0.1:{self.metrics_port}/prometheus", timeout=10).text
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def start_server() -> Iterator[Any]:
-    """Start servers that live for the session: start_server("TFLiteServer", model_uri=...)."""
+    """Start real servers that stop when the module's tests end: start_server("TFLiteServer", model_uri=...)."""
     started: list[ModelServer] = []
 
     def start(server_class: str, env: dict[str, str] | None = None, **params: Any) -> ModelServer:
@@ -131,22 +101,116 @@ def start_server() -> Iterator[Any]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def mobilenet(start_server) -> ModelServer:
-    """The demo model with nothing but model_uri: classification is the default."""
-    return start_server("TFLiteServer", model_uri=str(MOBILENET_V2))
+# --- in-process: the component inside Seldon's own REST app and gRPC servicer ---------------------
+
+
+class Reply:
+    """A Flask test response, read as the tests read a requests.Response."""
+
+    def __init__(self, response: Any):
+        self.status_code = response.status_code
+        self.text = response.get_data(as_text=True)
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class InProcessServer(Clients):
+    """A server class built as the wrapper builds it (PREDICTIVE_UNIT_PARAMETERS parsed by Seldon,
+    __init__, load()), behind `seldon_core.wrapper`'s Flask app (its test client: Seldon's request
+    parsing, error handlers and JSON writing) and its gRPC servicer (messages serialized both ways,
+    as on the wire). Only gunicorn, grpc's transport and the processes are left out."""
+
+    def __init__(self, server_class: str, metrics: Any, **params: Any):
+        from seldon_core.wrapper import SeldonModelGRPC, get_rest_microservice
+
+        self.component = build_component(server_class, params)
+        self.component.load()
+        self.metrics = metrics
+        self.client = get_rest_microservice(self.component, metrics).test_client()
+        self.servicer = SeldonModelGRPC(self.component, metrics)
+
+    def get(self, path: str) -> Reply:
+        return Reply(self.client.get(path))
+
+    def rest(self, body: Any = None, **kwargs: Any) -> Reply:
+        """POST /api/v1.0/predictions with requests' keywords: json body, data, headers, files."""
+        if body is not None:
+            kwargs["data"] = json.dumps(body)
+            kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
+        if "files" in kwargs:
+            kwargs["data"] = {k: (io.BytesIO(content), filename) for k, (filename, content) in kwargs.pop("files").items()}
+            kwargs["content_type"] = "multipart/form-data"
+        return Reply(self.client.post("/api/v1.0/predictions", **kwargs))
+
+    def grpc(self, message: prediction_pb2.SeldonMessage) -> prediction_pb2.SeldonMessage:
+        request = prediction_pb2.SeldonMessage.FromString(message.SerializeToString())
+        reply = self.servicer.Predict(request, None)
+        return prediction_pb2.SeldonMessage.FromString(reply.SerializeToString())
+
+    def prometheus(self) -> str:
+        """What Seldon's metrics app serves from this server's metrics store."""
+        from seldon_core import wrapper
+
+        return wrapper.get_metrics_microservice(self.metrics).test_client().get(wrapper.METRICS_ENDPOINT).get_data(as_text=True)
+
+
+def build_component(server_class: str, params: dict[str, Any]) -> Any:
+    """`server_class(**parameters)` as the wrapper calls it: PREDICTIVE_UNIT_PARAMETERS parsed by Seldon."""
+    from seldon_core.microservice import parse_parameters
+
+    cls = getattr(importlib.import_module(server_class), server_class)
+    return cls(**parse_parameters(json.loads(parameters(params))))
 
 
 @pytest.fixture(scope="session")
-def face_mask(start_server) -> ModelServer:
-    return start_server("TFLiteServer", model_uri=str(FACE_MASK), postprocess="detection")
+def seldon_metrics() -> Any:
+    """Seldon's metrics store (it starts a multiprocessing Manager: one for the whole run)."""
+    from seldon_core.metrics import SeldonMetrics
+
+    return SeldonMetrics()
+
+
+@pytest.fixture(scope="module")
+def load_server(seldon_metrics) -> Any:
+    """Build servers in-process: load_server("TFLiteServer", model_uri=...); `own_metrics=True` gives the
+    server a metrics store of its own (for tests that count what reaches Prometheus)."""
+
+    def build(server_class: str, own_metrics: bool = False, **params: Any) -> InProcessServer:
+        from seldon_core.metrics import SeldonMetrics
+
+        return InProcessServer(server_class, SeldonMetrics() if own_metrics else seldon_metrics, **params)
+
+    return build
+
+
+# --- the shared servers: the same two, end to end and in-process -----------------------------------
+
+
+def _server(starter: str, server_class: str, **params: Any) -> Any:
+    """A module-scoped fixture: `server_class` with `params`, from `starter` (start_server or load_server)."""
+
+    @pytest.fixture(scope="module")
+    def server(request: pytest.FixtureRequest) -> Any:
+        return request.getfixturevalue(starter)(server_class, **params)
+
+    return server
+
+
+DEMO = {"model_uri": str(MOBILENET_V2)}  # nothing but model_uri: classification is the default
+DETECTOR = {"model_uri": str(FACE_MASK), "postprocess": "detection"}
+mobilenet = _server("start_server", "TFLiteServer", **DEMO)
+face_mask = _server("start_server", "TFLiteServer", **DETECTOR)
+mobilenet_in_process = _server("load_server", "TFLiteServer", **DEMO)
+face_mask_in_process = _server("load_server", "TFLiteServer", **DETECTOR)
 
 
 # --- ground truth: the plain interpreter ---------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
 def plain_interpreter(model: Path):
-    """The runtime itself, with nothing of ours in between."""
+    """The runtime itself, with nothing of ours in between (one per model file; the tests call it in turn)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(model))

@@ -23,29 +23,25 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
 import yaml
 
 import k8s_validation as kv
-from bench.launcher import free_port, stop_process_group
 from services import FileServer, S3Server, tar_dir
+from harness import LOOPBACK_SHIM, MICROSERVICE, ServerProcess, free_port, http_ok, listening_hosts
 
 ROOT = kv.ROOT
 PYTHON = Path(sys.executable)  # the venv's python: the image's ENTRYPOINT is `python -m edgeservers.storage`
-MICROSERVICE = PYTHON.parent / "seldon-core-microservice"
 START_TIMEOUT = 180  # generous for slow CI machines; nothing asserts on timings
 
 # The Seldon v1 operator's constants (operator/constants/constants.go, controllers/model_initializer_injector.go).
 FIRST_HTTP_PORT, FIRST_GRPC_PORT, FIRST_METRICS_PORT = 9000, 9500, 6000
 DEFAULT_MODEL_LOCAL_MOUNT_PATH = "/mnt/models"
 PROMETHEUS_PATH = "/prometheus"
-
-LOOPBACK_SHIM = ROOT / "tests" / "loopback"  # sitecustomize.py: keeps the listeners on 127.0.0.1
 
 
 # --- the operator's view -----------------------------------------------------------------------------
@@ -162,24 +158,6 @@ def tools() -> None:
         pytest.fail(str(e), pytrace=False)
 
 
-def listening_hosts(port_number: int) -> set[str]:
-    """Local addresses of the sockets listening on this TCP port (IPv4 and IPv6), from /proc/net."""
-    hosts = set()
-    for table, size in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        if not os.path.exists(table):
-            continue
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            address, port_hex = fields[1].rsplit(":", 1)
-            if fields[3] == "0A" and int(port_hex, 16) == port_number:
-                raw = bytes.fromhex(address)
-                if size == 8:
-                    hosts.add(".".join(str(b) for b in reversed(raw)))
-                else:
-                    hosts.add(raw.hex())
-    return hosts
-
-
 class PodRun:
     """One rendered pod, run locally: init containers, then the model container."""
 
@@ -190,7 +168,7 @@ class PodRun:
         self.spec = component["spec"]
         self.volumes = Volumes(self.spec, root / "volumes")
         self.root = root
-        self.proc: subprocess.Popen | None = None
+        self.server: ServerProcess | None = None
 
     def container_env(self, container: dict, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
         """A clean environment, as in the container: envFrom secrets, then env; TMPDIR on the /tmp volume."""
@@ -230,30 +208,25 @@ class PodRun:
         env["PREDICTIVE_UNIT_PARAMETERS"] = json.dumps(parameters)
         process_env = {**self.container_env(container, {}), **env,
                        "PYTHONPATH": os.pathsep.join([str(LOOPBACK_SHIM), str(ROOT)])}
-        self.proc = subprocess.Popen(
-            [str(MICROSERVICE), env["MODEL_NAME"], "--service-type", "MODEL"], cwd=ROOT, env=process_env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        )
         self.url = f"http://127.0.0.1:{env['PREDICTIVE_UNIT_HTTP_SERVICE_PORT']}"
         self.metrics_url = f"http://127.0.0.1:{env['PREDICTIVE_UNIT_METRICS_SERVICE_PORT']}"
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.proc.stderr.read().decode()[-4000:]}")
-            try:  # the REST server and the metrics server are separate processes: wait for both
-                if (requests.get(self.url + "/health/ping", timeout=2).status_code == 200
-                        and requests.get(self.metrics_url + env["PREDICTIVE_UNIT_METRICS_ENDPOINT"], timeout=2).ok):
-                    return env
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"no answer on {self.url}/health/ping and the metrics port within {START_TIMEOUT}s")
+        self.server = ServerProcess([str(MICROSERVICE), env["MODEL_NAME"], "--service-type", "MODEL"], process_env)
+        # The REST server and the metrics server are separate processes: wait for both.
+        self.server.start(lambda: http_ok(self.url + "/health/ping", timeout=2)
+                          and http_ok(self.metrics_url + env["PREDICTIVE_UNIT_METRICS_ENDPOINT"], timeout=2),
+                          timeout=START_TIMEOUT, poll=0.3)
+        return env
+
+    def predict(self, image: str) -> Any:
+        """The jsonData answer to a photo from images/ posted as docs/kubernetes.md's curl sends it (a form file)."""
+        with open(ROOT / "images" / image, "rb") as photo:
+            reply = requests.post(self.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["jsonData"]
 
     def stop(self) -> None:
-        if self.proc:
-            stop_process_group(self.proc, timeout=30)
-        if self.proc and self.proc.stderr:
-            self.proc.stderr.close()
+        if self.server:
+            self.server.stop(timeout=30)
 
 
 @pytest.fixture
@@ -312,10 +285,7 @@ def test_chart_initializer_and_server_agree_on_a_classifier(model_site, pod_run)
         path = container[probe]["httpGet"]["path"]
         assert requests.get(run.url + path, timeout=60).status_code == 200, probe
 
-    with open(ROOT / "images" / "parrot.jpg", "rb") as photo:  # what docs/kubernetes.md's curl sends
-        reply = requests.post(run.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    answer = reply.json()["jsonData"]
+    answer = run.predict("parrot.jpg")
     assert len(answer) == 3
     assert answer[0]["label"] == "macaw"
     assert answer[0]["score"] > 0.5
@@ -336,10 +306,7 @@ def test_face_mask_example_runs_as_shipped(model_site, pod_run):
     assert [f.name for f in model_dir.iterdir()] == ["face_mask_detection.tflite"]
 
     run.start_server()
-    with open(ROOT / "images" / "face_mask_demo.jpg", "rb") as photo:
-        reply = requests.post(run.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    detections = reply.json()["jsonData"]
+    detections = run.predict("face_mask_demo.jpg")
     assert [d["label"] for d in detections] == ["0"]  # class 0 = Mask; no labels.txt beside a bare .tflite
     assert len(detections[0]["box"]) == 4
 
@@ -368,8 +335,5 @@ def test_image_classifier_example_fetches_from_s3_with_the_docs_secret(s3_endpoi
     assert sorted(f.name for f in model_dir.iterdir()) == ["labels.txt", "mobilenet_v2_1.0_224_quant.tflite"]
 
     run.start_server()
-    with open(ROOT / "images" / "parrot.jpg", "rb") as photo:
-        reply = requests.post(run.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    answer = reply.json()["jsonData"]
+    answer = run.predict("parrot.jpg")
     assert [a["label"] for a in answer][:1] == ["macaw"] and len(answer) == 3

@@ -1,5 +1,6 @@
 """OpenVINOServer against TFLiteServer on the same models: the .tflite read directly, and the IR
-that openvino.save_model writes from it."""
+that openvino.save_model writes from it. In-process (Seldon's own Flask app and gRPC servicer);
+tests/test_concurrency.py runs OpenVINOServer end to end over REST and gRPC."""
 
 from __future__ import annotations
 
@@ -31,27 +32,27 @@ def ir_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ov_tflite(start_server):
-    return start_server("OpenVINOServer", model_uri=str(MOBILENET_V2))
+def ov_tflite(load_server):
+    return load_server("OpenVINOServer", model_uri=str(MOBILENET_V2))
 
 
 @pytest.fixture(scope="module")
-def ov_ir(start_server, ir_dir):
-    return start_server("OpenVINOServer", model_uri=str(ir_dir), performance_hint="THROUGHPUT", pool_size=2)
+def ov_ir(load_server, ir_dir):
+    return load_server("OpenVINOServer", model_uri=str(ir_dir), performance_hint="THROUGHPUT", pool_size=2)
 
 
 @pytest.mark.parametrize("image", IMAGES)
-def test_openvino_labels_match_tflite_for_the_tflite_file_and_the_ir(mobilenet, ov_tflite, ov_ir, image):
-    reference = mobilenet.image(image)["jsonData"]
+def test_openvino_labels_match_tflite_for_the_tflite_file_and_the_ir(mobilenet_in_process, ov_tflite, ov_ir, image):
+    reference = mobilenet_in_process.image(image)["jsonData"]
     for server in (ov_tflite, ov_ir):
         answer = server.image(image)["jsonData"]
         assert answer[0]["label"] == reference[0]["label"]
         assert answer[0]["score"] == pytest.approx(reference[0]["score"], abs=0.03)
 
 
-def test_openvino_tensor_outputs_match_tflite(mobilenet, ov_tflite, ov_ir):
+def test_openvino_tensor_outputs_match_tflite(mobilenet_in_process, ov_tflite, ov_ir):
     tensor = plain_image_tensor(MOBILENET_V2, "cat.bmp")
-    expected = np.asarray(mobilenet.rest_ok({"data": {"ndarray": tensor.tolist()}})["data"]["ndarray"], np.float64)
+    expected = np.asarray(mobilenet_in_process.rest_ok({"data": {"ndarray": tensor.tolist()}})["data"]["ndarray"], np.float64)
     for server in (ov_tflite, ov_ir):
         got = np.asarray(server.rest_ok({"data": {"ndarray": tensor.tolist()}})["data"]["ndarray"], np.float64)
         assert got.shape == expected.shape
@@ -61,10 +62,10 @@ def test_openvino_tensor_outputs_match_tflite(mobilenet, ov_tflite, ov_ir):
         assert got.argmax() == expected.argmax()
 
 
-def test_openvino_detection_matches_tflite(face_mask, start_server):
-    server = start_server("OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection")
+def _same_detections(server, reference_server) -> None:
+    """The same labels, scores and boxes (within 2 pixels) as the reference on both face photos."""
     for image in ("face_mask_demo.jpg", "grace_hopper.bmp"):
-        reference = face_mask.image(image)["jsonData"]
+        reference = reference_server.image(image)["jsonData"]
         answer = server.image(image)["jsonData"]
         assert [d["label"] for d in answer] == [d["label"] for d in reference]
         for got, want in zip(answer, reference):
@@ -72,11 +73,16 @@ def test_openvino_detection_matches_tflite(face_mask, start_server):
             assert np.abs(np.subtract(got["box"], want["box"])).max() <= 2
 
 
-def test_openvino_grpc_tftensor_float_model_matches_tflite(start_server):
+def test_openvino_detection_matches_tflite(face_mask_in_process, load_server):
+    server = load_server("OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection")
+    _same_detections(server, face_mask_in_process)
+
+
+def test_openvino_grpc_tftensor_float_model_matches_tflite(load_server):
     tensor = plain_image_tensor(FACE_MASK, "face_mask_demo.jpg", scale=1 / 255)
     results = []
     for server_class in ("TFLiteServer", "OpenVINOServer"):
-        server = start_server(server_class, model_uri=str(FACE_MASK), output_tensor_name="cls_branch_concat_1/concat")
+        server = load_server(server_class, model_uri=str(FACE_MASK), output_tensor_name="cls_branch_concat_1/concat")
         message = prediction_pb2.SeldonMessage()
         message.data.tftensor.CopyFrom(tensor_to_tf(tensor))
         results.append(tensor_from_tf(server.grpc(message).data.tftensor))
@@ -84,14 +90,14 @@ def test_openvino_grpc_tftensor_float_model_matches_tflite(start_server):
 
 
 def test_openvino_metadata_and_health(ov_ir):
-    metadata = requests.get(ov_ir.url + "/api/v1.0/metadata", timeout=10).json()
+    metadata = ov_ir.get("/api/v1.0/metadata").json()
     assert metadata["platform"] == "openvino" and metadata["name"] == "model"
     assert metadata["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [1, 224, 224, 3]}]
-    assert requests.get(ov_ir.url + "/health/status", timeout=10).status_code == 200
+    assert ov_ir.get("/health/status").status_code == 200
     assert ov_ir.image("parrot.jpg")["meta"]["tags"]["runtime"] == "openvino"
 
 
-def test_nchw_input_gets_the_same_detections(face_mask, start_server, tmp_path):
+def test_nchw_input_gets_the_same_detections(face_mask_in_process, load_server, tmp_path):
     """The face-mask detector re-laid out to take NCHW (OpenVINO's PrePostProcessor), as an IR."""
     from openvino.preprocess import PrePostProcessor
 
@@ -102,14 +108,10 @@ def test_nchw_input_gets_the_same_detections(face_mask, start_server, tmp_path):
     model = ppp.build()
     ov.save_model(model, str(tmp_path / "model.xml"))
     shutil.copy(FACE_MASK / "labels.txt", tmp_path / "labels.txt")
-    server = start_server("OpenVINOServer", model_uri=str(tmp_path), postprocess="detection")
-    metadata = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()
+    server = load_server("OpenVINOServer", model_uri=str(tmp_path), postprocess="detection")
+    metadata = server.get("/api/v1.0/metadata").json()
     assert metadata["inputs"][0]["shape"] == [1, 3, 260, 260]
-    for image in ("face_mask_demo.jpg", "grace_hopper.bmp"):
-        reference = face_mask.image(image)["jsonData"]
-        answer = server.image(image)["jsonData"]
-        assert [d["label"] for d in answer] == [d["label"] for d in reference]
-        assert answer[0]["score"] == pytest.approx(reference[0]["score"], abs=1e-3)
+    _same_detections(server, face_mask_in_process)
 
 
 # --- inference_precision ---------------------------------------------------------------------

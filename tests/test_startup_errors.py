@@ -1,4 +1,9 @@
-"""A model that cannot load stops the process at start with one clear line."""
+"""A model that cannot load stops the process at start with one clear line.
+
+Each check runs in-process: the server class built as the wrapper builds it must exit (SystemExit)
+having written exactly that one line to stderr. Two run the real microservice (one per server class)
+to show the whole wrapper stops with the one line and no traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,14 @@ import subprocess
 
 import pytest
 
-from conftest import FACE_MASK, MOBILENET_V1, MOBILENET_V2, ROOT, ModelServer
+from conftest import FACE_MASK, MOBILENET_V1, MOBILENET_V2, ROOT, ModelServer, build_component
+
+
+def _our_line(server_class: str, stderr: str) -> str:
+    ours = [line for line in stderr.splitlines() if line.startswith(f"{server_class}: cannot load model:")]
+    assert len(ours) == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return ours[0]
 
 
 def start_and_fail(server_class: str, **params) -> str:
@@ -16,71 +28,92 @@ def start_and_fail(server_class: str, **params) -> str:
     proc = subprocess.run(server.command(), cwd=ROOT, env=server.env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0, proc.stderr[-2000:]
-    ours = [line for line in proc.stderr.splitlines() if line.startswith(f"{server_class}: cannot load model:")]
-    assert len(ours) == 1, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return ours[0]
+    return _our_line(server_class, proc.stderr)
 
 
-def test_missing_model_uri(tmp_path):
+@pytest.fixture
+def fail(capsys):
+    """fail(server_class, **params): build the server in-process; it must exit non-zero with one line."""
+
+    def build(server_class: str, **params) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            build_component(server_class, params)
+        assert stopped.value.code != 0
+        return _our_line(server_class, capsys.readouterr().err)
+
+    return build
+
+
+def test_missing_model_uri_stops_the_whole_wrapper():
     line = start_and_fail("TFLiteServer", top_k=3)
     assert "model_uri is required" in line
 
 
-def test_model_uri_that_does_not_exist(tmp_path):
-    line = start_and_fail("TFLiteServer", model_uri=str(tmp_path / "nowhere"))
+def test_missing_model_uri(fail):
+    line = fail("TFLiteServer", top_k=3)
+    assert "model_uri is required" in line
+
+
+def test_model_uri_that_does_not_exist(fail, tmp_path):
+    line = fail("TFLiteServer", model_uri=str(tmp_path / "nowhere"))
     assert "no such file or directory" in line and "nowhere" in line
 
 
-def test_directory_without_a_model_names_the_directory_and_what_it_holds(tmp_path):
+def test_directory_without_a_model_names_the_directory_and_what_it_holds(fail, tmp_path):
     (tmp_path / "README.md").write_text("no model here")
-    line = start_and_fail("TFLiteServer", model_uri=str(tmp_path))
+    line = fail("TFLiteServer", model_uri=str(tmp_path))
     assert str(tmp_path) in line and ".tflite" in line and "README.md" in line
 
 
-def test_directory_with_two_models_is_ambiguous(tmp_path):
+def test_directory_with_two_models_is_ambiguous(fail, tmp_path):
     shutil.copy(next(MOBILENET_V1.glob("*.tflite")), tmp_path / "a.tflite")
     shutil.copy(next(MOBILENET_V1.glob("*.tflite")), tmp_path / "b.tflite")
-    line = start_and_fail("TFLiteServer", model_uri=str(tmp_path))
+    line = fail("TFLiteServer", model_uri=str(tmp_path))
     assert "several .tflite models (a.tflite, b.tflite)" in line
 
 
-def test_corrupt_model_file(tmp_path):
+def test_corrupt_model_file(fail, tmp_path):
     (tmp_path / "broken.tflite").write_bytes(b"\x00" * 64)
-    line = start_and_fail("TFLiteServer", model_uri=str(tmp_path))
+    line = fail("TFLiteServer", model_uri=str(tmp_path))
     assert "cannot read" in line and "broken.tflite" in line
 
 
-@pytest.mark.parametrize("server_class", ["TFLiteServer", "OpenVINOServer"])
-def test_unknown_tensor_name_lists_the_model_names(server_class):
-    line = start_and_fail(server_class, model_uri=str(FACE_MASK), output_tensor_name="scores")
-    assert "unknown output tensor name(s) scores" in line
-    assert "loc_branch_concat_1/concat" in line and "cls_branch_concat_1/concat" in line
+# (server class, parameters, words the line must contain): errors found in the parameters or the model's signature.
+SIGNATURE_CASES = {
+    "unknown tensor name lists the model's names (TFLite)": ("TFLiteServer", {"model_uri": str(FACE_MASK), "output_tensor_name": "scores"},
+        ["unknown output tensor name(s) scores", "loc_branch_concat_1/concat", "cls_branch_concat_1/concat"]),
+    "unknown tensor name lists the model's names (OpenVINO)": ("OpenVINOServer", {"model_uri": str(FACE_MASK), "output_tensor_name": "scores"},
+        ["unknown output tensor name(s) scores", "loc_branch_concat_1/concat", "cls_branch_concat_1/concat"]),
+    "unknown parameter is named": ("TFLiteServer", {"model_uri": str(MOBILENET_V2), "topk": 3}, ["unknown parameter(s) topk", "top_k"]),
+    "bad parameter value": ("TFLiteServer", {"model_uri": str(MOBILENET_V2), "postprocess": "boxes"}, ["postprocess='boxes'", "classification"]),
+    "post-processing that does not fit the model": ("TFLiteServer", {"model_uri": str(FACE_MASK), "postprocess": "classification"},
+        ["needs one output", "output_tensor_name"]),
+    "OpenVINO unknown device": ("OpenVINOServer", {"model_uri": str(MOBILENET_V2), "device": "NPU7"}, ["'NPU7' is not available", "CPU"]),
+}
 
 
-def test_unknown_parameter_is_named():
-    line = start_and_fail("TFLiteServer", model_uri=str(MOBILENET_V2), topk=3)
-    assert "unknown parameter(s) topk" in line and "top_k" in line
+@pytest.mark.parametrize("case", sorted(SIGNATURE_CASES))
+def test_bad_parameters_and_signatures_are_named(fail, case):
+    server_class, params, words = SIGNATURE_CASES[case]
+    line = fail(server_class, **params)
+    for word in words:
+        assert word in line, line
 
 
-def test_bad_parameter_value():
-    line = start_and_fail("TFLiteServer", model_uri=str(MOBILENET_V2), postprocess="boxes")
-    assert "postprocess='boxes'" in line and "classification" in line
+def _corrupt_ir(directory):
+    (directory / "model.xml").write_text("<net name='broken'><layers>")
+    (directory / "model.bin").write_bytes(b"\x00" * 16)
 
 
-def test_post_processing_that_does_not_fit_the_model():
-    line = start_and_fail("TFLiteServer", model_uri=str(FACE_MASK), postprocess="classification")
-    assert "needs one output" in line and "output_tensor_name" in line
+def test_openvino_corrupt_ir(fail, tmp_path):
+    _corrupt_ir(tmp_path)
+    line = fail("OpenVINOServer", model_uri=str(tmp_path))
+    assert "OpenVINO cannot read" in line and "model.xml" in line
 
 
-def test_openvino_unknown_device():
-    line = start_and_fail("OpenVINOServer", model_uri=str(MOBILENET_V2), device="NPU7")
-    assert "'NPU7' is not available" in line and "CPU" in line
-
-
-def test_openvino_corrupt_ir(tmp_path):
-    (tmp_path / "model.xml").write_text("<net name='broken'><layers>")
-    (tmp_path / "model.bin").write_bytes(b"\x00" * 16)
+def test_openvino_corrupt_ir_stops_the_whole_wrapper(tmp_path):
+    _corrupt_ir(tmp_path)
     line = start_and_fail("OpenVINOServer", model_uri=str(tmp_path))
     assert "OpenVINO cannot read" in line and "model.xml" in line
 

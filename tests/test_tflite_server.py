@@ -1,4 +1,8 @@
-"""TFLiteServer through the real Seldon wrapper, REST and gRPC, checked against the plain interpreter."""
+"""TFLiteServer through the real Seldon wrapper, REST and gRPC, checked against the plain interpreter.
+
+Payloads run in-process (`*_in_process`, `load_server`: Seldon's own Flask app and gRPC servicer);
+the answer to every request form, metadata, health and Prometheus also end to end (`mobilenet`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import base64
 
 import numpy as np
 import pytest
-import requests
 from google.protobuf import json_format
 from seldon_core.proto import prediction_pb2
 
@@ -28,8 +31,8 @@ IMAGENET_TOP1 = {"parrot.jpg": "macaw", "cat.bmp": "Egyptian cat", "grace_hopper
 
 
 @pytest.mark.parametrize("image", sorted(IMAGENET_TOP1))
-def test_image_gets_top_k_labels_matching_the_plain_interpreter(mobilenet, image):
-    answer = mobilenet.image(image)["jsonData"]
+def test_image_gets_top_k_labels_matching_the_plain_interpreter(mobilenet_in_process, image):
+    answer = mobilenet_in_process.image(image)["jsonData"]
     expected = plain_outputs(MOBILENET_V2, plain_image_tensor(MOBILENET_V2, image))
     (scores,) = expected.values()
     plain_top1 = labels(MOBILENET_V2)[int(scores.argmax())]
@@ -49,11 +52,11 @@ def test_multipart_form_strdata_and_grpc_bindata_give_the_same_answer(mobilenet)
     assert by_json[0]["label"] == "macaw"
 
 
-def test_png_input_is_decoded(mobilenet):
+def test_png_input_is_decoded(mobilenet_in_process):
     import cv2
 
     ok, png = cv2.imencode(".png", cv2.imread(str(MOBILENET_V2.parent.parent / "images" / "cat.bmp")))
-    answer = mobilenet.rest_ok({"binData": base64.b64encode(png.tobytes()).decode()})["jsonData"]
+    answer = mobilenet_in_process.rest_ok({"binData": base64.b64encode(png.tobytes()).decode()})["jsonData"]
     assert answer[0]["label"] == "Egyptian cat"
 
 
@@ -61,76 +64,82 @@ def _tensor(image: str = "cat.bmp") -> np.ndarray:
     return plain_image_tensor(MOBILENET_V2, image)
 
 
-def test_ndarray_answers_the_exact_output_of_the_plain_interpreter(mobilenet):
+def _face_mask_truth(image: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The face-mask detector's float input for `image` and the plain interpreter's outputs for it."""
+    tensor = plain_image_tensor(FACE_MASK, image, scale=1 / 255)
+    return tensor, plain_outputs(FACE_MASK, tensor)
+
+
+def test_ndarray_answers_the_exact_output_of_the_plain_interpreter(mobilenet_in_process):
     tensor = _tensor()
     (expected,) = plain_outputs(MOBILENET_V2, tensor).values()
-    reply = mobilenet.rest_ok({"data": {"ndarray": tensor.tolist()}})
+    reply = mobilenet_in_process.rest_ok({"data": {"ndarray": tensor.tolist()}})
     assert reply["data"]["names"] == ["MobilenetV2/Predictions/Softmax"]
     np.testing.assert_array_equal(np.asarray(reply["data"]["ndarray"]), expected)
 
 
-def test_tensor_form_answers_in_tensor_form_rest_and_grpc(mobilenet):
+def test_tensor_form_answers_in_tensor_form_rest_and_grpc(mobilenet_in_process):
     tensor = _tensor("bird.bmp")
     (expected,) = plain_outputs(MOBILENET_V2, tensor).values()
-    rest = mobilenet.rest_ok({"data": {"tensor": {"shape": list(tensor.shape), "values": tensor.ravel().tolist()}}})
+    rest = mobilenet_in_process.rest_ok({"data": {"tensor": {"shape": list(tensor.shape), "values": tensor.ravel().tolist()}}})
     assert rest["data"]["tensor"]["shape"] == list(expected.shape)
     np.testing.assert_array_equal(np.asarray(rest["data"]["tensor"]["values"]).reshape(expected.shape), expected)
 
     message = prediction_pb2.SeldonMessage()
     message.data.tensor.shape.extend(tensor.shape)
     message.data.tensor.values.extend(tensor.ravel().tolist())
-    reply = mobilenet.grpc(message)
+    reply = mobilenet_in_process.grpc(message)
     np.testing.assert_array_equal(np.asarray(reply.data.tensor.values).reshape(reply.data.tensor.shape), expected.ravel().reshape(expected.shape))
 
 
-def test_tftensor_keeps_binary_and_dtype_over_grpc_and_rest(mobilenet):
+def test_tftensor_keeps_binary_and_dtype_over_grpc_and_rest(mobilenet_in_process):
     tensor = _tensor("grace_hopper.bmp")
     (expected,) = plain_outputs(MOBILENET_V2, tensor).values()
     message = prediction_pb2.SeldonMessage()
     message.data.tftensor.CopyFrom(tensor_to_tf(tensor))
-    reply = mobilenet.grpc(message)
+    reply = mobilenet_in_process.grpc(message)
     got = tensor_from_tf(reply.data.tftensor)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
 
-    rest = mobilenet.rest_ok({"data": {"tftensor": json_format.MessageToDict(tensor_to_tf(tensor))}})
+    rest = mobilenet_in_process.rest_ok({"data": {"tftensor": json_format.MessageToDict(tensor_to_tf(tensor))}})
     np.testing.assert_array_equal(tensor_from_tf(json_format.ParseDict(rest["data"]["tftensor"], type(message.data.tftensor)())), expected)
 
 
-def test_batch_dimension_may_be_left_out(mobilenet):
+def test_batch_dimension_may_be_left_out(mobilenet_in_process):
     tensor = _tensor()
     (expected,) = plain_outputs(MOBILENET_V2, tensor).values()
-    reply = mobilenet.rest_ok({"data": {"ndarray": tensor[0].tolist()}})
+    reply = mobilenet_in_process.rest_ok({"data": {"ndarray": tensor[0].tolist()}})
     np.testing.assert_array_equal(np.asarray(reply["data"]["ndarray"]), expected)
 
 
-def test_json_data_feeds_inputs_by_name_and_answers_outputs_by_name(face_mask):
-    tensor = plain_image_tensor(FACE_MASK, "face_mask_demo.jpg", scale=1 / 255)
-    expected = plain_outputs(FACE_MASK, tensor)
+def test_json_data_feeds_inputs_by_name_and_answers_outputs_by_name(face_mask_in_process):
+    tensor, expected = _face_mask_truth("face_mask_demo.jpg")
     # face_mask runs with postprocess=detection: explicit post-processing applies to tensors too.
-    reply = face_mask.rest_ok({"jsonData": {"data_1": tensor.tolist()}})
+    reply = face_mask_in_process.rest_ok({"jsonData": {"data_1": tensor.tolist()}})
     assert reply["jsonData"][0]["label"] == "Mask"
     scores = expected["cls_branch_concat_1/concat"][0]
     assert reply["jsonData"][0]["score"] == pytest.approx(float(scores.max()), abs=1e-5)
 
 
-def test_several_outputs_come_back_as_json_data_keyed_by_name(start_server):
-    server = start_server("TFLiteServer", model_uri=str(FACE_MASK))  # no post-processing: raw outputs
-    tensor = plain_image_tensor(FACE_MASK, "grace_hopper.bmp", scale=1 / 255)
-    expected = plain_outputs(FACE_MASK, tensor)
-    reply = server.rest_ok({"data": {"ndarray": tensor.tolist()}})
+@pytest.fixture(scope="module")
+def raw_face_mask(load_server):
+    return load_server("TFLiteServer", model_uri=str(FACE_MASK))  # no post-processing: raw outputs
+
+
+def test_several_outputs_come_back_as_json_data_keyed_by_name(raw_face_mask):
+    tensor, expected = _face_mask_truth("grace_hopper.bmp")
+    reply = raw_face_mask.rest_ok({"data": {"ndarray": tensor.tolist()}})
     assert set(reply["jsonData"]) == set(expected)
     for name, value in expected.items():  # float32 outputs, written as float32: exact once read as float32
         np.testing.assert_array_equal(np.asarray(reply["jsonData"][name], np.float32), value)
 
 
-def test_several_outputs_of_a_tftensor_request_stay_binary_over_grpc(start_server):
-    server = start_server("TFLiteServer", model_uri=str(FACE_MASK))  # no post-processing: raw outputs
-    tensor = plain_image_tensor(FACE_MASK, "face_mask_demo.jpg", scale=1 / 255)
-    expected = plain_outputs(FACE_MASK, tensor)
+def test_several_outputs_of_a_tftensor_request_stay_binary_over_grpc(raw_face_mask):
+    tensor, expected = _face_mask_truth("face_mask_demo.jpg")
     message = prediction_pb2.SeldonMessage()
     message.data.tftensor.CopyFrom(tensor_to_tf(tensor))
-    reply = json_format.MessageToDict(server.grpc(message).jsonData)
+    reply = json_format.MessageToDict(raw_face_mask.grpc(message).jsonData)
     assert set(reply) == set(expected)
     for name, value in expected.items():
         got = tensor_from_tf(json_format.ParseDict(reply[name], type(message.data.tftensor)()))
@@ -138,25 +147,25 @@ def test_several_outputs_of_a_tftensor_request_stay_binary_over_grpc(start_serve
         np.testing.assert_array_equal(got, value)
 
 
-def test_output_tensor_name_selects_one_output(start_server):
-    server = start_server("TFLiteServer", model_uri=str(FACE_MASK), input_tensor_name="data_1",
-                          output_tensor_name="cls_branch_concat_1/concat")
+def test_output_tensor_name_selects_one_output(load_server):
+    server = load_server("TFLiteServer", model_uri=str(FACE_MASK), input_tensor_name="data_1",
+                         output_tensor_name="cls_branch_concat_1/concat")
     tensor = plain_image_tensor(FACE_MASK, "grace_hopper.bmp", scale=1 / 255)
     expected = plain_outputs(FACE_MASK, tensor)["cls_branch_concat_1/concat"]
     reply = server.rest_ok({"data": {"ndarray": tensor.tolist()}})
     assert reply["data"]["names"] == ["cls_branch_concat_1/concat"]
     np.testing.assert_array_equal(np.asarray(reply["data"]["ndarray"], np.float32), expected)
-    metadata = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()
+    metadata = server.get("/api/v1.0/metadata").json()
     assert [o["name"] for o in metadata["outputs"]] == ["cls_branch_concat_1/concat"]
 
 
-def test_detection_finds_one_mask_face_and_one_bare_face(face_mask):
-    mask = face_mask.image("face_mask_demo.jpg")["jsonData"]
-    bare = face_mask.image("grace_hopper.bmp")["jsonData"]
+def test_detection_finds_one_mask_face_and_one_bare_face(face_mask_in_process):
+    mask = face_mask_in_process.image("face_mask_demo.jpg")["jsonData"]
+    bare = face_mask_in_process.image("grace_hopper.bmp")["jsonData"]
     assert [d["label"] for d in mask] == ["Mask"] and [d["label"] for d in bare] == ["NoMask"]
     # Scores equal the best anchor's score from the plain interpreter on the same photo.
     for answer, image in ((mask, "face_mask_demo.jpg"), (bare, "grace_hopper.bmp")):
-        scores = plain_outputs(FACE_MASK, plain_image_tensor(FACE_MASK, image, scale=1 / 255))["cls_branch_concat_1/concat"]
+        scores = _face_mask_truth(image)[1]["cls_branch_concat_1/concat"]
         assert answer[0]["score"] == pytest.approx(float(scores.max()), abs=2e-3)
     import cv2
 
@@ -166,11 +175,11 @@ def test_detection_finds_one_mask_face_and_one_bare_face(face_mask):
     assert (x1 - x0) * (y1 - y0) > 0.05 * width * height  # a face, not a speck
 
 
-def test_segmentation_counts_regions_and_returns_the_mask(start_server):
+def test_segmentation_counts_regions_and_returns_the_mask(load_server):
     import cv2
 
-    server = start_server("TFLiteServer", model_uri=str(DEEPLAB), postprocess="segmentation",
-                          segmentation_class="bird", return_mask=True)
+    server = load_server("TFLiteServer", model_uri=str(DEEPLAB), postprocess="segmentation",
+                         segmentation_class="bird", return_mask=True)
     answer = server.image("bird_segmentation.bmp")["jsonData"]
     (class_map,) = plain_outputs(DEEPLAB, plain_image_tensor(DEEPLAB, "bird_segmentation.bmp")).values()
     bird = labels(DEEPLAB).index("bird")
@@ -190,41 +199,42 @@ def test_segmentation_counts_regions_and_returns_the_mask(start_server):
 
 
 def test_metadata_health_tags_and_metrics(mobilenet):
-    metadata = requests.get(mobilenet.url + "/api/v1.0/metadata", timeout=10).json()
+    metadata = mobilenet.get("/api/v1.0/metadata").json()
     assert metadata["platform"] == "tflite"
     assert metadata["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [1, 224, 224, 3]}]
     assert metadata["outputs"] == [{"name": "MobilenetV2/Predictions/Softmax", "datatype": "UINT8", "shape": [1, 1001]}]
 
-    health = requests.get(mobilenet.url + "/health/status", timeout=10)
+    health = mobilenet.get("/health/status")
     assert health.status_code == 200 and "ok" in health.text
 
     reply = mobilenet.image("parrot.jpg")
     assert reply["meta"]["tags"] == {"model": "mobilenet_v2_1.0_224_quant", "runtime": "tflite"}
-    prometheus = requests.get(f"http://127.0.0.1:{mobilenet.metrics_port}/prometheus", timeout=10).text
+    prometheus = mobilenet.prometheus()
     for key in ("edgeservers_preprocess_ms", "edgeservers_inference_ms", "edgeservers_postprocess_ms"):
         assert key in prometheus
 
 
-def test_confidence_threshold_marks_uncertain_answers_and_counts_them(start_server):
-    server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), confidence_threshold=0.9, metrics_interval=0.0)
+def test_confidence_threshold_marks_uncertain_answers_and_counts_them(load_server):
+    server = load_server("TFLiteServer", own_metrics=True, model_uri=str(MOBILENET_V2), confidence_threshold=0.9,
+                         metrics_interval=0.0)
     sure = server.image("parrot.jpg")  # macaw, 0.996
     unsure = server.image("cat.bmp")  # Egyptian cat, ~0.8
     assert sure["meta"]["tags"]["uncertain"] is False
     assert unsure["meta"]["tags"]["uncertain"] is True
-    prometheus = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
+    prometheus = server.prometheus()
     counted = [line for line in prometheus.splitlines() if line.startswith("edgeservers_uncertain_predictions_total")]
     assert counted and float(counted[0].split()[-1]) == 1.0
 
 
 def _prometheus_count(server, name: str) -> float:
-    text = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
+    text = server.prometheus()
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-def test_metrics_are_handed_to_seldon_in_batches_and_none_is_lost(start_server):
+def test_metrics_are_handed_to_seldon_in_batches_and_none_is_lost(load_server):
     import time
 
-    server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), metrics_interval=1.0)
+    server = load_server("TFLiteServer", own_metrics=True, model_uri=str(MOBILENET_V2), metrics_interval=1.0)
     first = server.image("cat.bmp")
     assert {m["key"] for m in first["meta"]["metrics"]} >= {"edgeservers_inference_ms"}  # the first at once
     for _ in range(4):

@@ -1,0 +1,245 @@
+"""The one way tests, the benchmark and the image test start, wait for, stop and measure a server.
+
+A server under test is the real `seldon-core-microservice` (or any command) in its own process group
+on free loopback ports, its stderr kept in a file for the error message when it fails. Standard
+library only at import time (docker/image_test.py runs with the host's python3); `grpc` is imported
+only when a gRPC port is waited for. The benchmark imports this module too (bench/__init__.py puts
+tests/ on sys.path, as pyproject.toml's pytest pythonpath does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+MICROSERVICE = Path(sys.executable).parent / "seldon-core-microservice"
+LOOPBACK_SHIM = ROOT / "tests" / "loopback"  # sitecustomize.py: keeps the wrapper's 0.0.0.0 listeners on 127.0.0.1
+METRICS_ENDPOINT = "/prometheus"  # what the Seldon v1 operator sets (PREDICTIVE_UNIT_METRICS_ENDPOINT)
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parameters(values: dict[str, Any]) -> str:
+    """PREDICTIVE_UNIT_PARAMETERS as Seldon's operator writes it: a typed name/value/type list."""
+    types = {bool: "BOOL", int: "INT", float: "FLOAT", str: "STRING"}
+    return json.dumps(
+        [{"name": k, "value": str(v).lower() if isinstance(v, bool) else str(v), "type": types[type(v)]} for k, v in values.items()]
+    )
+
+
+def microservice_command(interface: str, http_port: int, grpc_port: int, metrics_port: int) -> list[str]:
+    """`seldon-core-microservice <interface>` as a model, on the given ports."""
+    return [
+        str(MICROSERVICE), interface, "--service-type", "MODEL",
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+    ]
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the server's whole process group (every worker it forked), SIGKILL after `timeout` s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# --- readiness ---------------------------------------------------------------------------------
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """True when GET `url` answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def grpc_ready(target: str, timeout: float = 1.0) -> bool:
+    """True when a gRPC channel to `target` connects."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
+            return False
+
+
+# --- /proc ---------------------------------------------------------------------------------------
+
+
+def listening_hosts(port: int) -> set[str]:
+    """Local addresses ("127.0.0.1", "::1", "0.0.0.0", ...) of the TCP sockets listening on `port`, from /proc/net."""
+    hosts = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].rsplit(":", 1)
+            if fields[3] == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+                packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                hosts.add(socket.inet_ntop(family, packed))
+    return hosts
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def process_tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        todo.extend(_children(p))
+    return pids
+
+
+def _proc_kb(path: str, field: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory(pid: int) -> dict[str, Any]:
+    """RSS summed over the whole process tree (counts pages shared by forked workers once per process),
+    and PSS summed (each shared page divided among its sharers: what the tree really occupies)."""
+    pids = process_tree(pid)
+    rss = sum(_proc_kb(f"/proc/{p}/status", "VmRSS") for p in pids)
+    pss = sum(_proc_kb(f"/proc/{p}/smaps_rollup", "Pss") for p in pids)
+    return {"processes": len(pids), "rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1)}
+
+
+# --- one server process ------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """A server command in its own process group (stopping it stops every worker it forked), run from
+    `cwd`, stdout discarded; started, then polled until `ready()` holds. Its stderr goes to a file, or
+    with `stderr_pipe` to `proc.stderr` for the caller to read once it has exited."""
+
+    def __init__(self, command: list[str], env: dict[str, str], name: str = "server", cwd: Path = ROOT,
+                 stderr_pipe: bool = False):
+        self.argv = command
+        self.env = env
+        self.name = name
+        self.cwd = cwd
+        self.stderr_pipe = stderr_pipe
+        self.proc: subprocess.Popen | None = None
+        self.ready_s: float | None = None  # process start to the first time ready() held
+
+    def start(self, ready: Callable[[], bool], timeout: float = 120.0, poll: float = 0.05) -> "ServerProcess":
+        """Start and poll `ready` (an exception counts as not yet) until it holds (`ready_s` says when)."""
+        self._err = subprocess.PIPE if self.stderr_pipe else tempfile.TemporaryFile()
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=self._err,
+                                     start_new_session=True)
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.stderr_tail()}")
+            try:
+                if ready():
+                    self.ready_s = time.perf_counter() - started
+                    return self
+            except Exception:  # not listening yet
+                pass
+            time.sleep(poll)
+        self.stop()
+        raise TimeoutError(f"{self.name} not ready within {timeout}s: {self.stderr_tail()}")
+
+    def stderr_tail(self, size: int = 3000) -> str:
+        """The end of what the server wrote to stderr (with `stderr_pipe`, only once it has exited)."""
+        if self.proc is None:
+            return ""
+        if self.stderr_pipe:
+            if self.proc.poll() is None or self.proc.stderr is None or self.proc.stderr.closed:
+                return ""
+            data = self.proc.stderr.read()
+        else:
+            if self._err.closed:
+                return ""
+            self._err.seek(0)
+            data = self._err.read()
+        return data.decode(errors="replace")[-size:]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def memory(self) -> dict[str, Any]:
+        assert self.proc is not None
+        return tree_memory(self.proc.pid)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc:
+            stop_process_group(self.proc, timeout=timeout)
+            if self.proc.stderr:
+                self.proc.stderr.close()
+        if hasattr(self, "_err") and self._err is not subprocess.PIPE:
+            self._err.close()
+
+
+class Microservice(ServerProcess):
+    """`seldon-core-microservice <interface>` (REST + gRPC + metrics) on free loopback ports, with the
+    parameters in PREDICTIVE_UNIT_PARAMETERS as the operator passes them. Ready by default when REST
+    answers /health/ping and gRPC accepts a connection."""
+
+    def __init__(self, interface: str, params: dict[str, Any], env: dict[str, str] | None = None, loopback: bool = True,
+                 **options: Any):
+        self.server_class = interface
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        super().__init__(
+            microservice_command(interface, self.http_port, self.grpc_port, self.metrics_port),
+            {
+                **os.environ,
+                "PREDICTIVE_UNIT_PARAMETERS": parameters(params),
+                "PREDICTIVE_UNIT_METRICS_ENDPOINT": METRICS_ENDPOINT,
+                **({"PYTHONPATH": str(LOOPBACK_SHIM)} if loopback else {}),
+                **(env or {}),
+            },
+            name=interface,
+            **options,
+        )
+
+    def command(self) -> list[str]:
+        return self.argv
+
+    def ready(self) -> bool:
+        return http_ok(f"http://127.0.0.1:{self.http_port}/health/ping") and grpc_ready(f"127.0.0.1:{self.grpc_port}")
+
+    def start(self, ready: Callable[[], bool] | None = None, timeout: float = 120.0, poll: float = 0.05) -> "Microservice":
+        super().start(ready or self.ready, timeout, poll)
+        return self
