@@ -11,6 +11,8 @@ import time
 
 import pytest
 import requests
+from harness import listening_hosts
+
 from conftest import MOBILENET_V2, ModelServer
 
 from bench.hostile import (
@@ -221,19 +223,12 @@ def test_cors_is_off_by_default(chart_server):
         assert "Access-Control-Allow-Origin" not in reply.headers, reply.headers
 
 
-def _listening_addresses(port: int) -> set[str]:
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            address, hex_port = local.rsplit(":", 1)
-            if state == "0A" and int(hex_port, 16) == port:
-                found.add(address)
-    return found
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}  # gRPC's C core listens on IPv4 loopback through an IPv6 socket
+
+
+def _on_loopback_only(port: int) -> bool:
+    hosts = listening_hosts(port)
+    return bool(hosts) and hosts <= LOOPBACK
 
 
 def test_bind_address_and_cors_origins():
@@ -242,8 +237,8 @@ def test_bind_address_and_cors_origins():
     server = RestOnlyServer("TFLiteServer", {**CHART_ENV, "PYTHONPATH": ""}, model_uri=str(MOBILENET_V2),
                             bind_address="127.0.0.1", cors_origins="http://camera.example").start()
     try:
-        assert _listening_addresses(server.http_port) == {"0100007F"}
-        assert _listening_addresses(server.metrics_port) == {"0100007F"}
+        assert _on_loopback_only(server.http_port), listening_hosts(server.http_port)
+        assert _on_loopback_only(server.metrics_port), listening_hosts(server.metrics_port)
         allowed = requests.get(server.url + "/health/ping", headers={"Origin": "http://camera.example"}, timeout=10)
         assert allowed.headers.get("Access-Control-Allow-Origin") == "http://camera.example"
         other = requests.get(server.url + "/health/ping", headers={"Origin": "http://elsewhere.example"}, timeout=10)
@@ -327,11 +322,11 @@ def test_make_serve_puts_rest_grpc_and_metrics_on_loopback():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
-        while ping(rest, timeout=1) != 200 or not _listening_addresses(grpc_port):
+        while ping(rest, timeout=1) != 200 or not listening_hosts(grpc_port):
             assert proc.poll() is None and time.monotonic() < deadline, "make serve did not come up"
             time.sleep(0.3)
-        assert _listening_addresses(rest) == {"0100007F"}
-        assert _listening_addresses(grpc_port) == {"0100007F"}
-        assert _listening_addresses(metrics) == {"0100007F"}
+        assert _on_loopback_only(rest), listening_hosts(rest)
+        assert _on_loopback_only(grpc_port), listening_hosts(grpc_port)
+        assert _on_loopback_only(metrics), listening_hosts(metrics)
     finally:
         stop_process_group(proc, timeout=20)

@@ -203,7 +203,7 @@ def kserve_run(tmp_path, model_site):  # noqa: F811 (the imported fixture)
     volumes = Volumes(spec, tmp_path / "volumes")
     (init,) = spec["initContainers"]
     url = init["args"][0]
-    args = [f"{model_site}/{url.rsplit('/', 1)[-1]}", volumes.host_path(init, init["args"][1])]
+    args = [model_site.url(url.rsplit('/', 1)[-1]), volumes.host_path(init, init["args"][1])]
     tmp = volumes.host_path(init, "/tmp")
     result = subprocess.run(
         [str(PYTHON), "-m", "edgeservers.storage", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
