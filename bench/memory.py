@@ -100,17 +100,15 @@ def detail(pids: list[int], top: int) -> dict[int, list[tuple[str, float, float]
     kb = PAGE // 1024
     result = {}
     for pid, mappings in mapped.items():
-        groups: dict[str, list[float]] = {}
+        by_name: dict[str, list[np.ndarray]] = {}
         for name, frames in mappings:
-            if not len(frames):
-                continue
             key = name if name.startswith("/") else "[anon, heap, stacks]"
-            key = key.replace(str(ROOT) + "/", "").split("/site-packages/")[-1]
-            sharers = counts[np.searchsorted(every, frames)]
-            g = groups.setdefault(key, [0.0, 0.0])
-            g[0] += float((kb / sharers).sum())
-            g[1] += float(kb * (sharers == 1).sum())
-        result[pid] = sorted(((k, v[0], v[1]) for k, v in groups.items()), key=lambda x: -x[1])[:top]
+            by_name.setdefault(key.replace(str(ROOT) + "/", "").split("/site-packages/")[-1], []).append(frames)
+        rows = []
+        for key, parts in by_name.items():
+            sharers = counts[np.searchsorted(every, np.unique(np.concatenate(parts)))]
+            rows.append((key, float((kb / sharers).sum()), float(kb * (sharers == 1).sum())))
+        result[pid] = sorted(rows, key=lambda x: -x[1])[:top]
     return result
 
 
@@ -202,8 +200,8 @@ def roles(server: Server) -> dict[int, str]:
             extra = [p for p in ports if p != "REST"]
             if extra:
                 role += " + " + ", ".join(extra)
-        elif inodes & unix and not ports:
-            role = "metrics Manager"
+        elif inodes & unix:
+            role = "metrics Manager" + (" + " + ", ".join(ports) + " endpoint" if ports else "")
         elif ports == ["REST"]:
             role = "REST worker"
         elif ports == ["metrics"]:

@@ -21,6 +21,12 @@ SOURCE_SHA256 = {
     "seldon_core.metrics:SeldonMetrics.update": "1c71ad114bf12494",
     "seldon_core.seldon_methods:health_status": "eafb8377db12964d",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "7a7449219b47c5b2",
+    # memory: the metrics endpoint served from the metrics Manager's process
+    "seldon_core.metrics:SeldonMetrics.__init__": "af793ef047852eb4",
+    "seldon_core.metrics:SeldonMetrics.collect": "5d56ecbee53c4e9b",
+    "seldon_core.microservice:main": "584fe2ae31a79ef1",
+    "seldon_core.microservice:_make_rest_metrics_server": "6459ff2f1b453fcf",
+    "seldon_core.microservice:start_servers": "7f3592a58382beda",
 }
 
 
