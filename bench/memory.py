@@ -197,17 +197,18 @@ def roles(server: Server) -> dict[int, str]:
         parent = bool(_children(pid))
         if pid == root:
             role = "main (REST arbiter)" if "REST" in ports else "main"
-            extra = [p for p in ports if p != "REST"]
+            extra = ["metrics Manager"] if inodes & unix else []
+            extra += [f"{p} endpoint" for p in ports if p != "REST"]
             if extra:
                 role += " + " + ", ".join(extra)
-        elif inodes & unix:
-            role = "metrics Manager" + (" + " + ", ".join(ports) + " endpoint" if ports else "")
-        elif ports == ["REST"]:
+        elif "REST" in ports:  # a forked worker also holds the listeners its parent opened before the fork
             role = "REST worker"
+        elif "gRPC" in ports:
+            role = "gRPC parent" if parent else "gRPC worker"
+        elif inodes & unix:
+            role = "metrics Manager" + (" + metrics endpoint" if "metrics" in ports else "")
         elif ports == ["metrics"]:
             role = "metrics arbiter" if parent else "metrics worker"
-        elif ports == ["gRPC"]:
-            role = "gRPC parent" if parent else "gRPC worker"
         elif ports:
             role = " + ".join(ports)
         else:

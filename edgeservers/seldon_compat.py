@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from multiprocessing.managers import AcquirerProxy, DictProxy, SyncManager  # type: ignore[attr-defined]
+from multiprocessing.managers import AcquirerProxy, DictProxy, State, SyncManager  # type: ignore[attr-defined]
 from typing import Any, Callable
 
 import grpc
@@ -38,7 +38,7 @@ RELIED_ON = {
     "seldon_core.metrics:SeldonMetrics.update": "called after every request, even with no metrics",
     "seldon_core.seldon_methods:health_status": "returns user_model.health_status_raw() when present",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "reads meta.metrics of a predict_raw response",
-    # memory (below): the metrics endpoint served from the metrics Manager's process
+    # memory (below): the metrics store and endpoint on threads of the main process
     "seldon_core.metrics:SeldonMetrics.__init__": "creates its store with seldon_core.metrics.Manager(): .Lock() and .dict()",
     "seldon_core.metrics:SeldonMetrics.collect": "reads only self._lock, self.data, self._extra_default_labels",
     "seldon_core.microservice:main": "builds the component, then SeldonMetrics, then calls _make_rest_metrics_server "
@@ -130,22 +130,36 @@ def _skip_empty_metric_updates() -> None:
     SeldonMetrics.update = update_unless_empty  # type: ignore[method-assign]
 
 
-# --- memory: the metrics endpoint inside the metrics Manager's process ---------------------------
+# --- memory: metrics store and endpoint on threads of the main process ----------------------------
 #
-# The wrapper keeps custom metrics in a multiprocessing Manager (a process of its own) and serves them
-# from a second gunicorn server: an arbiter and a worker, two more forked copies of the main process.
-# Every process costs 15-20 MB (PSS) on its own, however little it does. Here the Manager's process also
-# answers the Prometheus endpoint, from a thread reading the Manager's own dict: the same Flask app
-# (`wrapper.get_metrics_microservice`), the same port and path, the same text, two processes fewer.
+# The wrapper keeps custom metrics in a multiprocessing Manager (a forked process of its own) and serves
+# them from a second gunicorn server: an arbiter and a worker, two more forked copies of the main
+# process. Each such process costs 15-30 MB (PSS) on its own, however little it does: its writes copy
+# the pages it shares with the main process. Here the Manager's server runs on threads of the wrapper's
+# main process (the REST gunicorn arbiter, which otherwise only waits on its worker), and the Prometheus
+# endpoint is the wrapper's own metrics app (`wrapper.get_metrics_microservice`: same port, path and
+# text) on a werkzeug thread beside it, reading the Manager's dict directly: three processes fewer.
+# Workers still reach the store through the Manager's proxies and socket, as before; the threads are
+# blocked in accept/select when the arbiter forks, and a forked worker never touches their objects.
 
 METRICS_HOST = "0.0.0.0"  # as the wrapper binds its metrics server
 
 
 class MetricsManager(SyncManager):
-    """The Manager behind SeldonMetrics, whose process can also serve the metrics over HTTP (`serve_metrics`)."""
+    """The Manager behind SeldonMetrics, serving from threads of the process that creates it."""
+
+    def start_in_process(self) -> None:
+        server = self.get_server()  # listens on a new unix socket, as a started Manager's process would
+        server.stop_event = threading.Event()  # type: ignore[attr-defined]  # as serve_forever sets it; never set
+        self._address = server.address
+        self._state.value = State.STARTED  # type: ignore[attr-defined]
+        threading.Thread(target=server.accepter, name="metrics-manager", daemon=True).start()
+
+    def shutdown(self) -> None:  # type: ignore[override]  # SeldonMetrics.__del__ calls it; the threads end with the process
+        pass
 
 
-_manager_objects: dict[str, Any] = {}  # in the Manager's process: the dict and the lock SeldonMetrics created
+_manager_objects: dict[str, Any] = {}  # the dict and the lock SeldonMetrics created on the Manager
 
 
 def _recorded(typeid: str, factory: Callable[[], Any]) -> Callable[[], Any]:
@@ -157,8 +171,12 @@ def _recorded(typeid: str, factory: Callable[[], Any]) -> Callable[[], Any]:
     return create
 
 
+MetricsManager.register("dict", _recorded("dict", dict), DictProxy)
+MetricsManager.register("Lock", _recorded("Lock", threading.Lock), AcquirerProxy)
+
+
 class _ServedMetrics(SeldonMetrics):
-    """SeldonMetrics' own exposition (collect, generate_metrics) over the Manager's dict and lock, in its process."""
+    """SeldonMetrics' own exposition (collect, generate_metrics) over the Manager's dict and lock, without IPC."""
 
     def __init__(self, extra_default_labels: dict[str, str]):  # no Manager of its own
         self.worker_id_func = os.getpid
@@ -185,7 +203,7 @@ class _MetricsRequestHandler(WSGIRequestHandler):
 
 
 def _serve_metrics(host: str, port: int, access_log: bool, extra_default_labels: dict[str, str]) -> threading.Thread:
-    """In the Manager's process: serve the wrapper's metrics app on host:port from a daemon thread."""
+    """Serve the wrapper's metrics app on host:port from a daemon thread (a taken port raises here, at start)."""
     app = wrapper.get_metrics_microservice(_ServedMetrics(extra_default_labels))
     handler = type("MetricsRequestHandler", (_MetricsRequestHandler,), {"access_log": access_log})
     server = make_server(host, port, app, threaded=True, request_handler=handler)
@@ -194,15 +212,10 @@ def _serve_metrics(host: str, port: int, access_log: bool, extra_default_labels:
     return thread
 
 
-MetricsManager.register("dict", _recorded("dict", dict), DictProxy)
-MetricsManager.register("Lock", _recorded("Lock", threading.Lock), AcquirerProxy)
-MetricsManager.register("serve_metrics", _serve_metrics)
-
-
 def _metrics_manager() -> MetricsManager:
     """What SeldonMetrics gets for `Manager()`."""
     manager = MetricsManager()
-    manager.start()
+    manager.start_in_process()
     return manager
 
 
@@ -211,17 +224,16 @@ _seldon_make_rest_metrics_server = microservice._make_rest_metrics_server
 
 @functools.wraps(_seldon_make_rest_metrics_server)
 def _make_rest_metrics_server(seldon_metrics: SeldonMetrics, args: Any) -> Callable[[], None] | None:
-    """Start the metrics endpoint in the Manager's process and have the wrapper start no metrics server
+    """Serve the metrics from a thread of the main process and have the wrapper start no metrics process
     (None); the wrapper's own server in debug mode (Flask's development server) or for another Manager."""
-    manager = getattr(seldon_metrics, "_manager", None)
-    if args.debug or not isinstance(manager, MetricsManager):
+    if args.debug or not isinstance(getattr(seldon_metrics, "_manager", None), MetricsManager):
         return _seldon_make_rest_metrics_server(seldon_metrics, args)
     labels = dict(seldon_metrics._extra_default_labels)
-    manager.serve_metrics(METRICS_HOST, args.metrics_port, bool(args.access_log), labels)  # type: ignore[attr-defined]
+    _serve_metrics(METRICS_HOST, args.metrics_port, bool(args.access_log), labels)
     return None
 
 
-def _serve_metrics_from_manager() -> None:
+def _serve_metrics_in_main_process() -> None:
     seldon_metrics_module.Manager = _metrics_manager
     microservice._make_rest_metrics_server = _make_rest_metrics_server
 
@@ -239,7 +251,7 @@ def install() -> None:
     _installed = True
     _skip_empty_metric_updates()
     wrapper.get_grpc_server = _get_grpc_server
-    _serve_metrics_from_manager()
+    _serve_metrics_in_main_process()
 
 
 def concurrent_requests() -> int:
