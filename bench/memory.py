@@ -191,8 +191,14 @@ def roles(server: Server) -> dict[int, str]:
     tcp, unix = _listening_ports(), _unix_listeners()
     named = {server.http_port: "REST", server.grpc_port: "gRPC", server.metrics_port: "metrics"}
     result = {}
+    root_inodes = _socket_inodes(root)
     for pid in process_tree(root):
+        # A forked process also holds the listeners its parent opened before the fork: a child is named
+        # by the REST socket it serves or by the sockets it opened itself.
         inodes = _socket_inodes(pid)
+        rest = any(named.get(tcp.get(i, -1)) == "REST" for i in inodes)
+        if pid != root:
+            inodes -= root_inodes
         ports = sorted({named[tcp[i]] for i in inodes if tcp.get(i) in named})
         parent = bool(_children(pid))
         if pid == root:
@@ -201,7 +207,7 @@ def roles(server: Server) -> dict[int, str]:
             extra += [f"{p} endpoint" for p in ports if p != "REST"]
             if extra:
                 role += " + " + ", ".join(extra)
-        elif "REST" in ports:  # a forked worker also holds the listeners its parent opened before the fork
+        elif rest:
             role = "REST worker"
         elif "gRPC" in ports:
             role = "gRPC parent" if parent else "gRPC worker"
@@ -212,7 +218,7 @@ def roles(server: Server) -> dict[int, str]:
         elif ports:
             role = " + ".join(ports)
         else:
-            role = "other"
+            role = "gRPC parent" if parent else "other"
         result[pid] = role
     return result
 
