@@ -25,11 +25,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-## serve: the bundled demo model on 127.0.0.1:$(REST_PORT) (REST) and :$(GRPC_PORT) (gRPC)
+## serve: the bundled demo model on 127.0.0.1 only (bind_address): REST :$(REST_PORT), gRPC :$(GRPC_PORT), metrics :$(METRICS_PORT)
 serve: install
-	@echo "Serving $(DEMO_MODEL). In another shell:"
+	@echo "Serving $(DEMO_MODEL) on 127.0.0.1 only (REST, gRPC, metrics). In another shell:"
 	@echo "  curl -s -F binData=@images/parrot.jpg http://127.0.0.1:$(REST_PORT)/api/v1.0/predictions"
-	PREDICTIVE_UNIT_PARAMETERS='[{"name":"model_uri","value":"$(abspath $(DEMO_MODEL))","type":"STRING"},{"name":"postprocess","value":"$(POSTPROCESS)","type":"STRING"}]' \
+	PREDICTIVE_UNIT_PARAMETERS='[{"name":"model_uri","value":"$(abspath $(DEMO_MODEL))","type":"STRING"},{"name":"postprocess","value":"$(POSTPROCESS)","type":"STRING"},{"name":"bind_address","value":"127.0.0.1","type":"STRING"}]' \
 	PREDICTIVE_UNIT_HTTP_SERVICE_PORT=$(REST_PORT) PREDICTIVE_UNIT_GRPC_SERVICE_PORT=$(GRPC_PORT) \
 	PREDICTIVE_UNIT_METRICS_SERVICE_PORT=$(METRICS_PORT) \
 	$(VENV)/bin/seldon-core-microservice TFLiteServer --service-type MODEL --http-port $(REST_PORT) --grpc-port $(GRPC_PORT)

@@ -21,7 +21,7 @@ import numpy as np
 from edgeservers import postprocess
 from edgeservers.images import ImagePreprocessor, decode_image
 from edgeservers.modelfiles import find_model, read_labels
-from edgeservers.runtime import ModelSignature, RuntimeOptions
+from edgeservers.runtime import ModelSignature
 from edgeservers.settings import Settings
 
 
@@ -55,12 +55,8 @@ class Limits:
     def __init__(self, runtime: str, params: dict[str, Any]):
         self.runtime = runtime
         self.settings = Settings.from_parameters(params)
-        self.options = RuntimeOptions(
-            num_threads=self.settings.num_threads,
-            pool_size=self.settings.pool_size,
-            extra={"device": self.settings.device, "performance_hint": self.settings.performance_hint},
-        )
         cls = _runtime_class(runtime)
+        self.options = cls.options_class.from_settings(self.settings)
         self.model_path = find_model(Path(self.settings.model_uri), cls.model_suffixes)
         inputs, outputs = cls.inspect(self.model_path, self.options)
         self.signature = ModelSignature(tuple(inputs), tuple(outputs))
@@ -102,10 +98,10 @@ class Limits:
             import openvino as ov
 
             core = ov.Core()
-            compiled = core.compile_model(
-                core.read_model(str(self.model_path)), "CPU",
-                {"PERFORMANCE_HINT": self.settings.performance_hint, "INFERENCE_NUM_THREADS": self.options.num_threads},
-            )
+            config = {"PERFORMANCE_HINT": self.settings.performance_hint, "INFERENCE_NUM_THREADS": self.options.num_threads}
+            if self.settings.inference_precision != "auto":
+                config["INFERENCE_PRECISION_HINT"] = self.settings.inference_precision
+            compiled = core.compile_model(core.read_model(str(self.model_path)), "CPU", config)
             for _ in range(self.options.pool_size):
                 slots.put(compiled.create_infer_request())
             name = self.signature.inputs[0].name

@@ -208,7 +208,7 @@ def roles(server: Server) -> dict[int, str]:
             if extra:
                 role += " + " + ", ".join(extra)
         elif rest:
-            role = "REST worker"
+            role = "REST arbiter" if parent else "REST worker"
         elif "gRPC" in ports:
             role = "gRPC parent" if parent else "gRPC worker"
         elif inodes & unix:

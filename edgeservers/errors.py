@@ -40,5 +40,15 @@ class TooLarge(BadRequest):
     reason_code = "MICROSERVICE_REQUEST_TOO_LARGE"
 
 
+class Unavailable(SeldonMicroserviceException):
+    """A part of the server is down: readiness answers HTTP 503 naming it."""
+
+    def __init__(self, message: str):
+        super().__init__(message, status_code=503, reason="MICROSERVICE_UNAVAILABLE")
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class ModelLoadError(Exception):
     """The model or the server's parameters cannot be used: the server stops at start."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .errors import BadRequest, ModelLoadError
+from .errors import BadRequest, ModelLoadError, TooLarge
 from .runtime import TensorSpec
 from .settings import Settings
 
@@ -29,27 +31,127 @@ class ImageGeometry:
     channels: int
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """BGR uint8 pixels of an encoded image, or a BadRequest saying what arrived."""
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic): they carry the size.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# Markers without a length field: TEM, RST0..7 (SOI/EOI never precede a frame header).
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header (SOFn), walking the marker segments after SOI."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF:
+            if length < 7 or i + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return (width, height) if width and height else None
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def image_header(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) read from an encoded JPEG, PNG or BMP's header without decoding a pixel;
+    None for anything else (OpenCV then decides, under OPENCV_IO_MAX_IMAGE_PIXELS)."""
+    if data[:2] == b"\xff\xd8":
+        size = _jpeg_size(data)
+        return ("JPEG", *size) if size else None
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return "PNG", width, height
+    if data[:2] == b"BM" and len(data) >= 26:
+        (header_size,) = struct.unpack("<I", data[14:18])
+        if header_size == 12:  # BITMAPCOREHEADER: 16-bit sizes
+            width, height = struct.unpack("<HH", data[18:22])
+            return "BMP", width, height
+        if header_size >= 40:  # BITMAPINFOHEADER and later: signed 32-bit, negative height = top-down
+            width, height = struct.unpack("<ii", data[18:26])
+            return "BMP", abs(width), abs(height)
+    return None
+
+
+def opencv_max_pixels() -> int:
+    """OpenCV's own cap on decoded pixels (OPENCV_IO_MAX_IMAGE_PIXELS, read when cv2 was imported; set in
+    edgeservers/__init__.py): the second line of defence, for formats whose header this module does not read."""
+    try:
+        return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "")) or (1 << 30)
+    except ValueError:
+        return 1 << 30
+
+
+def check_opencv_cap(max_pixels: int) -> None:
+    """A ModelLoadError when max_image_pixels allows images OpenCV would refuse anyway."""
+    if max_pixels > opencv_max_pixels():
+        raise ModelLoadError(
+            f"parameter max_image_pixels={max_pixels} exceeds OpenCV's own limit, the environment variable "
+            f"OPENCV_IO_MAX_IMAGE_PIXELS={opencv_max_pixels()}: raise that too"
+        )
+
+
+def check_image_size(data: bytes, max_pixels: int, field: str = "binData") -> None:
+    """TooLarge (413) when the image's header declares more than max_pixels pixels: before any decoding."""
+    header = image_header(data)
+    if header is None:
+        return
+    kind, width, height = header
+    if width * height > max_pixels:
+        raise TooLarge(
+            f"{field} is a {width} x {height} {kind} ({width * height:,} pixels); "
+            f"max_image_pixels is {max_pixels:,}"
+        )
+
+
+def decode_image(data: bytes, max_pixels: int | None = None, field: str = "binData") -> np.ndarray:
+    """BGR uint8 pixels of an encoded image, or a BadRequest saying what arrived (TooLarge when its header
+    declares more than `max_pixels` pixels: checked before anything is decoded)."""
     if not data:
-        raise BadRequest("binData is empty: expected an encoded image (JPEG, PNG or BMP)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        head = data[:8].hex(" ")
+        raise BadRequest(f"{field} is empty: expected an encoded image (JPEG, PNG or BMP)")
+    if max_pixels is not None:
+        check_image_size(data, max_pixels, field)
+    head = data[:8].hex(" ")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # OpenCV's own checks (e.g. its pixel cap): never its internal text as a 500
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(e):
+            raise TooLarge(
+                f"{field} ({len(data)} bytes starting {head}) declares more than {opencv_max_pixels():,} pixels, "
+                f"OpenCV's limit (OPENCV_IO_MAX_IMAGE_PIXELS; max_image_pixels is {max_pixels or 0:,})"
+            ) from None
         raise BadRequest(
-            f"binData is not a decodable image ({len(data)} bytes starting {head}): expected JPEG, PNG or BMP"
+            f"{field} is not a decodable image ({len(data)} bytes starting {head}): expected JPEG, PNG or BMP"
+        ) from None
+    if image is None:
+        raise BadRequest(
+            f"{field} is not a decodable image ({len(data)} bytes starting {head}): expected JPEG, PNG or BMP"
         )
     return image
 
 
 def geometry(spec: TensorSpec, layout: str) -> ImageGeometry:
-    """H, W and C of a 4-D image input; NCHW when the layout says so or the shape shows it (C of 1 or 3 first)."""
+    """H, W and C of a 4-D image input; NCHW when the layout parameter, else the model's own layout, says
+    so, else when the shape shows it (C of 1 or 3 first)."""
     if len(spec.shape) != 4 or any(d <= 0 for d in spec.shape[1:]):
         raise ModelLoadError(
             f"input {spec.name} has shape {list(spec.shape)}: image payloads need a fixed 4-D image input "
             f"(NHWC or NCHW); send tensors instead"
         )
     _, d1, d2, d3 = spec.shape
+    if layout == "auto" and spec.layout:
+        layout = spec.layout
     if layout == "auto":
         layout = "NCHW" if d1 in (1, 3) and d3 not in (1, 3) else "NHWC"
     h, w, c = (d2, d3, d1) if layout == "NCHW" else (d1, d2, d3)

@@ -54,7 +54,7 @@ class Classification:
         self._top_k = top_k
 
     def __call__(self, outputs: Mapping[str, np.ndarray], image_size: Size) -> Answer:
-        scores = outputs[self._name].reshape(-1)
+        scores = outputs[self._name].reshape(-1).astype(np.float32, copy=False)  # unsigned raw scores cannot be negated
         k = min(self._top_k, scores.size)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -151,11 +151,48 @@ class Detection:
         return Answer(body, body[0]["score"] if body else None)
 
 
+def output_layout(spec: TensorSpec, wanted: str) -> str | None:
+    """NHWC or NCHW for a 4-D map ([1,H,W,C] or [1,C,H,W]); None for a [1,H,W] one.
+
+    In this order: the model's own layout (OpenVINO rt_info; `wanted` may not contradict it), the
+    output_layout parameter, then the shape: channels are the one end dimension smaller than both
+    others ([1,1,H,W] and [1,21,513,513] are NCHW, [1,H,W,1] and [1,513,513,21] NHWC). Anything else
+    ([1,8,8,8], a dynamic size) is ambiguous and needs output_layout.
+    """
+    if len(spec.shape) != 4:
+        return None
+    if spec.layout:
+        if wanted not in ("auto", spec.layout):
+            raise ModelLoadError(
+                f"parameter output_layout={wanted}: output {spec.name} is {spec.layout} by the model's own layout; "
+                f"set output_layout to auto or {spec.layout}"
+            )
+        return spec.layout
+    if wanted != "auto":
+        return wanted
+    _, d1, d2, d3 = spec.shape
+    if min(d1, d2, d3) > 0:
+        if d1 < d2 and d1 < d3:
+            return "NCHW"
+        if d3 < d1 and d3 < d2:
+            return "NHWC"
+    raise ModelLoadError(
+        f"output {spec.name} has shape {list(spec.shape)}, which may be NHWC or NCHW: "
+        f"set parameter output_layout to NHWC or NCHW"
+    )
+
+
 class Segmentation:
     """A binary mask from a class map or probability map, and its connected regions via OpenCV contours."""
 
     def __init__(self, outputs: Sequence[TensorSpec], labels: Sequence[str] | None, settings: Settings):
         self._output = _one_output("segmentation", outputs)
+        if not (len(self._output.shape) == 2 or len(self._output.shape) in (3, 4) and self._output.shape[0] in (1, -1)):
+            raise ModelLoadError(
+                f"postprocess=segmentation needs a map [H,W], [1,H,W], [1,H,W,C] or [1,C,H,W]; "
+                f"{self._output.name} has shape {list(self._output.shape)}"
+            )
+        self._layout = output_layout(self._output, settings.output_layout)
         self._labels = labels
         self._settings = settings
         self._class = self._class_index(settings.segmentation_class, labels)
@@ -175,9 +212,12 @@ class Segmentation:
 
     def _mask(self, output: np.ndarray) -> np.ndarray:
         """True where the chosen class is (any non-background class when none is chosen)."""
-        if output.ndim == 4 and output.shape[-1] == 1:
+        if output.ndim > 2:
+            output = output[0]
+        if self._layout == "NCHW":
+            output = output.transpose(1, 2, 0)
+        if output.ndim == 3 and output.shape[-1] == 1:
             output = output[..., 0]
-        output = output.reshape(output.shape[-3:] if output.ndim == 4 else output.shape[-2:])
         if output.ndim == 3:  # per-class probabilities [H, W, C]
             if self._class is None:
                 return output.argmax(axis=-1) != 0

@@ -9,9 +9,9 @@ from __future__ import annotations
 import queue
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Iterator, Mapping, Self, Sequence, TypeVar
 
 import numpy as np
 
@@ -58,6 +58,7 @@ class TensorSpec:
     dtype: np.dtype
     shape: tuple[int, ...]  # -1 for a dynamic dimension
     quantization: Quantization | None = None
+    layout: str | None = None  # "NCHW" or "NHWC" when the model itself says so (OpenVINO rt_info)
 
     @property
     def datatype(self) -> str:
@@ -78,14 +79,22 @@ class ModelSignature:
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """Knobs every runtime understands (runtime-specific ones are in `extra`)."""
+    """Knobs every runtime understands; a runtime with settings of its own subclasses this (e.g. OpenVINO's
+    device). Field names are the parameters' names, so `from_settings` fills them."""
 
     num_threads: int
     pool_size: int
-    extra: Mapping[str, Any]
+    inference_precision: str = "f32"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Self:
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
-class ModelRuntime(ABC):
+OptionsT = TypeVar("OptionsT", bound=RuntimeOptions)
+
+
+class ModelRuntime(ABC, Generic[OptionsT]):
     """A loaded model: its tensors and a pool of inference slots that requests share.
 
     `inspect` is cheap and safe to call before the wrapper forks its workers; the
@@ -95,20 +104,30 @@ class ModelRuntime(ABC):
     name: ClassVar[str]
     # File suffixes this runtime can load, in order of preference.
     model_suffixes: ClassVar[tuple[str, ...]]
+    # The inference_precision values this runtime can honour.
+    precisions: ClassVar[tuple[str, ...]]
+    # Its options: OptionsT or a subclass with the runtime's own settings.
+    options_class: ClassVar[type[RuntimeOptions]] = RuntimeOptions
 
     @classmethod
     @abstractmethod
-    def inspect(cls, model_path: Path, options: RuntimeOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    def inspect(cls, model_path: Path, options: OptionsT) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """All input and output tensors of the model, without creating a pool."""
 
-    def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
+    @classmethod
+    @abstractmethod
+    def precision(cls, model_path: Path, options: OptionsT) -> str:
+        """The precision float models will be computed in (f32, bf16, f16), as the runtime and device
+        report it without compiling: metadata says it, and a precision the device lacks stops the server."""
+
+    def __init__(self, model_path: Path, options: OptionsT, signature: ModelSignature):
         self.signature = signature
         self._slots: queue.Queue = queue.Queue()
         for _ in range(max(1, options.pool_size)):
             self._slots.put(self._new_slot(model_path, options))
 
     @abstractmethod
-    def _new_slot(self, model_path: Path, options: RuntimeOptions) -> Any:
+    def _new_slot(self, model_path: Path, options: OptionsT) -> Any:
         """One independent inference context (an interpreter, an infer request)."""
 
     @abstractmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,6 +16,8 @@ from .runtime import ModelRuntime, ModelSignature, Quantization, RuntimeOptions,
 _PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Convert"}
 # Devices that stand for a choice among real ones, so they are not in `available_devices`.
 _VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+# inference_precision -> the device capability (OPTIMIZATION_CAPABILITIES) that computes in it.
+_CAPABILITIES = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
 
 
 def _fake_quantize(node: Any, quantizes: bool) -> Quantization | None:
@@ -58,10 +61,20 @@ def _input_quantization(parameter: Any) -> Quantization | None:
             return _fake_quantize(node, quantizes=False)
 
 
+def _layout(port: Any) -> str | None:
+    """NCHW or NHWC when the model carries the port's layout (IR rt_info, set by PrePostProcessor or
+    `set_layout`) and it names channels, height and width; None when it does not."""
+    helpers = ov.layout_helpers
+    layout = helpers.get_layout(port)
+    if not all(has(layout) for has in (helpers.has_channels, helpers.has_height, helpers.has_width)):
+        return None
+    return {"[N,C,H,W]": "NCHW", "[N,H,W,C]": "NHWC"}.get(layout.to_string())
+
+
 def _spec(port: Any, quantization: Quantization | None) -> TensorSpec:
     shape = tuple(int(d.get_length()) if d.is_static else -1 for d in port.get_partial_shape())
     dtype = np.dtype(port.get_element_type().to_dtype())
-    return TensorSpec(port.get_any_name(), dtype, shape, quantization if dtype.kind in "ui" else None)
+    return TensorSpec(port.get_any_name(), dtype, shape, quantization if dtype.kind in "ui" else None, _layout(port))
 
 
 def _first_line(error: Exception) -> str:
@@ -77,17 +90,27 @@ def _read(core: ov.Core, model_path: Path) -> ov.Model:
         raise ModelLoadError(f"OpenVINO cannot read {model_path}: {_first_line(e)}") from None
 
 
-class OpenVINORuntime(ModelRuntime):
+@dataclass(frozen=True)
+class OpenVINOOptions(RuntimeOptions):
+    """OpenVINO's own settings besides the shared ones."""
+
+    device: str = "CPU"
+    performance_hint: str = "LATENCY"
+
+
+class OpenVINORuntime(ModelRuntime[OpenVINOOptions]):
     """One compiled model shared by a pool of infer requests (each request runs one inference at a time)."""
 
     name = "openvino"
+    options_class = OpenVINOOptions
     model_suffixes = (".xml", ".onnx", ".tflite")
+    precisions = ("f32", "auto", "bf16", "f16")
 
     @classmethod
-    def inspect(cls, model_path: Path, options: RuntimeOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    def inspect(cls, model_path: Path, options: OpenVINOOptions) -> tuple[list[TensorSpec], list[TensorSpec]]:
         core = ov.Core()
         model = _read(core, model_path)
-        device = options.extra["device"]
+        device = options.device
         if not device.startswith(_VIRTUAL_DEVICES) and device.split(".")[0] not in {
             d.split(".")[0] for d in core.available_devices
         }:
@@ -97,13 +120,35 @@ class OpenVINORuntime(ModelRuntime):
         outputs = [_spec(port, _output_quantization(r)) for port, r in zip(model.outputs, model.get_results())]
         return inputs, outputs
 
-    def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
+    @classmethod
+    def precision(cls, model_path: Path, options: OpenVINOOptions) -> str:
+        """The explicit precision, if the device computes in it (OpenVINO would silently run f32
+        instead); for `auto` the device's own INFERENCE_PRECISION_HINT: bf16 on CPUs with AMX or
+        avx512_bf16, f16 on ARM CPUs with fp16 arithmetic, else f32."""
         core = ov.Core()
-        device = options.extra["device"]
+        device, wanted = options.device, options.inference_precision
+        try:
+            if wanted == "auto":
+                return core.get_property(device, "INFERENCE_PRECISION_HINT").get_type_name()
+            capabilities = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+        except RuntimeError:  # virtual devices (AUTO:..., MULTI:...) answer neither: the real device decides
+            return wanted
+        if _CAPABILITIES[wanted] not in capabilities:
+            raise ModelLoadError(
+                f"parameter inference_precision={wanted!r}: OpenVINO device {device} cannot compute in {wanted} "
+                f"here (its OPTIMIZATION_CAPABILITIES: {', '.join(capabilities)}); use f32 or auto"
+            )
+        return wanted
+
+    def __init__(self, model_path: Path, options: OpenVINOOptions, signature: ModelSignature):
+        core = ov.Core()
+        device = options.device
         config = {
-            "PERFORMANCE_HINT": options.extra["performance_hint"],
+            "PERFORMANCE_HINT": options.performance_hint,
             "INFERENCE_NUM_THREADS": options.num_threads,
         }
+        if options.inference_precision != "auto":
+            config["INFERENCE_PRECISION_HINT"] = options.inference_precision
         if device != "CPU":
             config.pop("INFERENCE_NUM_THREADS")
         try:
@@ -112,7 +157,7 @@ class OpenVINORuntime(ModelRuntime):
             raise ModelLoadError(f"OpenVINO cannot compile {model_path} for {device}: {_first_line(e)}") from None
         super().__init__(model_path, options, signature)
 
-    def _new_slot(self, model_path: Path, options: RuntimeOptions) -> ov.InferRequest:
+    def _new_slot(self, model_path: Path, options: OpenVINOOptions) -> ov.InferRequest:
         return self._compiled.create_infer_request()
 
     def _run(self, slot: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

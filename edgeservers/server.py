@@ -20,12 +20,13 @@ from seldon_core.proto import prediction_pb2
 from seldon_core.user_model import SeldonComponent
 
 from . import codecs, postprocess, seldon_compat
-from .errors import BadRequest, ModelLoadError
+from .errors import BadRequest, ModelLoadError, Unavailable
+from .http_worker import RestOptions
 from .image_store import ImageStore, ObjectRef, parse_store
-from .images import ImagePreprocessor, decode_image
+from .images import ImagePreprocessor, check_opencv_cap, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from .modelfiles import find_model, local_model_dir, read_labels
-from .runtime import ModelRuntime, ModelSignature, RuntimeOptions, select
+from .runtime import ModelRuntime, ModelSignature, select
 from .settings import Settings, adaptive_concurrency, available_cpus
 from .uncertain import UncertainUploader
 
@@ -52,7 +53,7 @@ class Prediction:
 class EdgeModelServer(SeldonComponent):
     """A Seldon model server for one model on one runtime; subclasses only name the runtime."""
 
-    runtime_class: ClassVar[type[ModelRuntime]]
+    runtime_class: ClassVar[type[ModelRuntime[Any]]]
 
     def __init__(self, **parameters: Any):
         super().__init__()
@@ -60,10 +61,13 @@ class EdgeModelServer(SeldonComponent):
             self._prepare(parameters)
         except ModelLoadError as e:
             _stop(type(self).__name__, e, code=1)
-        self._runtime: ModelRuntime | None = None
+        self._runtime: ModelRuntime[Any] | None = None
         self._metrics = MetricsBatch(self._settings.metrics_interval)
         self._uncertain = self._uncertain_uploader()
         seldon_compat.install()  # here, in the main process, so every forked worker has it
+        # What the REST worker enforces (edgeservers/http_worker.py); read by the wrapper's gunicorn applications.
+        self.rest_options = self._rest_options()
+        seldon_compat.configure_rest(self.rest_options)
         # The one blueprint Seldon's wrapper registers on its REST app (see seldon_compat).
         self.model_error_handler = seldon_compat.rest_blueprint()
 
@@ -71,13 +75,16 @@ class EdgeModelServer(SeldonComponent):
         defaults = adaptive_concurrency(seldon_compat.concurrent_requests(), available_cpus())
         settings = Settings.from_parameters(parameters, defaults)
         self._settings = settings
-        self._options = RuntimeOptions(
-            num_threads=settings.num_threads,
-            pool_size=settings.pool_size,
-            extra={"device": settings.device, "performance_hint": settings.performance_hint},
-        )
+        if settings.inference_precision not in self.runtime_class.precisions:
+            raise ModelLoadError(
+                f"parameter inference_precision={settings.inference_precision!r}: expected one of "
+                f"{', '.join(self.runtime_class.precisions)} for {type(self).__name__}"
+            )
+        check_opencv_cap(settings.max_image_pixels)
+        self._options = self.runtime_class.options_class.from_settings(settings)
         self._model_path = find_model(local_model_dir(settings.model_uri), self.runtime_class.model_suffixes)
         inputs, outputs = self.runtime_class.inspect(self._model_path, self._options)
+        self._precision = self.runtime_class.precision(self._model_path, self._options)
         self._signature = ModelSignature(
             inputs=select(inputs, settings.input_names, "input"),
             outputs=select(outputs, settings.output_names, "output"),
@@ -108,6 +115,25 @@ class EdgeModelServer(SeldonComponent):
             return None
         return UncertainUploader(self._uncertain_prefix, self._settings.uncertain_queue_size, self._metrics.count)
 
+    def _rest_options(self) -> RestOptions:
+        s = self._settings
+        elements: int | None = 0
+        for spec in self._signature.inputs:
+            if any(d < 1 for d in spec.shape):
+                elements = None  # a dynamic dimension: only the byte limit applies
+                break
+            elements += int(np.prod(spec.shape))  # type: ignore[operator]
+        return RestOptions(
+            max_request_bytes=s.max_request_bytes,
+            header_timeout=s.header_timeout,
+            body_timeout=s.body_timeout,
+            max_connections=s.max_connections,
+            graceful_timeout=s.graceful_timeout,
+            bind_address=s.bind_address,
+            cors_origins=s.cors_origin_list,
+            max_json_values=seldon_compat.json_values_limit(elements),
+        )
+
     def _image_preprocessor(self) -> tuple[ImagePreprocessor | None, str]:
         """The preprocessor for image payloads, or None and why the model cannot take images."""
         inputs = self._signature.inputs
@@ -117,6 +143,10 @@ class EdgeModelServer(SeldonComponent):
             return ImagePreprocessor(inputs[0], self._settings), ""
         except ModelLoadError as e:
             return None, str(e)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     @property
     def model_name(self) -> str:
@@ -226,7 +256,11 @@ class EdgeModelServer(SeldonComponent):
 
     def health_status_raw(self) -> dict[str, Any]:
         """/health/status as the wrapper would build it, minus its call to metrics(), which would
-        hand this worker's request metrics over under the "health" method label."""
+        hand this worker's request metrics over under the "health" method label. 503 naming the part
+        while any part of the server is down (see seldon_compat.unavailable)."""
+        down = seldon_compat.unavailable()
+        if down:
+            raise Unavailable("not ready: " + "; ".join(down))
         return {"jsonData": self.health_status()}
 
     def init_metadata(self) -> dict[str, Any]:
@@ -237,6 +271,7 @@ class EdgeModelServer(SeldonComponent):
             "outputs": [spec.describe() for spec in self._signature.outputs],
             "custom": {
                 "postprocess": self._postprocess_kind,
+                "inference_precision": self._precision,
                 "image_input": "yes" if self._image else f"no: {self._not_image}",
                 "pool_size": str(self._settings.pool_size),
                 "num_threads": str(self._settings.num_threads),
@@ -257,7 +292,7 @@ class EdgeModelServer(SeldonComponent):
 
     # --- request steps ----------------------------------------------------------------------
 
-    def _loaded(self) -> ModelRuntime:
+    def _loaded(self) -> ModelRuntime[Any]:
         if self._runtime is None:
             raise BadRequest("the model is not loaded yet in this worker: retry shortly")
         return self._runtime
@@ -271,7 +306,7 @@ class EdgeModelServer(SeldonComponent):
         if payload.form == "image":
             if self._image is None:
                 raise BadRequest(f"this model does not take images ({self._not_image}): send tensors instead")
-            pixels = decode_image(payload.image)
+            pixels = decode_image(payload.image, self._settings.max_image_pixels)
             return {self._image.spec.name: self._image(pixels)}, pixels.shape[:2]
         size = (self._image.geometry.height, self._image.geometry.width) if self._image else None
         if payload.form == "jsonData":

@@ -6,6 +6,7 @@ given as STRING are accepted too, so a typo in a manifest's type gets a clear er
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -18,6 +19,8 @@ POSTPROCESSORS = ("auto", "none", "classification", "detection", "segmentation")
 INPUT_SCALES = ("auto", "0..1", "-1..1", "0..255", "mean_std")
 CHANNEL_ORDERS = ("RGB", "BGR")
 LAYOUTS = ("auto", "NHWC", "NCHW")
+# Float precisions a runtime may compute in; each runtime accepts its own subset (ModelRuntime.precisions).
+PRECISIONS = ("f32", "auto", "bf16", "f16")
 
 # The face-mask detector's anchor layout (../models/README.md): the defaults of postprocess=detection.
 FACE_MASK_FEATURE_MAPS = "33,17,9,5,3"
@@ -58,6 +61,14 @@ class Settings:
     image_store: str = ""
     uncertain_store: str = ""
     uncertain_queue_size: int = 32
+    # REST serving (edgeservers/http_worker.py): connections, timeouts, shutdown, exposure
+    max_connections: int = 1000  # open REST connections per worker; more are answered 503 and closed
+    header_timeout: float = 10.0  # s for a request line and all headers (and a keep-alive connection's idle time)
+    body_timeout: float = 60.0  # s for a whole request body (16 MiB at 2.2 Mbit/s)
+    graceful_timeout: float = 20.0  # s to finish the requests in flight after SIGTERM; keep below the pod's grace period
+    bind_address: str = "0.0.0.0"  # REST, metrics and gRPC listen here (127.0.0.1: this host only)
+    cors_origins: str = ""  # comma-separated origins allowed by CORS ("*": any); empty: no CORS headers
+    grpc_reflection: bool = False  # gRPC server reflection (lists the services to any client)
     # Image payloads
     input_scale: str = "auto"
     input_mean: str = "127.5"
@@ -77,6 +88,9 @@ class Settings:
     mask_threshold: float = 0.5
     min_region_area: int = 1
     return_mask: bool = False
+    output_layout: str = "auto"
+    # Both runtimes (values per runtime: ModelRuntime.precisions)
+    inference_precision: str = "f32"
     # OpenVINO only
     device: str = "CPU"
     performance_hint: str = "LATENCY"
@@ -88,6 +102,10 @@ class Settings:
     @property
     def output_names(self) -> tuple[str, ...]:
         return _names(self.output_tensor_name)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return _names(self.cors_origins)
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -131,13 +149,27 @@ class Settings:
             "input_scale": INPUT_SCALES,
             "channel_order": CHANNEL_ORDERS,
             "input_layout": LAYOUTS,
+            "output_layout": LAYOUTS,
+            "inference_precision": PRECISIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        for name in ("top_k", "num_threads", "pool_size", "max_detections", "max_request_bytes", "max_image_pixels", "uncertain_queue_size"):
+        for name in ("top_k", "num_threads", "pool_size", "max_detections", "max_request_bytes", "max_image_pixels",
+                     "uncertain_queue_size", "max_connections"):
             if getattr(self, name) < 1:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
+        for name in ("header_timeout", "body_timeout", "graceful_timeout"):
+            if not getattr(self, name) > 0:
+                raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected seconds > 0")
+        if self.max_request_bytes > 2**31 - 1:  # grpc takes it as a C int
+            raise ModelLoadError(f"parameter max_request_bytes={self.max_request_bytes}: expected at most 2147483647")
+        try:
+            ipaddress.ip_address(self.bind_address)
+        except ValueError:
+            raise ModelLoadError(
+                f"parameter bind_address={self.bind_address!r}: expected an IP address, e.g. 0.0.0.0 (all), 127.0.0.1 or ::"
+            ) from None
         if self.metrics_interval < 0:
             raise ModelLoadError(f"parameter metrics_interval={self.metrics_interval}: expected seconds >= 0")
         for name in ("score_threshold", "nms_iou_threshold", "mask_threshold"):

@@ -109,7 +109,7 @@ def test_grpc_bad_request_gets_an_error_status_with_the_message(mobilenet, case)
         message.data.tftensor.CopyFrom(tensor_to_tf(np.zeros((1, 224, 224, 3), np.float32)))
     with pytest.raises(grpc.RpcError) as error:
         mobilenet.grpc(message)
-    assert error.value.code() != grpc.StatusCode.OK
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert words in error.value.details()
     ok = mobilenet.grpc(prediction_pb2.SeldonMessage(binData=(FACE_MASK.parent.parent / "images" / "parrot.jpg").read_bytes()))
     assert ok.jsonData.list_value.values[0].struct_value.fields["label"].string_value == "macaw"

@@ -194,10 +194,49 @@ def test_parameters_carry_the_server_settings_types():
     ({"modelUri": "x", "securityContext": {"runAsUser": 0, "runAsGroup": 0}}, "runAsUser"),
     ({"modelUri": "x", "name": "Not_A_Name"}, "name"),
     ({"modelUri": "x", "server": {"grpcWorkers": -1}}, "grpcWorkers"),
+    ({"modelUri": "x", "parameters": {"graceful_timeout": 40}}, "must be below server.terminationGracePeriodSeconds"),
+    ({"modelUri": "x", "server": {"terminationGracePeriodSeconds": 15}}, "graceful_timeout"),
+    ({"modelUri": "x", "networkPolicy": {"enabled": True, "allowNamespaces": ["Not A Namespace"], "metricsNamespaces": []}}, "allowNamespaces"),
 ])
 def test_helm_refuses_bad_values(set_values, message):
     result = kv.helm("template", "edge", str(kv.CHART), *kv.value_args(set_values=set_values), check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+# --- NetworkPolicy (issue 9: exposure) ----------------------------------------------------------------
+
+
+def test_no_network_policy_by_default():
+    assert [d["kind"] for d in kv.render(set_values={"modelUri": "x"})] == ["SeldonDeployment"]
+
+
+def test_network_policy_admits_only_the_listed_namespaces():
+    docs = kv.render(set_values={"modelUri": "x", "name": "cam", "networkPolicy": {
+        "enabled": True, "allowNamespaces": ["apps", "edge"], "metricsNamespaces": ["monitoring"]}}, namespace="ns")
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    (sdep,) = [d for d in docs if d["kind"] == "SeldonDeployment"]
+    errors = sorted(f"{kv._where(e)}: {e.message}" for e in kv._k8s_validator("networkpolicy-networking-v1").iter_errors(policy))
+    assert errors == []
+    assert policy["metadata"]["namespace"] == sdep["metadata"]["namespace"] == "ns"
+    # the label the Seldon operator puts on every pod of a SeldonDeployment
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"seldon-deployment-id": sdep["metadata"]["name"]}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = {tuple(p["port"] for p in r["ports"]): r["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+             for r in policy["spec"]["ingress"]}
+    assert rules == {(9000, 9500): ["apps", "edge"], (6000,): ["monitoring"]}
+    ports = {p["containerPort"] for p in pod_spec(sdep)["containers"][0]["ports"]}
+    assert ports == {9000, 9500, 6000}
+
+
+def test_an_enabled_policy_without_namespaces_admits_nobody():
+    docs = kv.render(set_values={"modelUri": "x", "networkPolicy": {"enabled": True, "allowNamespaces": [], "metricsNamespaces": []}})
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert policy["spec"].get("ingress") in (None, [])
+
+
+def test_termination_grace_period_is_above_the_servers_graceful_timeout():
+    spec = pod_spec(kv.render_one(set_values={"modelUri": "x"}))
+    assert spec["terminationGracePeriodSeconds"] == 30 > Settings.graceful_timeout
 
 
 # --- the validation itself catches broken manifests --------------------------------------------------

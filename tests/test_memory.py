@@ -32,9 +32,9 @@ def test_tflite_tree_fits_in_150_mb_after_predictions(config):
     assert result["pss_mb"] <= tree_mb + 0.5  # the kernel's PSS can only be lower
     # every request's metrics reached Prometheus from the REST worker, through the Manager in the main process
     assert result["metrics_ok"]
-    # the wrapper's main process (REST arbiter, metrics Manager and endpoint) and the REST worker
+    # the main process (supervisor, metrics Manager and endpoint), gunicorn's REST arbiter and its worker
     roles = sorted(p["role"] for p in result["processes"])
-    assert roles == ["REST worker", "main (REST arbiter) + metrics Manager, metrics endpoint"], roles
+    assert roles == ["REST arbiter", "REST worker", "main + metrics Manager, metrics endpoint"], roles
 
 
 def test_metrics_of_rest_and_grpc_workers_reach_prometheus_through_the_main_process(start_server):

@@ -21,12 +21,28 @@ SOURCE_SHA256 = {
     "seldon_core.metrics:SeldonMetrics.update": "1c71ad114bf12494",
     "seldon_core.seldon_methods:health_status": "eafb8377db12964d",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "7a7449219b47c5b2",
-    # memory: the metrics endpoint served from the metrics Manager's process
-    "seldon_core.metrics:SeldonMetrics.__init__": "af793ef047852eb4",
-    "seldon_core.metrics:SeldonMetrics.collect": "5d56ecbee53c4e9b",
-    "seldon_core.microservice:main": "584fe2ae31a79ef1",
+    # REST serving
+    "seldon_core.microservice:_make_rest_server_prod": "d1abe4bd738bde6b",
     "seldon_core.microservice:_make_rest_metrics_server": "6459ff2f1b453fcf",
+    "seldon_core.gunicorn_utils:StandaloneApplication.load_config": "b2150a20ddd6220f",
+    "seldon_core.gunicorn_utils:UserModelApplication.load": "1cca8c411f3b0ff2",
+    "seldon_core.metrics:SeldonMetrics.__init__": "af793ef047852eb4",
+    "seldon_core.wrapper:get_metrics_microservice": "71829aeb328669a8",
+    "seldon_core.flask_utils:get_request": "4e2de390f9861b5f",
+    "seldon_core.flask_utils:get_multi_form_data_request": "52946e584a1ce0a4",
+    "tornado.http1connection:HTTP1Connection._read_message_inner": "823ab7277a0b5056",
+    "tornado.tcpserver:TCPServer._handle_connection": "9c38c32e7f22ee10",
+    "gunicorn.arbiter:Arbiter.stop": "8f62d8857b595156",
+    "werkzeug.wrappers.request:Request.make_form_data_parser": "c0c9d74d8f10b1c4",
+    "werkzeug.sansio.multipart:MultipartDecoder.next_event": "5536f59ee7fca495",
+    "seldon_core.wrapper:SeldonModelGRPC.Predict": "74e3f66d4ef872a2",
+    "seldon_core.microservice:main": "584fe2ae31a79ef1",
     "seldon_core.microservice:start_servers": "7f3592a58382beda",
+    "seldon_core.microservice:_make_grpc_server": "927b38ed32029257",
+    "seldon_core.microservice:_run_grpc_server": "3d89ba00ca2e13bf",
+    "seldon_core.microservice:_reserve_grpc_port": "20ac9bc2f5d71f96",
+    # memory
+    "seldon_core.metrics:SeldonMetrics.collect": "5d56ecbee53c4e9b",
 }
 
 

@@ -83,3 +83,29 @@ def test_openvino_corrupt_ir(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"\x00" * 16)
     line = start_and_fail("OpenVINOServer", model_uri=str(tmp_path))
     assert "OpenVINO cannot read" in line and "model.xml" in line
+
+
+
+def test_ambiguous_output_layout_asks_for_output_layout(tmp_path):
+    """A segmentation map [1,4,4,4] may be NHWC or NCHW: with output_layout=auto the server cannot tell."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    image = ops.parameter([1, 3, 4, 4], np.float32, name="image")
+    scores = ops.concat([image, ops.reduce_max(image, [1], True)], axis=1)  # [1, 4, 4, 4]
+    ov.save_model(ov.Model([scores], [image], "m"), str(tmp_path / "model.xml"))
+    line = start_and_fail("OpenVINOServer", model_uri=str(tmp_path), postprocess="segmentation")
+    assert "shape [1, 4, 4, 4], which may be NHWC or NCHW: set parameter output_layout to NHWC or NCHW" in line
+
+
+@pytest.mark.parametrize(
+    "server_class, precision, words",
+    [
+        ("OpenVINOServer", "fp8", "parameter inference_precision='fp8': expected one of f32, auto, bf16, f16"),
+        ("TFLiteServer", "bf16", "parameter inference_precision='bf16': expected one of f32, auto for TFLiteServer"),
+    ],
+)
+def test_unknown_inference_precision_names_the_allowed_values(server_class, precision, words):
+    line = start_and_fail(server_class, model_uri=str(FACE_MASK), inference_precision=precision)
+    assert words in line

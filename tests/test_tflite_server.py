@@ -20,6 +20,7 @@ from conftest import (
     labels,
     plain_image_tensor,
     plain_outputs,
+    tflite_file,
 )
 
 # Top-1 classes the plain interpreter gives for these photos (../models/README.md, shared/models/README.md).
@@ -237,8 +238,50 @@ def test_metrics_are_handed_to_seldon_in_batches_and_none_is_lost(start_server):
 def test_pool_and_threads_adapt_to_the_wrapper_threads_and_the_cpus(start_server):
     import os
 
-    server = start_server("TFLiteServer", env={"GUNICORN_THREADS": "8", "GRPC_WORKERS": "0"}, model_uri=str(MOBILENET_V2))
+    server = start_server("TFLiteServer", env={"GUNICORN_THREADS": "8"}, model_uri=str(MOBILENET_V2))
     custom = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()["custom"]
     cpus = len(os.sched_getaffinity(0))
     assert (int(custom["pool_size"]), int(custom["num_threads"])) == (min(8, cpus), max(1, cpus // min(8, cpus)))
     assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
+def _allowing_fp16(target):
+    """The face-mask detector with the metadata the converter writes for
+    `_experimental_supported_accumulation_type = tf.float16`, which lets XNNPACK compute it in fp16 on
+    ARM CPUs with fp16 arithmetic (tensorflow/lite/delegates/xnnpack/README.md)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(tflite_file(FACE_MASK).read_bytes())
+    value = schema.BufferT()
+    value.data = np.frombuffer(b"fp16accfp16", np.uint8)
+    model.buffers.append(value)
+    metadata = schema.MetadataT()
+    metadata.name, metadata.buffer = "reduced_precision_support", len(model.buffers) - 1
+    model.metadata = (model.metadata or []) + [metadata]
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    (target / "face_mask_fp16_allowed.tflite").write_bytes(builder.Output())
+    return target
+
+
+@pytest.mark.parametrize("precision", ["f32", "auto"])
+def test_inference_precision_of_a_model_that_allows_fp16(start_server, tmp_path, precision):
+    """f32 keeps such a model off XNNPACK (TFLite's own f32 kernels, bit for bit); auto leaves it to XNNPACK."""
+    import platform
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    model_dir = _allowing_fp16(tmp_path)
+    server = start_server("TFLiteServer", model_uri=str(model_dir), inference_precision=precision, num_threads=1)
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if precision == "f32" else OpResolverType.AUTO
+    interpreter = Interpreter(model_path=str(tflite_file(model_dir)), num_threads=1, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    tensor = plain_image_tensor(FACE_MASK, "face_mask_demo.jpg", scale=1 / 255)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor)
+    interpreter.invoke()
+    reply = server.rest_ok({"data": {"ndarray": tensor.tolist()}})
+    for detail in interpreter.get_output_details():
+        np.testing.assert_array_equal(np.asarray(reply["jsonData"][detail["name"]], np.float32), interpreter.get_tensor(detail["index"]))
+    metadata = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()
+    # XNNPACK computes in fp16 only on CPUs with native fp16 arithmetic (ARM), never on x86.
+    expected = "f32" if precision == "f32" or platform.machine() == "x86_64" else metadata["custom"]["inference_precision"]
+    assert metadata["custom"]["inference_precision"] == expected

@@ -91,12 +91,11 @@ def test_openvino_prefers_the_ir_and_needs_its_weights(tmp_path):
 def test_openvino_reads_the_same_quantization_as_tflite(model_dir):
     from pathlib import Path
 
-    from edgeservers.runtime import RuntimeOptions
-    from edgeservers.runtime_openvino import OpenVINORuntime
+    from edgeservers.runtime_openvino import OpenVINOOptions, OpenVINORuntime
     from edgeservers.runtime_tflite import TFLiteRuntime
 
     (model,) = (Path(__file__).parent.parent / "models" / model_dir).glob("*.tflite")
-    options = RuntimeOptions(num_threads=1, pool_size=1, extra={"device": "CPU"})
+    options = OpenVINOOptions(num_threads=1, pool_size=1)
     assert OpenVINORuntime.inspect(model, options) == TFLiteRuntime.inspect(model, options)
 
 
@@ -133,3 +132,62 @@ def test_the_wrapper_thread_settings_give_the_requests_one_worker_runs_at_once(m
     assert concurrent_requests() == 4
     monkeypatch.setenv("GRPC_WORKERS", "0")
     assert concurrent_requests() == 1
+@pytest.mark.parametrize(
+    "shape, model_layout, wanted, expected",
+    [
+        ((1, 513, 513), None, "auto", None),
+        ((1, 1, 96, 128), None, "auto", "NCHW"),
+        ((1, 96, 128, 1), None, "auto", "NHWC"),
+        ((1, 21, 513, 513), None, "auto", "NCHW"),
+        ((1, 513, 513, 21), None, "auto", "NHWC"),
+        ((1, 8, 8, 8), None, "NCHW", "NCHW"),
+        ((1, 8, 8, 8), "NHWC", "auto", "NHWC"),  # the model's own layout
+        ((1, 2, 64, 64), "NHWC", "NHWC", "NHWC"),  # ... even against the shape
+    ],
+)
+def test_output_layout_from_the_model_the_parameter_or_the_shape(shape, model_layout, wanted, expected):
+    from edgeservers.postprocess import output_layout
+    from edgeservers.runtime import TensorSpec
+
+    assert output_layout(TensorSpec("map", np.dtype(np.float32), shape, layout=model_layout), wanted) == expected
+
+
+@pytest.mark.parametrize(
+    "shape, model_layout, wanted, words",
+    [
+        ((1, 8, 8, 8), None, "auto", "may be NHWC or NCHW: set parameter output_layout to NHWC or NCHW"),
+        ((1, -1, -1, 3), None, "auto", "may be NHWC or NCHW: set parameter output_layout to NHWC or NCHW"),
+        ((1, 1, 96, 128), "NCHW", "NHWC", "output_layout=NHWC: output map is NCHW by the model's own layout"),
+    ],
+)
+def test_output_layout_that_cannot_be_told_stops_the_server(shape, model_layout, wanted, words):
+    from edgeservers.postprocess import output_layout
+    from edgeservers.runtime import TensorSpec
+
+    with pytest.raises(ModelLoadError, match=words):
+        output_layout(TensorSpec("map", np.dtype(np.float32), shape, layout=model_layout), wanted)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", None])
+def test_openvino_reads_the_output_layout_the_model_carries(tmp_path, layout):
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from edgeservers.runtime_openvino import OpenVINOOptions, OpenVINORuntime
+
+    image = ops.parameter([1, 3, 8, 8], np.float32, name="image")
+    result = ops.result(ops.sigmoid(image))
+    if layout:
+        result.set_layout(ov.Layout(layout))
+    ov.save_model(ov.Model([result], [image], "m"), str(tmp_path / "model.xml"))
+    _, (output,) = OpenVINORuntime.inspect(tmp_path / "model.xml", OpenVINOOptions(1, 1))
+    assert output.layout == layout
+
+
+def test_classification_ranks_raw_unsigned_scores_best_first():
+    from edgeservers.postprocess import Classification
+    from edgeservers.runtime import TensorSpec
+
+    spec = TensorSpec("scores", np.dtype(np.uint8), (1, 4))
+    answer = Classification([spec], ["a", "b", "c", "d"], top_k=2)({"scores": np.array([[3, 200, 0, 90]], np.uint8)}, (1, 1))
+    assert [a["label"] for a in answer.body] == ["b", "d"] and answer.top_score == 200

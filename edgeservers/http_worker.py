@@ -1,0 +1,331 @@
+"""The REST serving layer: a gunicorn worker that reads HTTP with tornado and runs Seldon's Flask app in threads.
+
+seldon-core 1.17.1 runs its REST app on gunicorn's default sync worker with a 5000 s timeout: one
+thread per connection, blocked while the client sends nothing. One idle socket stops all REST traffic
+of a worker with one thread. This worker keeps gunicorn's arbiter (it restarts dead workers and honours
+GUNICORN_WORKERS, GUNICORN_THREADS, GUNICORN_KEEPALIVE, GUNICORN_MAX_REQUESTS) but serves differently:
+
+- tornado reads every connection asynchronously on one event loop: a silent or slow socket costs a few
+  KB of memory, no thread. The request line and headers must arrive within `header_timeout` seconds in
+  total (also the keep-alive idle limit; slowloris-proof), the body within `body_timeout`, headers are
+  at most 64 KiB, and at most `max_connections` connections are open: above it a new one is answered
+  503 and closed.
+- The body is checked as it arrives, before it is kept: a Content-Length above `max_request_bytes`, or a
+  chunked body that grows past it, answers 413 at once, naming the size, the limit and the parameter;
+  the rest of the body is read and dropped (for at most `DRAIN_SECONDS`, so that the client reads the
+  answer instead of a reset) and the connection closed. Nothing past the limit is ever buffered.
+  The bodies of accepted requests waiting for a thread are held in memory up to
+  `max_request_bytes x (threads + 2)` in all; above that a request answers 503 (retry).
+- Accepted requests run Seldon's Flask WSGI app in a pool of GUNICORN_THREADS threads, as the sync
+  worker did.
+- SIGTERM: stop accepting (connections already queued in the listen backlog are taken first), finish
+  every request received, answering it with `Connection: close`, within `graceful_timeout`, then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gunicorn.workers.base import Worker
+from tornado import httputil
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
+from tornado.wsgi import WSGIContainer
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 << 10
+DRAIN_SECONDS = 10.0  # how long a refused body is read and dropped so the client can read the 413
+UNLIMITED = 1 << 62
+
+
+@dataclass(frozen=True)
+class RestOptions:
+    """What the REST (and metrics) worker enforces; built from the component's parameters (settings.py)."""
+
+    max_request_bytes: int = 16 << 20
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 1000
+    graceful_timeout: float = 20.0
+    bind_address: str = "0.0.0.0"
+    cors_origins: tuple[str, ...] = ()
+    max_json_values: int | None = None  # JSON values (commas) a request may hold; None: only the byte limit
+
+
+def error_body(code: int, reason: str, info: str) -> bytes:
+    """A Seldon-style error answer (as SeldonMicroserviceException's, with the HTTP status as the code)."""
+    return json.dumps({"status": {"status": 1, "info": info, "code": code, "reason": reason}}).encode()
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def too_large(what: str, limit: int) -> str:
+    return (f"request body of {what} is larger than max_request_bytes={limit} ({_mib(limit)}); "
+            "the parameter max_request_bytes sets it (send images as JPEG binData, tensors as tftensor)")
+
+
+class Counters:
+    """State shared by the worker and its connections (one event loop: no locks)."""
+
+    def __init__(self, options: RestOptions, threads: int):
+        self.options = options
+        self.active = 0  # requests received (headers) and not yet answered
+        self.buffered = 0  # body bytes held in memory
+        self.buffer_budget = options.max_request_bytes * (threads + 2)
+        self.stopping = False
+        self.handled = 0
+
+
+class LimitedHTTPServer(HTTPServer):
+    """tornado's HTTPServer with a cap on open connections."""
+
+    def initialize(self, *args: Any, max_connections: int = 1000, **kwargs: Any) -> None:  # type: ignore[override]
+        super().initialize(*args, **kwargs)
+        self.max_connections = max_connections
+        self.refused = 0
+
+    def handle_stream(self, stream: IOStream, address: tuple) -> None:
+        if len(self._connections) >= self.max_connections:
+            self.refused += 1
+            body = error_body(503, "TOO_MANY_CONNECTIONS",
+                              f"{len(self._connections)} connections are open, the limit of this worker; "
+                              "the parameter max_connections sets it")
+            head = f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
+            stream.write(head.encode() + body).add_done_callback(lambda _: stream.close())
+            return
+        super().handle_stream(stream, address)
+
+    def accept_pending(self, limit: int) -> int:
+        """Take the connections already waiting in the listen backlog (before the sockets close)."""
+        taken = 0
+        for sock in list(self._sockets.values()):
+            while taken < limit:
+                try:
+                    conn, address = sock.accept()
+                except (BlockingIOError, InterruptedError, OSError):
+                    break
+                taken += 1
+                self._handle_connection(conn, address)  # type: ignore[attr-defined]
+        return taken
+
+
+class WSGIApp(httputil.HTTPServerConnectionDelegate):
+    """Runs a WSGI app for each request, in `executor`, once its whole body has arrived within the limits."""
+
+    def __init__(self, app: Callable, executor: ThreadPoolExecutor, counters: Counters):
+        self.app = app
+        self.executor = executor
+        self.counters = counters
+        self.container = WSGIContainer(app, executor=executor)  # only for its environ()
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        return RequestReader(self, request_conn)
+
+
+class RequestReader(httputil.HTTPMessageDelegate):
+    def __init__(self, owner: WSGIApp, conn: httputil.HTTPConnection):
+        self.owner = owner
+        self.counters = owner.counters
+        self.conn = conn
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.refused = False
+        self.counted = False
+        self.closed = False
+        self.start_line: httputil.RequestStartLine | None = None
+        self.headers: httputil.HTTPHeaders | None = None
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
+        self.start_line, self.headers = start_line, headers
+        self.counters.active += 1
+        self.counted = True
+        self.conn.set_max_body_size(UNLIMITED)  # type: ignore[attr-defined]  # counted here instead
+        limit = self.counters.options.max_request_bytes
+        length = headers.get("Content-Length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            self._refuse(413, "REQUEST_TOO_LARGE", too_large(f"{int(length)} bytes (Content-Length)", limit),
+                         drain=headers.get("Expect", "").lower() != "100-continue")
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.refused:
+            return  # dropped
+        limit = self.counters.options.max_request_bytes
+        self.size += len(chunk)
+        if self.size > limit:
+            self._release()
+            self._refuse(413, "REQUEST_TOO_LARGE", too_large(f"more than {limit} bytes (chunked)", limit), drain=True)
+            return
+        if self.counters.buffered + len(chunk) > self.counters.buffer_budget:
+            self._release()
+            self._refuse(503, "SERVER_BUSY",
+                         f"{self.counters.buffered} bytes of request bodies are waiting in this worker, its limit "
+                         f"(max_request_bytes x (threads + 2) = {self.counters.buffer_budget}): retry shortly", drain=True)
+            return
+        self.counters.buffered += len(chunk)
+        self.chunks.append(chunk)
+
+    def finish(self) -> None:
+        if self.refused:  # the dropped body has all arrived: close once the refusal is written
+            self.conn.finish()
+            self.written.add_done_callback(lambda _: self.conn.close())  # type: ignore[attr-defined]
+            return
+        body = b"".join(self.chunks)
+        self.chunks = []
+        IOLoop.current().add_callback(self._run, body)
+
+    def on_connection_close(self) -> None:
+        self.closed = True
+        self._release()
+        self._done()
+
+    # --- answering ---------------------------------------------------------------------------
+
+    def _refuse(self, code: int, reason: str, info: str, drain: bool) -> None:
+        """Answer at once; drop the rest of the body for a while (so the client reads this), then close."""
+        self.refused = True
+        log.warning("refused a request with %d: %s", code, info)
+        body = error_body(code, reason, info)
+        phrase = httputil.responses.get(code, "Error")
+        headers = httputil.HTTPHeaders({"Content-Type": "application/json", "Content-Length": str(len(body)), "Connection": "close"})
+        self.written = self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, phrase), headers, chunk=body)
+        if drain:
+            self.conn.set_body_timeout(min(DRAIN_SECONDS, self.counters.options.body_timeout))  # type: ignore[attr-defined]
+        else:
+            self.conn.finish()
+        self._done()
+
+    def _release(self) -> None:
+        if self.chunks or self.size:
+            self.counters.buffered -= sum(len(c) for c in self.chunks)
+            self.chunks = []
+            self.size = 0
+
+    def _done(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.counters.active -= 1
+
+    async def _run(self, body: bytes) -> None:
+        counters = self.counters
+        assert self.start_line is not None and self.headers is not None
+        try:
+            request = httputil.HTTPServerRequest(connection=self.conn, start_line=self.start_line, headers=self.headers)
+            request.body = body
+            environ = self.owner.container.environ(request)
+            del request
+            try:
+                status, headers, data = await asyncio.get_running_loop().run_in_executor(
+                    self.owner.executor, call_wsgi, self.owner.app, environ)
+            except Exception as e:  # the app itself failed (Flask answers its own errors)
+                log.exception("WSGI app failed")
+                status, headers = "500 Internal Server Error", [("Content-Type", "application/json")]
+                data = error_body(500, "MICROSERVICE_INTERNAL_ERROR", f"{type(e).__name__}: {e}")
+            del environ
+        finally:
+            counters.buffered -= len(body)
+            self.size = 0
+            del body
+        counters.handled += 1
+        if self.closed:
+            return
+        code, _, phrase = status.partition(" ")
+        out = httputil.HTTPHeaders()
+        for name, value in headers:
+            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                out.add(name, value)
+        out["Content-Length"] = str(len(data))
+        if counters.stopping:
+            out["Connection"] = "close"
+        self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", int(code), phrase), out, chunk=data)
+        self.conn.finish()
+        self._done()
+
+
+def call_wsgi(app: Callable, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Run a WSGI app to completion: (status, headers, body)."""
+    response: list[Any] = []
+    written: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        response[:] = [status, headers]
+        return written.append
+
+    result = app(environ, start_response)
+    try:
+        written.extend(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return response[0], response[1], b"".join(written)
+
+
+class EdgeWorker(Worker):
+    """The gunicorn worker class seldon_compat makes the wrapper use, for REST and for metrics."""
+
+    def init_process(self) -> None:
+        IOLoop.clear_current()  # a loop cannot survive a fork
+        super().init_process()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.alive = False
+
+    def run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        options: RestOptions = getattr(self.app, "rest_options", None) or RestOptions()
+        threads = max(1, self.cfg.threads)
+        executor = ThreadPoolExecutor(threads, thread_name_prefix="rest")
+        counters = Counters(options, threads)
+        server = LimitedHTTPServer(
+            WSGIApp(self.wsgi, executor, counters),
+            max_connections=options.max_connections,
+            no_keep_alive=self.cfg.keepalive <= 0,
+            idle_connection_timeout=options.header_timeout,
+            body_timeout=options.body_timeout,
+            max_header_size=MAX_HEADER_BYTES,
+            max_body_size=UNLIMITED,
+            chunk_size=256 << 10,
+        )
+        for s in self.sockets:
+            s.setblocking(False)
+            server.add_socket(s)  # type: ignore[arg-type]  # gunicorn's socket wrapper delegates to the socket
+        loop = asyncio.get_running_loop()
+        while self.alive:
+            self.notify()
+            if self.ppid != os.getppid():
+                self.log.info("Parent changed, shutting down: %s", self)
+                break
+            if counters.handled >= self.max_requests:
+                self.log.info("Autorestarting worker after %d requests", counters.handled)
+                break
+            await asyncio.sleep(0.2)
+        # Graceful stop: take what is already queued, stop accepting, answer what was received.
+        counters.stopping = True
+        taken = server.accept_pending(options.max_connections)
+        server.stop()
+        deadline = loop.time() + max(1.0, self.cfg.graceful_timeout - 1.0)
+        await asyncio.sleep(0.05)  # let the just-taken connections read their headers
+        while counters.active and loop.time() < deadline:
+            self.notify()
+            await asyncio.sleep(0.05)
+        left = counters.active
+        try:
+            await asyncio.wait_for(server.close_all_connections(), timeout=2.0)
+        except Exception:  # a connection that will not close in time: the process exit closes it
+            pass
+        executor.shutdown(wait=False, cancel_futures=True)
+        self.log.info("worker %s stopped: %d requests answered, %d queued connections taken at stop, %d unanswered",
+                      self.pid, counters.handled, taken, left)

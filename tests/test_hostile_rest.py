@@ -1,0 +1,337 @@
+"""Issue 9, REST: hostile connections and bodies, with the chart's worker settings (1 REST worker, 1 thread,
+gRPC off). A normal client keeps getting answers; each limit answers 4xx naming what arrived, the limit and
+its parameter, before the body is kept; the peak PSS of the process tree grows by less than 100 MB."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import socket
+import time
+
+import pytest
+import requests
+from conftest import MOBILENET_V2, ModelServer
+
+from bench.hostile import (
+    CHART_ENV,
+    PeakPss,
+    Slowloris,
+    chunked,
+    json_b64,
+    json_ndarray,
+    multipart_fields,
+    multipart_file,
+    normal_body,
+    open_idle,
+    ping,
+    post_head,
+    predict,
+    raw_request,
+)
+
+PREDICT = "/api/v1.0/predictions"
+LIMIT = 16 << 20  # max_request_bytes' default
+GROWTH_MB = 100
+
+
+class RestOnlyServer(ModelServer):
+    """ModelServer with gRPC off (GRPC_WORKERS=0, as the chart): ready when REST answers."""
+
+    def _ready(self) -> bool:
+        return ping(self.http_port, timeout=1) == 200
+
+
+@pytest.fixture(scope="module")
+def chart_server():
+    server = RestOnlyServer("TFLiteServer", dict(CHART_ENV), model_uri=str(MOBILENET_V2)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def body() -> bytes:
+    return normal_body()
+
+
+def assert_still_serving(server: ModelServer, body: bytes) -> None:
+    assert server.alive()
+    status, _, error = predict(server.http_port, body, timeout=30)
+    assert status == 200, error
+
+
+# --- 1. connections ---------------------------------------------------------------------------------
+
+
+def test_idle_and_slowloris_connections_do_not_stop_predictions(chart_server, body):
+    port = chart_server.http_port
+    held = open_idle(port, 300)
+    try:
+        assert len(held) == 300
+        with Slowloris(port, 50, period=1.0, limit_s=90):
+            time.sleep(1.5)  # both kinds in place
+            results = [predict(port, body, timeout=10) for _ in range(10)]
+            pings = [ping(port) for _ in range(5)]
+    finally:
+        for s in held:
+            s.close()
+    assert [r[0] for r in results] == [200] * 10, [r[2] for r in results]
+    assert pings == [200] * 5
+
+
+def test_a_silent_connection_is_closed_after_the_header_timeout(chart_server):
+    with socket.create_connection(("127.0.0.1", chart_server.http_port), timeout=30) as s:
+        s.sendall(b"POST /api/v1.0/predictions HTTP/1.1\r\nHost: x\r\n")  # ... and never the rest
+        # closed by the server (header_timeout, 10 s by default); without it recv times out (30 s) and fails
+        assert s.recv(1024) == b""
+
+
+def test_oversize_headers_end_the_connection(chart_server, body):
+    with socket.create_connection(("127.0.0.1", chart_server.http_port), timeout=30) as s:
+        s.sendall(b"GET /health/ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (200 << 10) + b"\r\n\r\n")
+        try:
+            answer = s.recv(1024)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
+    assert_still_serving(chart_server, body)
+
+
+def test_connections_above_the_cap_are_refused_and_the_rest_still_served(chart_server, body):
+    port = chart_server.http_port
+    held = open_idle(port, 1000)  # max_connections' default
+    try:
+        assert len(held) == 1000
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            reply = extra.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 503"), reply
+        assert b"max_connections" in reply and b"1000" in reply
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 10
+    while predict(port, body, timeout=10)[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert_still_serving(chart_server, body)
+
+
+# --- 2. limits before work ----------------------------------------------------------------------------
+
+
+def _oversize(kind: str):
+    if kind == "json content-length 300 MB":
+        content_type, chunks = json_b64(300 << 20)
+        return post_head(PREDICT, content_type, 300 << 20), chunks, "314572800 bytes"
+    if kind == "json chunked 300 MB":
+        content_type, chunks = json_b64(300 << 20)
+        return post_head(PREDICT, content_type, None), chunked(chunks), f"more than {LIMIT} bytes (chunked)"
+    if kind == "multipart 150 MB":
+        content_type, chunks = multipart_file(150 << 20)
+        return post_head(PREDICT, content_type, 150 << 20), chunks, "157286400 bytes"
+    if kind == "curl-style Expect: 100-continue":
+        content_type, chunks = json_b64(300 << 20)
+        return post_head(PREDICT, content_type, 300 << 20, "Expect: 100-continue\r\n"), iter([]), "314572800 bytes"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["json content-length 300 MB", "json chunked 300 MB", "multipart 150 MB",
+                                  "curl-style Expect: 100-continue"])
+def test_an_oversize_body_answers_413_without_being_kept(chart_server, body, kind):
+    head, chunks, what = _oversize(kind)
+    with PeakPss(chart_server.proc.pid) as memory:
+        reply = raw_request(chart_server.http_port, head, chunks, timeout=60)
+    assert reply.status == 413, (reply, reply.error)
+    info = reply.json()["status"]["info"]
+    assert what in info and "max_request_bytes" in info and str(LIMIT) in info, info
+    assert reply.sent < 100 << 20, "the server should answer before the client has sent most of the body"
+    assert memory.growth < GROWTH_MB, memory.growth
+    assert_still_serving(chart_server, body)
+
+
+def test_a_json_body_with_too_many_values_is_refused_before_parsing(chart_server, body):
+    content_type, chunks = json_ndarray(15 << 20)  # under max_request_bytes: ~7.8 million numbers
+    with PeakPss(chart_server.proc.pid) as memory:
+        reply = raw_request(chart_server.http_port, post_head(PREDICT, content_type, 15 << 20), chunks)
+    assert reply.status == 413, reply
+    info = reply.json()["status"]["info"]
+    assert "JSON values" in info and "305152" in info, info  # 2 x 224 x 224 x 3 + 4096
+    assert memory.growth < GROWTH_MB, memory.growth
+    assert_still_serving(chart_server, body)
+
+
+def test_a_model_sized_ndarray_is_still_accepted(chart_server):
+    import numpy as np
+
+    reply = chart_server.rest({"data": {"ndarray": np.zeros((1, 224, 224, 3), np.uint8).tolist()}})
+    assert reply.status_code == 200, reply.text
+
+
+FORM_CASES = {
+    "5000 form fields": ({f"f{i}": "1" for i in range(5000)}, 413, ["at most 16 parts", "max_request_bytes"]),
+    "20 form fields": ({f"f{i}": "1" for i in range(20)}, 413, ["at most 16 parts"]),  # Werkzeug's own cap is 1000
+    "deeply nested JSON field": ({"data": "[" * 100_000 + "]" * 100_000}, 400, ["not valid JSON", "RecursionError"]),
+    "invalid JSON field": ({"data": "{not json"}, 400, ["not valid JSON"]),
+    "huge integer in a JSON field": ({"data": "1" * 10_000}, 400, ["not valid JSON"]),
+    "too many values in a form field": ({"data": "[" + "0," * 400_000 + "0]"}, 413, ["JSON values", "305152"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORM_CASES))
+def test_hostile_form_fields_answer_4xx_with_a_message(chart_server, body, case):
+    fields, code, words = FORM_CASES[case]
+    content_type, data = multipart_fields(fields)
+    reply = raw_request(chart_server.http_port, post_head(PREDICT, content_type, len(data)), [data])
+    assert reply.status == code, reply
+    info = reply.json()["status"]["info"]
+    for word in words:
+        assert word in info, info
+    assert_still_serving(chart_server, body)
+
+
+def test_a_multipart_image_is_parsed_in_memory_not_spooled_to_tmp():
+    """Werkzeug spools file parts past 500 KB to a temporary file in /tmp (a 64Mi emptyDir in the chart)."""
+    from edgeservers.seldon_compat import LimitedRequest
+
+    content_type, data = multipart_fields({})
+    part = b"\xff" * (4 << 20)
+    data = (b"--%s\r\nContent-Disposition: form-data; name=\"binData\"; filename=\"x.jpg\"\r\n\r\n" % content_type.split("=")[1].encode()
+            + part + b"\r\n" + data)
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(data)),
+               "wsgi.input": io.BytesIO(data), "SERVER_NAME": "x", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    stream = LimitedRequest(environ).files["binData"].stream
+    assert isinstance(stream, io.BytesIO) and stream.getbuffer().nbytes == len(part)
+
+
+def test_a_multipart_jpeg_upload_still_predicts(chart_server):
+    from conftest import image_bytes
+
+    reply = requests.post(chart_server.url + PREDICT, files={"binData": ("parrot.jpg", image_bytes("parrot.jpg"))}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["jsonData"][0]["label"] == "macaw"
+
+
+# --- 6. exposure ------------------------------------------------------------------------------------------
+
+
+def test_cors_is_off_by_default(chart_server):
+    for method in ("GET", "OPTIONS"):
+        reply = requests.request(method, chart_server.url + "/health/ping", timeout=10,
+                                 headers={"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"})
+        assert "Access-Control-Allow-Origin" not in reply.headers, reply.headers
+
+
+def _listening_addresses(port: int) -> set[str]:
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+def test_bind_address_and_cors_origins():
+    """bind_address=127.0.0.1 (without the tests' loopback shim) puts REST and metrics on loopback only;
+    cors_origins lets just the listed origins through."""
+    server = RestOnlyServer("TFLiteServer", {**CHART_ENV, "PYTHONPATH": ""}, model_uri=str(MOBILENET_V2),
+                            bind_address="127.0.0.1", cors_origins="http://camera.example").start()
+    try:
+        assert _listening_addresses(server.http_port) == {"0100007F"}
+        assert _listening_addresses(server.metrics_port) == {"0100007F"}
+        allowed = requests.get(server.url + "/health/ping", headers={"Origin": "http://camera.example"}, timeout=10)
+        assert allowed.headers.get("Access-Control-Allow-Origin") == "http://camera.example"
+        other = requests.get(server.url + "/health/ping", headers={"Origin": "http://elsewhere.example"}, timeout=10)
+        assert "Access-Control-Allow-Origin" not in other.headers
+    finally:
+        server.stop()
+
+
+def test_a_request_on_a_kept_alive_connection_is_answered(chart_server, body):
+    conn = http.client.HTTPConnection("127.0.0.1", chart_server.http_port, timeout=30)
+    try:
+        for _ in range(3):
+            conn.request("POST", PREDICT, body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+    finally:
+        conn.close()
+
+
+def _multipart_request(data: bytes, boundary: bytes = b"xyzboundary"):
+    from edgeservers import seldon_compat
+    from edgeservers.seldon_compat import LimitedRequest
+
+    seldon_compat.install()  # what the component does in the server's main process
+
+    body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"binData\"; filename=\"a\"\r\n\r\n"
+            + data + b"\r\n--" + boundary + b"--\r\n")
+    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "multipart/form-data; boundary=" + boundary.decode(),
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "SERVER_NAME": "x",
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    return LimitedRequest(environ)
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 7, 1 << 20])
+def test_multipart_parts_come_through_intact(size):
+    """The CVE-2023-46136 backport (seldon_compat._linear_multipart_data) must not change what is parsed:
+    random bytes (with CR, LF and boundary-like runs) across the parser's 64 KiB reads."""
+    import random
+
+    rng = random.Random(size)
+    alphabet = [b"\r", b"\n", b"\r\n", b"-", b"--", b"--xyzbound", b"a", b"\x00"]
+    data = b"".join(rng.choice(alphabet) for _ in range(size))[:size]
+    assert _multipart_request(data).files["binData"].read() == data
+
+
+def test_a_crafted_multipart_part_is_not_searched_again_per_chunk():
+    """CVE-2023-46136: a part starting with CR and no CR/LF after it used to be kept whole and searched again
+    after every 64 KiB read (quadratic CPU). Count the bytes the decoder re-examines, not the time."""
+    from werkzeug.sansio.multipart import MultipartDecoder
+
+    examined = []
+    find = MultipartDecoder.next_event
+
+    def counting(self):
+        examined.append(len(self.buffer))
+        return find(self)
+
+    MultipartDecoder.next_event = counting
+    try:
+        data = b"\r" + b"A" * (8 << 20)
+        assert _multipart_request(data).files["binData"].read() == data
+    finally:
+        MultipartDecoder.next_event = find
+    assert sum(examined) < 4 * len(data), sum(examined)  # quadratic: ~64 GB re-examined for 8 MiB
+
+
+def test_make_serve_puts_rest_grpc_and_metrics_on_loopback():
+    """The Makefile's claim: `make serve` (its real command, from `make -n`) serves REST, gRPC and metrics on 127.0.0.1."""
+    import os
+    import subprocess
+
+    from bench.launcher import ROOT, free_port, stop_process_group
+
+    rest, grpc_port, metrics = free_port(), free_port(), free_port()
+    dry = subprocess.run(["make", "-n", "serve", f"REST_PORT={rest}", f"GRPC_PORT={grpc_port}", f"METRICS_PORT={metrics}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    command = dry[dry.index("PREDICTIVE_UNIT_PARAMETERS="):]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no loopback shim: the real binding
+    proc = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while ping(rest, timeout=1) != 200 or not _listening_addresses(grpc_port):
+            assert proc.poll() is None and time.monotonic() < deadline, "make serve did not come up"
+            time.sleep(0.3)
+        assert _listening_addresses(rest) == {"0100007F"}
+        assert _listening_addresses(grpc_port) == {"0100007F"}
+        assert _listening_addresses(metrics) == {"0100007F"}
+    finally:
+        stop_process_group(proc, timeout=20)

@@ -1,0 +1,32 @@
+"""Issue 9, graceful shutdown: SIGTERM to the whole process group (what tini does when the pod stops) while
+clients predict. Every request the server received is answered 200; later ones find the port closed
+(a clean refusal, nothing sent); the server exits 0 within its graceful_timeout."""
+
+from __future__ import annotations
+
+from conftest import MOBILENET_V2, ModelServer
+
+from bench.hostile import CHART_ENV, normal_body, ping, sigterm_under_load
+
+
+class RestOnlyServer(ModelServer):
+    def _ready(self) -> bool:
+        return ping(self.http_port, timeout=1) == 200
+
+
+def test_sigterm_under_load_loses_no_request_and_exits_0():
+    # metrics_interval=0: every request hands its metrics to Seldon's Manager process, which used to die
+    # first on the group's SIGTERM and fail the requests in flight with 500 "Broken pipe".
+    server = RestOnlyServer("TFLiteServer", dict(CHART_ENV), model_uri=str(MOBILENET_V2), metrics_interval=0.0).start()
+    try:
+        result = sigterm_under_load(server.proc.pid, server.http_port, normal_body(), clients=4, load_s=2.0, limit_s=60)
+        exit_code = server.proc.wait(timeout=30)
+    finally:
+        server.stop()
+    counts = result["counts"]
+    assert set(counts) <= {"200", "refused"}, counts
+    assert counts.get("200", 0) >= 4
+    term = result["term_at"]
+    in_flight = [o for o in result["outcomes"] if o[1] < term < o[2]]
+    assert in_flight and all(kind == "200" for kind, _, _ in in_flight), in_flight
+    assert exit_code == 0
