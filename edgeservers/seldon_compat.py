@@ -504,6 +504,8 @@ def unavailable() -> list[str]:
     metrics Manager unreachable, the gRPC port not accepting. Empty when every part is up."""
     down = [_marked_down()] if _marked_down() else []
     for metrics in _metrics:
+        if isinstance(getattr(metrics, "_manager", None), MetricsManager):
+            continue  # on threads of the supervisor (section "memory"): up as long as the server is
         try:
             len(metrics.data)  # one round trip to the Manager
         except Exception as e:  # ConnectionRefusedError, EOFError, BrokenPipeError, ...
