@@ -82,7 +82,8 @@ RELIED_ON = {
     "seldon_core.wrapper:SeldonModelGRPC.Predict": "the Model/Predict handler; any exception becomes UNKNOWN",
     "seldon_core.microservice:main": (
         "builds the component (so install() runs) and SeldonMetrics (its Manager) before calling the module "
-        "globals _make_grpc_server(user_object, seldon_metrics, args, annotations) and "
+        "globals _make_grpc_server(user_object, seldon_metrics, args, annotations), "
+        "_make_rest_metrics_server(seldon_metrics, args) (section memory: None, no metrics process) and "
         "start_servers(rest, grpc, custom, metrics)"
     ),
     "seldon_core.microservice:start_servers": "replaced (its targets kept): REST ran in the main process, nothing watched",
