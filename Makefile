@@ -29,6 +29,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 serve: install
 	@echo "Serving $(DEMO_MODEL) on 127.0.0.1 only (REST, gRPC, metrics). In another shell:"
 	@echo "  curl -s -F binData=@images/parrot.jpg http://127.0.0.1:$(REST_PORT)/api/v1.0/predictions"
+	@echo "  curl -s http://127.0.0.1:$(REST_PORT)/v2/models/$$(basename $$(ls $(DEMO_MODEL)/*.tflite | head -1) .tflite)   # Open Inference Protocol (README)"
 	PREDICTIVE_UNIT_PARAMETERS='[{"name":"model_uri","value":"$(abspath $(DEMO_MODEL))","type":"STRING"},{"name":"postprocess","value":"$(POSTPROCESS)","type":"STRING"},{"name":"bind_address","value":"127.0.0.1","type":"STRING"}]' \
 	PREDICTIVE_UNIT_HTTP_SERVICE_PORT=$(REST_PORT) PREDICTIVE_UNIT_GRPC_SERVICE_PORT=$(GRPC_PORT) \
 	PREDICTIVE_UNIT_METRICS_SERVICE_PORT=$(METRICS_PORT) \

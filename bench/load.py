@@ -14,8 +14,9 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -24,6 +25,8 @@ from seldon_core.proto import prediction_pb2
 from edgeservers.codecs import tensor_from_tf, tensor_to_tf
 
 PREDICT_METHOD = "/seldon.protos.Model/Predict"
+OIP_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+OIP_HEADER = "Inference-Header-Content-Length"
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
@@ -55,6 +58,42 @@ def grpc_tensor(tensor: np.ndarray) -> bytes:
     return message.SerializeToString()
 
 
+def rest_tftensor(tensor: np.ndarray) -> bytes:
+    from google.protobuf import json_format
+
+    return json.dumps({"data": {"tftensor": json_format.MessageToDict(tensor_to_tf(tensor))}}).encode()
+
+
+_OIP_DATATYPES = {"uint8": "UINT8", "int8": "INT8", "float32": "FP32", "int32": "INT32", "int64": "INT64", "float16": "FP16"}
+
+
+def oip_rest_binary(tensor: np.ndarray, input_name: str, outputs: list[str] | None = None) -> tuple[bytes, dict[str, str]]:
+    """An OIP REST infer body with the binary tensor data extension (input and outputs binary), and its headers;
+    `outputs` selects outputs (default: the server's)."""
+    raw = np.ascontiguousarray(tensor).tobytes()
+    doc: dict[str, Any] = {
+        "inputs": [{"name": input_name, "datatype": _OIP_DATATYPES[tensor.dtype.name], "shape": list(tensor.shape),
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "parameters": {"binary_data_output": True},
+    }
+    if outputs:
+        doc["outputs"] = [{"name": name} for name in outputs]
+    header = json.dumps(doc).encode()
+    return header + raw, {OIP_HEADER: str(len(header)), "Content-Type": "application/octet-stream"}
+
+
+def oip_grpc(tensor: np.ndarray, model_name: str, input_name: str, outputs: list[str] | None = None) -> bytes:
+    """An OIP ModelInferRequest with the tensor in raw_input_contents."""
+    from open_inference.grpc import protocol
+
+    request = protocol.ModelInferRequest(model_name=model_name)
+    for name in outputs or []:
+        request.outputs.add(name=name)
+    request.inputs.add(name=input_name, datatype=_OIP_DATATYPES[tensor.dtype.name], shape=list(tensor.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(tensor).tobytes())
+    return request.SerializeToString()
+
+
 # --- what a correct answer looks like ----------------------------------------------------------
 
 
@@ -68,7 +107,9 @@ def check_rest(body: bytes) -> str:
             return f"jsonData list of {len(data)} ({data[0].get('label')!r} first)"
         assert isinstance(data, dict) and data, answer
         return "jsonData {" + ", ".join(f"{k}: {np.asarray(v).shape}" for k, v in data.items()) + "}"
-    assert "data" in answer and "ndarray" in answer["data"], str(answer)[:500]
+    assert "data" in answer and ("ndarray" in answer["data"] or "tftensor" in answer["data"]), str(answer)[:500]
+    if "tftensor" in answer["data"]:
+        return f"tftensor {[int(d['size']) for d in answer['data']['tftensor']['tensorShape']['dim']]}"
     return f"ndarray {np.asarray(answer['data']['ndarray']).shape}"
 
 
@@ -86,20 +127,36 @@ def check_grpc(raw: bytes) -> str:
     return f"jsonData ({message.jsonData.WhichOneof('kind')})"
 
 
+def check_oip_rest(body: bytes) -> str:
+    """An OIP REST answer (its JSON header, then the binary outputs)."""
+    header, _ = json.JSONDecoder().raw_decode(body.decode("latin-1"))
+    assert "outputs" in header and header["outputs"], str(header)[:500]
+    return "OIP outputs " + ", ".join(f"{o['name']} {o['datatype']} {o['shape']}" for o in header["outputs"])
+
+
+def check_oip_grpc(raw: bytes) -> str:
+    from open_inference.grpc import protocol
+
+    reply = protocol.ModelInferResponse.FromString(raw)
+    assert reply.outputs and len(reply.raw_output_contents) == len(reply.outputs), reply
+    return "OIP outputs " + ", ".join(f"{o.name} {o.datatype} {list(o.shape)}" for o in reply.outputs)
+
+
 # --- clients: one per load thread ---------------------------------------------------------------
 
 
 class RestClient:
     """POST pre-encoded JSON over one keep-alive connection (re-opened when the server closes it)."""
 
-    def __init__(self, port: int, body: bytes):
+    def __init__(self, port: int, body: bytes, path: str = "/api/v1.0/predictions", headers: dict[str, str] | None = None):
         self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self._body = body
-        self._headers = {"Content-Type": "application/json"}
+        self._path = path
+        self._headers = headers or {"Content-Type": "application/json"}
 
     def __call__(self) -> tuple[bool, bytes]:
         try:
-            self._conn.request("POST", "/api/v1.0/predictions", self._body, self._headers)
+            self._conn.request("POST", self._path, self._body, self._headers)
             response = self._conn.getresponse()
             data = response.read()
             if response.will_close:
@@ -116,9 +173,9 @@ class RestClient:
 class GrpcClient:
     """Predict with a pre-serialized SeldonMessage, over one channel per load thread."""
 
-    def __init__(self, port: int, message: bytes):
+    def __init__(self, port: int, message: bytes, method: str = PREDICT_METHOD):
         self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS)
-        self._predict = self._channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out
+        self._predict = self._channel.unary_unary(method)  # bytes in, bytes out
         self._message = message
 
     def __call__(self) -> tuple[bool, bytes]:

@@ -119,21 +119,40 @@ def measure(make_client: Callable[[], Any], budget: Budget, concurrency: tuple[i
 
 
 def payloads(limits: Limits, model: Model) -> dict[str, tuple[str, bytes]]:
-    """case -> (protocol, pre-encoded request) for the model's image and the tensor the server makes of it."""
+    """case -> (protocol, pre-encoded request) for the model's image and the tensor the server makes of it.
+
+    Protocols: "rest" / "grpc" (Seldon v1), "oip_rest:<model>" (the Open Inference Protocol's binary
+    tensor data extension; the body starts with its header length and a newline) and "oip_grpc".
+    """
     jpeg = (IMAGES / model.image).read_bytes()
     tensor = limits.image_tensor(jpeg)
+    name, input_name = limits.model_path.stem, limits.signature.inputs[0].name
+    # Like for like with v1: where v1 answers a tensor with the post-processed answer only (postprocess set
+    # explicitly), OIP asks for the `answer` output only; else both answer the raw outputs.
+    answer_only = ["answer"] if model.params.get("postprocess", "auto") not in ("auto", "none") else None
+    oip_body, oip_headers = load.oip_rest_binary(tensor, input_name, answer_only)
     return {
         "rest_image": ("rest", load.rest_image(jpeg)),
         "rest_ndarray": ("rest", load.rest_ndarray(tensor)),
+        "rest_tftensor": ("rest", load.rest_tftensor(tensor)),
+        "oip_rest_binary": (f"oip_rest:{name}", oip_headers[load.OIP_HEADER].encode() + b"\n" + oip_body),
         "grpc_image": ("grpc", load.grpc_image(jpeg)),
         "grpc_tftensor": ("grpc", load.grpc_tftensor(tensor)),
         "grpc_tensor": ("grpc", load.grpc_tensor(tensor)),
+        "oip_grpc": ("oip_grpc", load.oip_grpc(tensor, name, input_name, answer_only)),
     }
 
 
 def client_factory(server: Server, protocol: str, body: bytes) -> Callable[[], Any]:
     if protocol == "rest":
         return lambda: load.RestClient(server.http_port, body)
+    if protocol.startswith("oip_rest:"):
+        length, payload = body.split(b"\n", 1)
+        headers = {load.OIP_HEADER: length.decode(), "Content-Type": "application/octet-stream"}
+        path = f"/v2/models/{protocol.split(':', 1)[1]}/infer"
+        return lambda: load.RestClient(server.http_port, payload, path, headers)
+    if protocol == "oip_grpc":
+        return lambda: load.GrpcClient(server.grpc_port, body, load.OIP_INFER_METHOD)
     return lambda: load.GrpcClient(server.grpc_port, body)
 
 
@@ -142,6 +161,10 @@ def first_answer(server: Server, protocol: str, body: bytes) -> str:
     try:
         ok, data = client()
         assert ok, f"{protocol} request failed: {data[:300]!r}"
+        if protocol.startswith("oip_rest:"):
+            return load.check_oip_rest(data)
+        if protocol == "oip_grpc":
+            return load.check_oip_grpc(data)
         return load.check_rest(data) if protocol == "rest" else load.check_grpc(data)
     finally:
         client.close()
@@ -258,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="", help="comma-separated subset of " + ", ".join(ALL_MODELS))
     parser.add_argument("--no-openvino", action="store_true")
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--cases", default="", help="comma-separated subset of the server payloads (e.g. grpc_tftensor,oip_grpc)")
+    parser.add_argument("--no-naive", action="store_true")
     args = parser.parse_args(argv)
 
     budget = SMOKE if args.smoke else FULL
@@ -288,16 +313,18 @@ def main(argv: list[str] | None = None) -> int:
             rows += limit_rows
             cases = payloads(limits, model)
             if args.smoke:
-                cases = {k: cases[k] for k in ("rest_image", "rest_ndarray", "grpc_tftensor")}
+                cases = {k: cases[k] for k in ("rest_image", "rest_ndarray", "rest_tftensor", "grpc_tftensor", "oip_rest_binary", "oip_grpc")}
+            if args.cases:
+                cases = {k: cases[k] for k in args.cases.split(",") if k in cases}
             interface = "TFLiteServer" if runtime == "tflite" else "OpenVINOServer"
             rows += bench_server(interface, runtime, model, params, MAIN, cases, budget, concurrency, interface)
-            if runtime == "tflite" and model.params.get("postprocess") == "detection" and not args.smoke:
+            if runtime == "tflite" and model.params.get("postprocess") == "detection" and not args.smoke and not args.cases:
                 # The same model with raw outputs: the like-for-like answer to the naive server's.
                 raw = {k: cases[k] for k in ("rest_ndarray", "grpc_tftensor")}
                 # Concurrency 1 and 4 only: a raw multi-output answer over gRPC takes seconds (see docs/benchmarks.md).
                 rows += bench_server(interface, runtime, model, {**params, "postprocess": "none"}, MAIN, raw, budget,
                                      (1, 4), "TFLiteServer raw outputs")
-            if runtime == "tflite":
+            if runtime == "tflite" and not args.no_naive and "rest_ndarray" in cases:
                 naive_cases = {"rest_ndarray": cases["rest_ndarray"]}
                 rows += bench_server("bench.naive_server.NaiveServer", "tflite", model, {"model_uri": str(model.dir)}, NAIVE,
                                      naive_cases, budget, concurrency, "naive")

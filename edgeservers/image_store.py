@@ -16,7 +16,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from . import storage
 from .errors import BadRequest, Forbidden, NotFound, TooLarge
 
 # S3 bucket naming rules (lower-case letters, digits, dots and hyphens): anything else, e.g. a host
@@ -119,7 +118,9 @@ class ImageStore:
         return data
 
     def _s3(self) -> Any:
+        from .storage import s3  # boto3, imported only where S3 is used
+
         with self._lock:
             if self._client is None:
-                self._client, _ = storage.s3_client(timeout=_TIMEOUT_S, retries=_RETRIES)
+                self._client, _ = s3.client(_TIMEOUT_S, _RETRIES)
             return self._client

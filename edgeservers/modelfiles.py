@@ -13,7 +13,7 @@ LABELS_FILE = "labels.txt"
 
 
 def local_model_dir(model_uri: str) -> Path:
-    """A local path for `model_uri`, downloading it first when it is remote (s3://, gs://, https://, ...)."""
+    """A local path for `model_uri`, downloading it first when it is remote (s3://, https://, ...)."""
     if storage.is_remote(model_uri):
         target = tempfile.mkdtemp(prefix="edgeservers-model-")
         try:

@@ -63,7 +63,10 @@ RELIED_ON = {
     "seldon_core.seldon_methods:health_status": "returns user_model.health_status_raw() when present",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "reads meta.metrics of a predict_raw response",
     # REST serving (section "REST serving" below)
-    "seldon_core.microservice:_make_rest_server_prod": "runs the module global UserModelApplication with bind 0.0.0.0 and its gunicorn options",
+    "seldon_core.microservice:_make_rest_server_prod": (
+        "runs the module global UserModelApplication with bind 0.0.0.0 and its gunicorn options; builds the REST "
+        "app with wrapper.get_rest_microservice(user_object, seldon_metrics), looked up as a module attribute"
+    ),
     "seldon_core.microservice:_make_rest_metrics_server": "runs the module global StandaloneApplication with bind 0.0.0.0",
     "seldon_core.gunicorn_utils:StandaloneApplication.load_config": "copies the wrapper's options into gunicorn's cfg",
     "seldon_core.gunicorn_utils:UserModelApplication.load": "calls user_object.load() in each worker and returns the Flask app",
@@ -89,7 +92,7 @@ RELIED_ON = {
     "seldon_core.microservice:start_servers": "replaced (its targets kept): REST ran in the main process, nothing watched",
     "seldon_core.microservice:_make_grpc_server": "replaced: reserved the port, bound 0.0.0.0, forked and joined the workers",
     "seldon_core.microservice:_run_grpc_server": (
-        "a gRPC worker: get_grpc_server(annotations=...), load(), add_insecure_port(bind_address), "
+        "a gRPC worker: get_grpc_server(user_object, seldon_metrics, annotations=...), load(), add_insecure_port(bind_address), "
         "_wait_forever() (KeyboardInterrupt stops it)"
     ),
     "seldon_core.microservice:_reserve_grpc_port": "binds the port with SO_REUSEPORT for the workers",
@@ -154,8 +157,9 @@ _seldon_get_grpc_server = wrapper.get_grpc_server
 
 
 @functools.wraps(_seldon_get_grpc_server)
-def _get_grpc_server(*args: Any, **kwargs: Any) -> grpc.Server:
-    server = _seldon_get_grpc_server(*args, **kwargs)
+def _get_grpc_server(user_model: Any, seldon_metrics: SeldonMetrics, *args: Any, **kwargs: Any) -> grpc.Server:
+    _keep_metrics(seldon_metrics)
+    server = _seldon_get_grpc_server(user_model, seldon_metrics, *args, **kwargs)
     for registrar in _grpc_registrars:
         registrar(server)
     return server
@@ -239,6 +243,30 @@ def _grpc_status_codes() -> None:
 
 
 # --- metrics ---------------------------------------------------------------------------------
+
+_seldon_get_rest_microservice = wrapper.get_rest_microservice
+_process_metrics: SeldonMetrics | None = None
+
+
+def _keep_metrics(seldon_metrics: SeldonMetrics) -> None:
+    global _process_metrics
+    _process_metrics = seldon_metrics
+
+
+@functools.wraps(_seldon_get_rest_microservice)
+def _get_rest_microservice(user_model: Any, seldon_metrics: SeldonMetrics) -> Flask:
+    _keep_metrics(seldon_metrics)
+    return _seldon_get_rest_microservice(user_model, seldon_metrics)
+
+
+def hand_over_metrics(metrics: list[dict], method: str = "predict") -> None:
+    """Give request metrics to the wrapper's SeldonMetrics of this process, as it does with a v1
+    response's meta.metrics: for routes and services the wrapper does not run itself (e.g. the Open
+    Inference Protocol's). The wrapper hands its SeldonMetrics to get_rest_microservice and
+    get_grpc_server, which install() wraps to keep it; before that (or outside the wrapper) a no-op."""
+    if metrics and _process_metrics is not None:
+        _process_metrics.update(metrics, method)
+
 
 
 def _skip_empty_metric_updates() -> None:
@@ -880,6 +908,7 @@ def install() -> None:
     SeldonMetrics.__init__ = _remember_metrics(SeldonMetrics.__init__)
     microservice._make_grpc_server = _make_grpc_server
     microservice.start_servers = start_servers
+    wrapper.get_rest_microservice = _get_rest_microservice
     _install_rest_serving()
     _serve_metrics_in_main_process()  # after _install_rest_serving: its Manager is replaced here
     fixed_mmap_threshold()

@@ -19,7 +19,7 @@ import numpy as np
 from seldon_core.proto import prediction_pb2
 from seldon_core.user_model import SeldonComponent
 
-from . import codecs, postprocess, seldon_compat
+from . import codecs, oip, postprocess, seldon_compat
 from .errors import BadRequest, ModelLoadError, Unavailable
 from .http_worker import RestOptions
 from .image_store import ImageStore, ObjectRef, parse_store
@@ -68,8 +68,10 @@ class EdgeModelServer(SeldonComponent):
         # What the REST worker enforces (edgeservers/http_worker.py); read by the wrapper's gunicorn applications.
         self.rest_options = self._rest_options()
         seldon_compat.configure_rest(self.rest_options)
-        # The one blueprint Seldon's wrapper registers on its REST app (see seldon_compat).
-        self.model_error_handler = seldon_compat.rest_blueprint()
+        # The one blueprint Seldon's wrapper registers on its REST app (see seldon_compat), with the
+        # Open Inference Protocol's routes; its gRPC service joins Seldon's on the gRPC port.
+        self.model_error_handler = seldon_compat.rest_blueprint(oip.rest_routes(self))
+        seldon_compat.add_grpc_services(oip.grpc_registrar(self))
 
     def _prepare(self, parameters: Mapping[str, Any]) -> None:
         defaults = adaptive_concurrency(seldon_compat.concurrent_requests(), available_cpus())

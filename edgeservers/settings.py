@@ -45,6 +45,9 @@ class Settings:
     """Every parameter the servers take, with its default. See the README's parameter table."""
 
     model_uri: str
+    # Open Inference Protocol (V2): the name (default: the model file's stem) and optional version clients use
+    model_name: str = ""
+    model_version: str = ""
     input_tensor_name: str = ""
     output_tensor_name: str = ""
     labels: str = ""

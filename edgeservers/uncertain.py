@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import storage
 from .image_store import ObjectRef
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,9 @@ class UncertainUploader:
             time.sleep(0.05)
 
     def _run(self) -> None:
-        client, _ = storage.s3_client(timeout=10.0, retries=1)
+        from .storage import s3  # boto3, imported only where S3 is used
+
+        client, _ = s3.client(10.0, retries=1)
         while True:
             item = self._queue.get()
             try:

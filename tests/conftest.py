@@ -18,6 +18,8 @@ from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
 
 from bench.launcher import free_port, microservice_command, parameters, stop_process_group
 
+pytest_plugins = ("services",)  # the shared fixtures web (HTTP server) and s3_server (moto S3)
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 IMAGES = ROOT / "images"

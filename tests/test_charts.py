@@ -413,7 +413,7 @@ def test_docs_secret_command_makes_the_secret_the_examples_use():
     example = yaml.safe_load((kv.EXAMPLES / "image-classifier.yaml").read_text())
     assert secret["metadata"]["name"] == predictor(example)["graph"]["envSecretRefName"]
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["data"])
-    assert set(secret["data"]) <= {  # edgeservers/storage.py's environment
+    assert set(secret["data"]) <= {  # the S3 environment edgeservers/storage/s3.py reads
         "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "S3_ENDPOINT",
         "S3_USE_HTTPS", "USE_SSL", "S3_VERIFY_SSL", "AWS_CA_BUNDLE", "AWS_REGION", "AWS_DEFAULT_REGION"}
 

@@ -19,16 +19,11 @@ wrapper's `0.0.0.0` listeners bind 127.0.0.1 (checked in /proc/net/tcp).
 from __future__ import annotations
 
 import base64
-import http.server
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
-import threading
 import time
-from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -38,6 +33,7 @@ import yaml
 
 import k8s_validation as kv
 from bench.launcher import free_port, stop_process_group
+from services import FileServer, S3Server, tar_dir
 
 ROOT = kv.ROOT
 PYTHON = Path(sys.executable)  # the venv's python: the image's ENTRYPOINT is `python -m edgeservers.storage`
@@ -150,25 +146,12 @@ class Volumes:
 
 
 @pytest.fixture(scope="module")
-def model_site(tmp_path_factory) -> Iterator[str]:
-    """A local HTTP server on 127.0.0.1: the demo classifier as an archive with its labels, and the
-    face-mask detector as a bare .tflite (as on GitHub)."""
-    site = tmp_path_factory.mktemp("site")
-    with tarfile.open(site / "mobilenet_v2_quant.tar.gz", "w:gz") as tar:
-        for f in sorted((ROOT / "models" / "mobilenet_v2_quant").iterdir()):
-            tar.add(f, arcname=f.name)
-    (site / "face_mask_detection.tflite").write_bytes((ROOT / "models" / "face_mask" / "face_mask_detection.tflite").read_bytes())
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(site)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def model_site(web: FileServer) -> FileServer:
+    """The local HTTP server on 127.0.0.1 with the demo classifier as an archive with its labels, and
+    the face-mask detector as a bare .tflite (as on GitHub)."""
+    web.files["mobilenet_v2_quant.tar.gz"] = tar_dir(ROOT / "models" / "mobilenet_v2_quant")
+    web.files["face_mask_detection.tflite"] = (ROOT / "models" / "face_mask" / "face_mask_detection.tflite").read_bytes()
+    return web
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -311,7 +294,7 @@ def test_chart_initializer_and_server_agree_on_a_classifier(model_site, pod_run)
     """An archive (model + labels.txt) over HTTP, unpacked by the init container into the model volume;
     the server finds it at model_uri=/mnt/models and classifies the parrot."""
     sdep = kv.render_one(set_values={
-        "modelUri": f"{model_site}/mobilenet_v2_quant.tar.gz",
+        "modelUri": model_site.url("mobilenet_v2_quant.tar.gz"),
         "parameters": {"postprocess": "classification", "top_k": 3},
     })
     assert kv.manifest_errors(sdep) == []
@@ -345,7 +328,7 @@ def test_face_mask_example_runs_as_shipped(model_site, pod_run):
     """The face-mask example's own values (input data_1, both heads, detection), only the model URL
     pointed at the local copy of the same file: a bare .tflite keeps its name in /mnt/models."""
     values = kv.EXAMPLES / "face-mask-raspberry.values.yaml"
-    sdep = kv.render_one([values], set_values={"modelUri": f"{model_site}/face_mask_detection.tflite"})
+    sdep = kv.render_one([values], set_values={"modelUri": model_site.url("face_mask_detection.tflite")})
     assert kv.manifest_errors(sdep) == []
     run = pod_run(sdep)
     run.run_init_containers()
@@ -362,25 +345,10 @@ def test_face_mask_example_runs_as_shipped(model_site, pod_run):
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A loopback S3 server (moto) holding the image-classifier example's object: models/mobilenet_v2_quant.tar.gz."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port_number = server.get_host_and_port()
-    endpoint = f"http://{host}:{port_number}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="minioadmin", aws_secret_access_key="minioadmin")
-    client.create_bucket(Bucket="models")
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        for f in sorted((ROOT / "models" / "mobilenet_v2_quant").iterdir()):
-            tar.add(f, arcname=f.name)
-    client.put_object(Bucket="models", Key="mobilenet_v2_quant.tar.gz", Body=archive.getvalue())
-    yield endpoint
-    server.stop()
+def s3_endpoint(s3_server: S3Server) -> str:
+    """The loopback S3 server holding the image-classifier example's object: models/mobilenet_v2_quant.tar.gz."""
+    s3_server.put("models", {"mobilenet_v2_quant.tar.gz": tar_dir(ROOT / "models" / "mobilenet_v2_quant")})
+    return s3_server.endpoint
 
 
 def test_image_classifier_example_fetches_from_s3_with_the_docs_secret(s3_endpoint, pod_run):

@@ -11,49 +11,37 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote_plus
 
-import boto3
 import pytest
 import requests
 from google.protobuf import json_format
-from moto.server import ThreadedMotoServer
 from seldon_core.proto import prediction_pb2
 
-from conftest import MOBILENET_V2, free_port, image_bytes
+from conftest import MOBILENET_V2, image_bytes
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 BUCKET = "camera-frames"
 PHOTOS = {"parrot.jpg": "macaw", "cat.bmp": "Egyptian cat", "bird.bmp": "chickadee"}
 
 
-def _s3(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                        aws_secret_access_key="testing", region_name="us-east-1")
-
-
 @pytest.fixture(scope="module")
-def s3_port():
-    """(port, {"server": the running moto server}): a test may stop it and start another on the same port."""
-    port = free_port()
-    running = {"server": ThreadedMotoServer(ip_address="127.0.0.1", port=port)}
-    running["server"].start()
-    s3 = _s3(f"http://127.0.0.1:{port}")
-    for bucket in (BUCKET, "other-bucket", "retraining"):
-        s3.create_bucket(Bucket=bucket)
+def s3(s3_server):
+    """The shared S3 API with the camera's frames, frames elsewhere, and an empty retraining bucket."""
     for name in PHOTOS:
-        s3.put_object(Bucket=BUCKET, Key=f"cam 1/{name}", Body=image_bytes(name))
-        s3.put_object(Bucket=BUCKET, Key=f"private/{name}", Body=image_bytes(name))
-        s3.put_object(Bucket="other-bucket", Key=f"cam 1/{name}", Body=image_bytes(name))
-    s3.put_object(Bucket=BUCKET, Key="cam 1/huge.jpg", Body=image_bytes("parrot.jpg") + b"\0" * 2_000_000)
-    yield port, running
-    running["server"].stop()
+        s3_server.put(BUCKET, {f"cam 1/{name}": image_bytes(name), f"private/{name}": image_bytes(name)})
+        s3_server.put("other-bucket", {f"cam 1/{name}": image_bytes(name)})
+    s3_server.put(BUCKET, {"cam 1/huge.jpg": image_bytes("parrot.jpg") + b"\0" * 2_000_000})
+    s3_server.put("retraining", {})
+    return s3_server
 
 
 @pytest.fixture(scope="module")
-def server(start_server, s3_port):
-    port, _running = s3_port
-    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    return start_server("TFLiteServer", env=env, model_uri=str(MOBILENET_V2), image_store=f"s3://{BUCKET}/cam 1/",
-                        max_request_bytes=2_000_000)
+def server(start_server, s3):
+    return start_server(
+        "TFLiteServer",
+        env=s3.env,
+        model_uri=str(MOBILENET_V2),
+        image_store=f"s3://{BUCKET}/cam 1/",
+        max_request_bytes=2_000_000,
+    )
 
 
 def record(key: str, event: str = "ObjectCreated:Put", bucket: str = BUCKET) -> dict:
@@ -146,7 +134,7 @@ def guarded(start_server):
     recorder.hits = []  # type: ignore[attr-defined]
     threading.Thread(target=recorder.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{recorder.server_address[1]}"
-    server = start_server("TFLiteServer", env={**CREDENTIALS, "AWS_ENDPOINT_URL": url},
+    server = start_server("TFLiteServer", env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": url},
                           model_uri=str(MOBILENET_V2), image_store=f"s3://{BUCKET}/cam 1/,s3://{BUCKET}/cam 2/")
     yield server, recorder, url
     recorder.shutdown()
@@ -181,10 +169,9 @@ def test_references_are_refused_with_how_to_enable_them_when_image_store_is_unse
 # --- uncertain images home ------------------------------------------------------------------------
 
 
-def _objects(port: int, prefix: str) -> dict[str, bytes]:
-    s3 = _s3(f"http://127.0.0.1:{port}")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="retraining", Prefix=prefix).get("Contents", [])]
-    return {k: s3.get_object(Bucket="retraining", Key=k)["Body"].read() for k in keys}
+def _objects(s3, prefix: str) -> dict[str, bytes]:
+    keys = [o["Key"] for o in s3.client.list_objects_v2(Bucket="retraining", Prefix=prefix).get("Contents", [])]
+    return {k: s3.client.get_object(Bucket="retraining", Key=k)["Body"].read() for k in keys}
 
 
 def _wait_for(condition, seconds: float = 60.0):
@@ -202,15 +189,13 @@ def _prometheus(server, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_server, s3_port):
-    port, _running = s3_port
-    server = start_server("TFLiteServer", env={**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
-                          model_uri=str(MOBILENET_V2), confidence_threshold=0.999, metrics_interval=0.0,
-                          uncertain_store="s3://retraining/uncertain/")
+def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_server, s3):
+    server = start_server("TFLiteServer", env=s3.env, model_uri=str(MOBILENET_V2), confidence_threshold=0.999,
+                          metrics_interval=0.0, uncertain_store="s3://retraining/uncertain/")
     reply = server.rest_ok({"binData": base64.b64encode(image_bytes("cat.bmp")).decode(),
                             "meta": {"tags": {"camera": "dock-3", "request_id": "frame-0042"}}})
     assert reply["meta"]["tags"]["uncertain"] is True
-    stored = _wait_for(lambda: len(_objects(port, "uncertain/")) == 2 and _objects(port, "uncertain/"))
+    stored = _wait_for(lambda: len(_objects(s3, "uncertain/")) == 2 and _objects(s3, "uncertain/"))
     (image_key,) = [k for k in stored if k.endswith(".bmp")]
     (sidecar_key,) = [k for k in stored if k.endswith(".json")]
     assert stored[image_key] == image_bytes("cat.bmp") and "frame-0042" in image_key
@@ -222,13 +207,10 @@ def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_se
     assert _prometheus(server, "edgeservers_uncertain_uploaded_total") == 1
 
 
-def test_a_dead_store_never_slows_predictions_and_uploads_resume_when_it_is_back(start_server, s3_port):
-    port, running = s3_port
-    server = start_server("TFLiteServer", env={**CREDENTIALS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
-                          model_uri=str(MOBILENET_V2), confidence_threshold=0.999, metrics_interval=0.0,
-                          uncertain_store="s3://retraining/outage/", uncertain_queue_size=2)
-    running["server"].stop()
-    try:
+def test_a_dead_store_never_slows_predictions_and_uploads_resume_when_it_is_back(start_server, s3):
+    server = start_server("TFLiteServer", env=s3.env, model_uri=str(MOBILENET_V2), confidence_threshold=0.999,
+                          metrics_interval=0.0, uncertain_store="s3://retraining/outage/", uncertain_queue_size=2)
+    with s3.outage():
         frames = [image_bytes(n) for n in ("cat.bmp", "bird.bmp") * 10]
         with ThreadPoolExecutor(2) as pool:  # every prediction answered while uploads cannot go anywhere
             replies = list(pool.map(lambda f: server.rest_ok(files={"binData": ("f", f)}), frames))
@@ -239,7 +221,4 @@ def test_a_dead_store_never_slows_predictions_and_uploads_resume_when_it_is_back
             return _prometheus(server, "edgeservers_uncertain_dropped_total") >= 10
 
         _wait_for(dropped, 30)
-    finally:
-        running["server"] = ThreadedMotoServer(ip_address="127.0.0.1", port=port)  # same in-process store
-        running["server"].start()
-    _wait_for(lambda: len(_objects(port, "outage/")) >= 2, 90)  # the queued images arrive once it is back
+    _wait_for(lambda: len(_objects(s3, "outage/")) >= 2, 90)  # the queued images arrive once it is back

@@ -1,26 +1,34 @@
 """edgeservers.storage (the storage initializer) against real servers on loopback: a local HTTP server
-that also drops connections and answers 404/503, a real S3 server (moto in server mode), local paths,
-file:// URIs, archives (good and hostile), sha256 checks, and the CLI as a real subprocess."""
+that also drops connections, answers 404/503, sends no Content-Length, an endless body or a trickle, a
+real S3 server (moto in server mode), local paths, file:// URIs, archives (good, hostile and bombs),
+the limits, sha256 checks, and the CLI as a real subprocess (with its peak memory)."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
-from storage_fixtures import (
+from services import (
     LABELS,
     MODEL,
     ROOT,
+    FileServer,
+    S3Server,
     closed_port,
     link,
     make_tar,
     make_zip,
+    many_files_tgz,
     model_files,
-    serve_files,
     tree,
 )
 
@@ -29,7 +37,7 @@ from edgeservers.storage import StorageError, download, is_remote
 
 MODEL_BYTES = MODEL.read_bytes()
 MODEL_SHA = hashlib.sha256(MODEL_BYTES).hexdigest()
-SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+SECRET = S3Server.SECRET_KEY
 BUCKET = "edge-models"
 
 
@@ -38,21 +46,16 @@ def quick_and_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fast retries; loopback never through a proxy; no AWS settings from the machine."""
     monkeypatch.setenv("STORAGE_RETRIES", "2")
     monkeypatch.setenv("STORAGE_RETRY_DELAY", "0.01")
-    monkeypatch.setenv("STORAGE_TIMEOUT", "10")
+    monkeypatch.setenv("STORAGE_TIMEOUT", "10")  # the stall timeout's earlier name, still read
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     for name in list(os.environ):
-        if name.startswith("AWS_") or name.startswith("S3_") or name in ("USE_SSL", "GOOGLE_APPLICATION_CREDENTIALS"):
+        if name.startswith(("AWS_", "S3_", "STORAGE_MAX_")) or name in ("USE_SSL", "STORAGE_STALL_TIMEOUT"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-@pytest.fixture(scope="module")
-def web():
-    yield from serve_files()
 
 
 @pytest.fixture(autouse=True)
@@ -62,19 +65,8 @@ def _reset_hits(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="module")
-def s3_server():
-    moto_server = pytest.importorskip("moto.server")
-    import boto3
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key=SECRET
-    )
-    client.create_bucket(Bucket=BUCKET)
-    objects = {
+def s3_objects(s3_server: S3Server) -> S3Server:
+    s3_server.put(BUCKET, {
         "mnv1/model.tflite": MODEL_BYTES,
         "mnv1/meta/labels.txt": LABELS.read_bytes(),
         "mnv1/meta/": b"",  # a "folder" marker, as consoles create them
@@ -82,21 +74,15 @@ def s3_server():
         "single/mobilenet.tflite": MODEL_BYTES,
         "archives/model.tar.gz": make_tar(list(model_files().items()), "w:gz"),
         "hostile/../../evil.txt": b"evil",
-    }
-    for key, body in objects.items():
-        client.put_object(Bucket=BUCKET, Key=key, Body=body)
-    yield endpoint, client
-    server.stop()
+    })
+    return s3_server
 
 
 @pytest.fixture
-def s3(s3_server, monkeypatch: pytest.MonkeyPatch):
-    endpoint, client = s3_server
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    return endpoint, client
+def s3(s3_objects: S3Server, monkeypatch: pytest.MonkeyPatch):
+    for name, value in s3_objects.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_objects.endpoint, s3_objects.client
 
 
 def listing(path: Path) -> list[str]:
@@ -213,6 +199,17 @@ HOSTILE = {
         lambda: make_tar([("sub/x.txt", b"x"), link("l", "sub"), ("l/y.txt", b"y")]),
         "written through the link 'l'",
     ),
+    # The chain above in the other order: s1 is not a link yet when s2 is checked, so '..' after a name
+    # is refused whatever the name turns out to be.
+    "tar-symlink-chain-reversed.tar": (
+        lambda: make_tar([link("s2", "s1/.."), link("s1", ".")]),
+        "climbs out of 's1'",
+    ),
+    "tar-link-replaces-dir.tar": (lambda: make_tar([("d/x.txt", b"x"), link("d", ".")]), "entry 'd' appears twice"),
+    "tar-hardlink-to-later.tar": (
+        lambda: make_tar([link("early", "late.txt", hard=True), ("late.txt", b"x")]),
+        "not a file written before it",
+    ),
 }
 
 
@@ -243,6 +240,213 @@ def test_benign_links_inside_an_archive_are_kept(tmp_path: Path) -> None:
     assert (dest / "current").is_symlink()
     assert (dest / "current" / "model.tflite").read_bytes() == MODEL_BYTES
     assert (dest / "v1" / "again.tflite").read_bytes() == MODEL_BYTES
+
+
+# --- limits: bombs, many files, endless and trickling bodies -------------------------------------
+
+BOMB = 64 << 20  # zeros: a 64 MiB entry compresses to 64 KiB
+
+
+def zip_bomb(nbytes: int) -> bytes:
+    """One deflated entry of `nbytes` zeros, written in 1 MiB pieces (never whole in memory)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf, \
+            zf.open("zeros.bin", "w", force_zip64=True) as entry:
+        for _ in range(nbytes >> 20):
+            entry.write(bytes(1 << 20))
+    return buf.getvalue()
+
+
+class Zeros(io.RawIOBase):
+    """An endless stream of zeros, for tar members of any size."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        b[:] = bytes(len(b))
+        return len(b)
+
+
+def tar_bomb(nbytes: int) -> bytes:
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = nbytes
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
+        tf.addfile(info, io.BufferedReader(Zeros()))
+    return buf.getvalue()
+
+
+def lying_zip() -> bytes:
+    """A 1 MiB entry whose local header and central directory both claim 1000 bytes."""
+    data = bytearray(make_zip({"lie.bin": bytes(1 << 20)}))
+    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # uncompressed-size fields
+        at = data.index(sig) + offset
+        data[at : at + 4] = (1000).to_bytes(4, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name, build", [("bomb.zip", zip_bomb), ("bomb.tgz", tar_bomb)])
+def test_archive_bombs_are_refused_before_writing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name, build) -> None:
+    monkeypatch.setenv("STORAGE_MAX_UNPACKED", "16M")
+    archive = tmp_path / name
+    archive.write_bytes(build(BOMB))
+    dest = tmp_path / "dest"
+    with pytest.raises(StorageError, match=rf"^archive {name} (declares 64 MiB unpacked|unpacks to more than 16 MiB "
+                       r"\(entry 'zeros.bin' declares 64 MiB\)): limit 16 MiB \(set with --max-unpacked or STORAGE_MAX_UNPACKED\)$"):
+        download(str(archive), str(dest))
+    assert listing(dest) == []
+
+
+def test_zip_sizes_that_lie_are_caught(tmp_path: Path) -> None:
+    archive = tmp_path / "lie.zip"
+    archive.write_bytes(lying_zip())
+    with pytest.raises(StorageError, match="cannot unpack archive lie.zip: Bad CRC-32"):
+        download(str(archive), str(tmp_path / "dest"))
+    assert listing(tmp_path / "dest") == []
+
+
+def test_bytes_written_are_counted_across_entries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STORAGE_MAX_UNPACKED", "8M")
+    archive = tmp_path / "parts.tar"
+    archive.write_bytes(make_tar([(f"part{i}.bin", bytes(1 << 20)) for i in range(12)]))
+    with pytest.raises(StorageError, match=r"unpacks to more than 8 MiB \(entry 'part8.bin' declares 1 MiB\)"):
+        download(str(archive), str(tmp_path / "dest"))
+    assert listing(tmp_path / "dest") == []
+
+
+@pytest.mark.parametrize("kind", ["tgz", "zip"])
+def test_too_many_entries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str) -> None:
+    monkeypatch.setenv("STORAGE_MAX_FILES", "50")
+    archive = tmp_path / f"many.{kind}"
+    if kind == "zip":
+        archive.write_bytes(make_zip({f"f{i}": b"" for i in range(51)}))
+    else:
+        many_files_tgz(archive, 51)
+    with pytest.raises(StorageError, match=rf"archive many.{kind} (holds more than 50 entries|holds 51 entries): "
+                       r"limit 50 files \(set with --max-files or STORAGE_MAX_FILES\)"):
+        download(str(archive), str(tmp_path / "dest"))
+    assert listing(tmp_path / "dest") == []
+
+
+def test_million_file_tgz_stops_at_the_limit_in_little_memory(tmp_path: Path) -> None:
+    """The default limit (10,000 entries) stops it; entries are read one at a time, so the process
+    stays far below the init container's 256Mi (the whole member list alone took 528 MiB)."""
+    archive = tmp_path / "million.tgz"
+    many_files_tgz(archive, 1_000_000)
+    result, max_rss = run_cli_measured(str(archive), str(tmp_path / "models"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "storage-initializer: error: archive million.tgz holds more than 10000 entries: "
+        "limit 10000 files (set with --max-files or STORAGE_MAX_FILES)"
+    ]
+    assert listing(tmp_path / "models") == []
+    assert max_rss < 256 << 20, f"peak RSS {max_rss >> 20} MiB"
+
+
+@pytest.mark.parametrize("name, build", [("bomb.zip", zip_bomb), ("bomb.tgz", tar_bomb)])
+def test_cli_refuses_a_gib_bomb_with_the_default_limits(web: FileServer, tmp_path: Path, name, build) -> None:
+    web.files[name] = build(1100 << 20)  # 1.07 GiB of zeros in about a megabyte
+    result, max_rss = run_cli_measured(web.url(name), str(tmp_path / "models"))
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1
+    assert "limit 1 GiB (set with --max-unpacked or STORAGE_MAX_UNPACKED)" in result.stderr
+    assert listing(tmp_path / "models") == []
+    assert max_rss < 256 << 20, f"peak RSS {max_rss >> 20} MiB"
+
+
+def test_local_directory_copies_are_limited_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.bin").write_bytes(bytes(1 << 20))
+    monkeypatch.setenv("STORAGE_MAX_FILES", "2")
+    with pytest.raises(StorageError, match="holds more than 2 files: limit 2 files"):
+        download(str(src), str(tmp_path / "a"))
+    monkeypatch.setenv("STORAGE_MAX_FILES", "10")
+    monkeypatch.setenv("STORAGE_MAX_DOWNLOAD", "2.5M")
+    with pytest.raises(StorageError, match=r"is more than 2.5 MiB in all: limit 2.5 MiB \(set with --max-download"):
+        download(str(src), str(tmp_path / "b"))
+    assert listing(tmp_path / "a") == listing(tmp_path / "b") == []
+
+
+def test_http_body_without_content_length(web: FileServer, tmp_path: Path) -> None:
+    web.files["m.tflite"] = MODEL_BYTES
+    download(web.url("m.tflite", "nolength"), str(tmp_path / "dest"))
+    assert tree(tmp_path / "dest") == {"m.tflite": MODEL_BYTES}
+
+
+def test_http_endless_body_stops_at_the_download_limit(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STORAGE_MAX_DOWNLOAD", "4M")
+    url = web.url("m.tflite", "endless")
+    with pytest.raises(StorageError, match=rf"^{url} is more than 4 MiB in all: limit 4 MiB \(set with --max-download or STORAGE_MAX_DOWNLOAD\)$"):
+        download(url, str(tmp_path / "dest"))
+    assert web.hits["/endless/m.tflite"] == 1  # a limit is not retried
+    assert listing(tmp_path / "dest") == []
+
+
+def test_http_content_length_over_the_limit_is_refused_before_the_body(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STORAGE_MAX_DOWNLOAD", "100K")
+    web.files["m.tflite"] = MODEL_BYTES
+    with pytest.raises(StorageError, match=rf"\(Content-Length {len(MODEL_BYTES)}\) is more than 100 KiB in all"):
+        download(web.url("m.tflite"), str(tmp_path / "dest"))
+    assert listing(tmp_path / "dest") == []
+
+
+def test_http_trickle_slower_than_the_stall_timeout_fails(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STORAGE_STALL_TIMEOUT", "1")
+    web.files["six.bin"] = b"sixbyt"
+    url = web.url("3/six.bin", "trickle")
+    with pytest.raises(StorageError, match=rf"^transfer from {url} stalled \(less than 64 KiB in that time\): limit 1 s "
+                       r"\(set with --stall-timeout or STORAGE_STALL_TIMEOUT\) \(gave up after 3 attempts\)$"):
+        download(url, str(tmp_path / "dest"))
+    assert web.hits["/trickle/3/six.bin"] == 3
+    assert listing(tmp_path / "dest") == []
+
+
+def test_http_trickle_of_bytes_within_the_stall_timeout_still_fails(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The issue's trickle in small: a byte every 0.4 s never leaves a 1 s gap, but 64 KiB do not
+    arrive within 1 s, so the transfer is stalled all the same."""
+    monkeypatch.setenv("STORAGE_STALL_TIMEOUT", "1")
+    monkeypatch.setenv("STORAGE_RETRIES", "0")
+    web.files["six.bin"] = b"sixbyt"
+    url = web.url("0.4/six.bin", "trickle")
+    with pytest.raises(StorageError, match=rf"^transfer from {url} stalled .*: limit 1 s .*\(gave up after 1 attempt\)$"):
+        download(url, str(tmp_path / "dest"))
+    assert listing(tmp_path / "dest") == []
+
+
+def test_http_trickle_within_the_stall_timeout_is_waited_for(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STORAGE_STALL_TIMEOUT", "5")
+    web.files["six.bin"] = b"sixbyt"
+    download(web.url("0.05/six.bin", "trickle"), str(tmp_path / "dest"))
+    assert tree(tmp_path / "dest") == {"six.bin": b"sixbyt"}
+
+
+def test_http_through_a_proxy(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """http_proxy is honoured as urllib honours it (the test server answers proxy requests too)."""
+    monkeypatch.setenv("http_proxy", web.base)
+    monkeypatch.delenv("NO_PROXY")
+    web.files["m.tflite"] = MODEL_BYTES
+    download("http://models.example.invalid/files/m.tflite", str(tmp_path / "dest"))
+    assert tree(tmp_path / "dest") == {"m.tflite": MODEL_BYTES}
+    assert web.hits["/files/m.tflite"] == 1
+
+
+def test_s3_limits_are_checked_from_the_listing(s3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STORAGE_MAX_FILES", "1")
+    with pytest.raises(StorageError, match=rf"s3://{BUCKET}/mnv1 holds more than 1 objects: limit 1 files"):
+        download(f"s3://{BUCKET}/mnv1", str(tmp_path / "dest"))
+    monkeypatch.setenv("STORAGE_MAX_DOWNLOAD", "100K")
+    with pytest.raises(StorageError, match=rf"s3://{BUCKET}/single/mobilenet.tflite is more than 100 KiB in all"):
+        download(f"s3://{BUCKET}/single/mobilenet.tflite", str(tmp_path / "dest"))
+    assert listing(tmp_path / "dest") == []
+
+
+def test_bad_limit_settings_are_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STORAGE_MAX_FILES", "many")
+    with pytest.raises(StorageError, match="^STORAGE_MAX_FILES: 'many' is not a positive whole number$"):
+        download(str(MODEL), str(tmp_path / "dest"))
 
 
 # --- sha256 -------------------------------------------------------------------------------------
@@ -343,6 +547,19 @@ def test_http_messages_hide_credentials(web, tmp_path: Path) -> None:
     assert "HTTP 404" in str(err.value)
 
 
+def test_http_redirects_keep_the_name_and_basic_auth_stays_on_its_host(web: FileServer, tmp_path: Path) -> None:
+    """The file is named from the URL given (a release URL redirects to an opaque blob URL), and the
+    credentials of that URL are not sent to another host."""
+    web.files["blob"] = MODEL_BYTES
+    port = web.server_address[1]
+    for host, kept in (("localhost", False), ("127.0.0.1", True)):  # same port, another host name
+        target = f"http://{host}:{port}/files/blob"
+        download(f"http://modeluser:{SECRET}@127.0.0.1:{port}/redirect/m.tflite?{target}", str(tmp_path / host))
+        assert tree(tmp_path / host) == {"m.tflite": MODEL_BYTES}
+        assert web.headers_seen["/redirect/m.tflite"]["Authorization"].startswith("Basic ")
+        assert ("Authorization" in web.headers_seen["/files/blob"]) is kept
+
+
 def test_http_url_without_a_file_name(web, tmp_path: Path) -> None:
     web.files[""] = MODEL_BYTES
     with pytest.raises(StorageError, match="cannot tell a file name|HTTP 404"):
@@ -412,45 +629,12 @@ def test_s3_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 # --- gs:// --------------------------------------------------------------------------------------
-# google-cloud-storage is optional (see storage-initializer/README.md) and not in requirements-dev.txt
-# (its google-api-core stack pulls protobuf beyond seldon-core's <4 pin), so the emulator test runs
-# only where both it and gcp-storage-emulator are installed.
 
 
-def test_gs_against_a_local_emulator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    pytest.importorskip("google.cloud.storage")
-    emulator = pytest.importorskip("gcp_storage_emulator.server")
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage as gcs
-
-    port = closed_port()
-    server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-        bucket = gcs.Client(project="test", credentials=AnonymousCredentials()).bucket(BUCKET)
-        for key, body in {"mnv1/model.tflite": MODEL_BYTES, "mnv1/meta/labels.txt": LABELS.read_bytes(), "mnv1-old/x": b"x"}.items():
-            bucket.blob(key).upload_from_string(body)
-        download(f"gs://{BUCKET}/mnv1", str(tmp_path / "tree"))
-        assert tree(tmp_path / "tree") == model_files()
-        download(f"gs://{BUCKET}/mnv1/model.tflite", str(tmp_path / "one"), sha256=MODEL_SHA)
-        assert tree(tmp_path / "one") == {"model.tflite": MODEL_BYTES}
-        with pytest.raises(StorageError, match=f"nothing found at gs://{BUCKET}/nope"):
-            download(f"gs://{BUCKET}/nope", str(tmp_path / "none"))
-    finally:
-        server.stop()
-
-
-
-def test_gs_without_the_library_says_so(tmp_path: Path) -> None:
-    try:
-        import google.cloud.storage  # noqa: F401
-
-        pytest.skip("google-cloud-storage is installed here")
-    except ImportError:
-        pass
-    with pytest.raises(StorageError, match="gs:// needs the google-cloud-storage package"):
+def test_gs_is_refused_with_the_way_to_reach_gcs(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=r"^gs:// is not supported: .*s3://.*AWS_ENDPOINT_URL=https://storage.googleapis.com.*HMAC"):
         download("gs://bucket/model.tflite", str(tmp_path / "dest"))
+    assert listing(tmp_path) == []
 
 
 # --- the CLI, as the init container runs it ----------------------------------------------------
@@ -466,6 +650,33 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         text=True,
         timeout=60,
     )
+
+
+def run_cli_measured(*args: str) -> tuple[subprocess.CompletedProcess[str], int]:
+    """run_cli, plus the CLI process's own peak RSS in bytes (os.wait4: that child's rusage alone)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "edgeservers.storage", *args], cwd=ROOT, stdout=out, stderr=err,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+    return result, usage.ru_maxrss * 1024  # kilobytes on Linux
+
+
+def test_cli_limits_from_flags_override_the_environment(web: FileServer, tmp_path: Path) -> None:
+    web.files["m.tflite"] = MODEL_BYTES
+    result = run_cli(web.url("m.tflite"), str(tmp_path / "models"), "--max-download", "100K",
+                     env={"STORAGE_MAX_DOWNLOAD": "1G"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"storage-initializer: error: {web.url('m.tflite')} (Content-Length {len(MODEL_BYTES)}) is more than "
+        "100 KiB in all: limit 100 KiB (set with --max-download or STORAGE_MAX_DOWNLOAD)"
+    ]
+    bad = run_cli(web.url("m.tflite"), str(tmp_path / "models"), "--max-files", "0")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["storage-initializer: error: --max-files: '0' is not a positive whole number"]
 
 
 def test_cli_success_prints_one_line(web, tmp_path: Path) -> None:
@@ -521,7 +732,7 @@ def test_cli_s3_errors_never_show_credentials(s3, tmp_path: Path) -> None:
 
 
 def test_module_imports_nothing_heavy() -> None:
-    code = "import sys, edgeservers.storage; print(sorted(m for m in ('numpy','cv2','seldon_core','boto3','requests') if m in sys.modules))"
+    code = "import sys, edgeservers.storage; print(sorted(m for m in ('numpy','cv2','seldon_core','boto3','urllib3','requests') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert storage.PARTIAL_PREFIX.startswith(".")
