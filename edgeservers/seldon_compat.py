@@ -15,6 +15,7 @@ wrapper forks its REST, gRPC and metrics processes, so every one of them inherit
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import io
@@ -26,11 +27,12 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from multiprocessing.managers import SyncManager
-from typing import Any, IO
+from multiprocessing.managers import AcquirerProxy, DictProxy, State, SyncManager  # type: ignore[attr-defined]
+from typing import IO, Any
 
 import grpc
 import orjson
@@ -44,6 +46,7 @@ from seldon_core.flask_utils import ANNOTATION_GRPC_MAX_MSG_SIZE, SeldonMicroser
 from seldon_core.metrics import SeldonMetrics
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.sansio.multipart import MultipartDecoder
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from .http_worker import RestOptions
 
@@ -82,7 +85,8 @@ RELIED_ON = {
     "seldon_core.wrapper:SeldonModelGRPC.Predict": "the Model/Predict handler; any exception becomes UNKNOWN",
     "seldon_core.microservice:main": (
         "builds the component (so install() runs) and SeldonMetrics (its Manager) before calling the module "
-        "globals _make_grpc_server(user_object, seldon_metrics, args, annotations) and "
+        "globals _make_grpc_server(user_object, seldon_metrics, args, annotations), "
+        "_make_rest_metrics_server(seldon_metrics, args) (section memory: None, no metrics process) and "
         "start_servers(rest, grpc, custom, metrics)"
     ),
     "seldon_core.microservice:start_servers": "replaced (its targets kept): REST ran in the main process, nothing watched",
@@ -92,6 +96,8 @@ RELIED_ON = {
         "_wait_forever() (KeyboardInterrupt stops it)"
     ),
     "seldon_core.microservice:_reserve_grpc_port": "binds the port with SO_REUSEPORT for the workers",
+    # memory (section "memory" below): the metrics store and endpoint on threads of the main process
+    "seldon_core.metrics:SeldonMetrics.collect": "reads only self._lock, self.data, self._extra_default_labels",
 }
 
 GrpcRegistrar = Callable[[grpc.Server], None]
@@ -527,6 +533,8 @@ def unavailable() -> list[str]:
     metrics Manager unreachable, the gRPC port not accepting. Empty when every part is up."""
     down = [_marked_down()] if _marked_down() else []
     for metrics in _metrics:
+        if isinstance(getattr(metrics, "_manager", None), MetricsManager):
+            continue  # on threads of the supervisor (section "memory"): up as long as the server is
         try:
             len(metrics.data)  # one round trip to the Manager
         except Exception as e:  # ConnectionRefusedError, EOFError, BrokenPipeError, ...
@@ -650,7 +658,9 @@ class _Supervisor:
         """Watch every part until one ends (exit 1) or a stop signal arrives (exit 0)."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        watched = list(self.parts) + [("Seldon's metrics Manager", m._manager._process) for m in _metrics]
+        watched = list(self.parts) + [
+            ("Seldon's metrics Manager", m._manager._process) for m in _metrics if getattr(m._manager, "_process", None)
+        ]  # a MetricsManager (section "memory") has no process: it runs on threads of this one
         fds = [fd for fd in (_pidfd(p.pid) for _, p in watched) if fd is not None]
         try:
             while self.stop_signal is None:
@@ -726,6 +736,161 @@ def start_servers(target1: Callable, target2: Callable | None, target3: Callable
     sys.exit(code)
 
 
+# --- memory: metrics store and endpoint on threads of the main process ----------------------------
+#
+# Seldon keeps custom metrics in a multiprocessing Manager (a forked process of its own) and serves
+# them from a second gunicorn server: an arbiter and a worker, two more forked copies of the main
+# process. Each such process costs 15-20 MB (PSS) on its own, however little it does: its writes copy
+# the pages it shares with the main process. Here the Manager's server runs on threads of the main
+# process (the supervisor, which otherwise only waits on its parts), and the Prometheus endpoint is the
+# wrapper's own metrics app (`wrapper.get_metrics_microservice`: same port, path and text; the REST
+# bind address, no CORS, bounded as the metrics worker was) on a werkzeug thread beside it, reading the
+# Manager's dict directly: three processes fewer. Workers still reach the store through the Manager's
+# proxies and socket, as before; the threads are blocked in accept/select when the supervisor forks,
+# and a forked part never touches their objects. They end with the main process, after the parts have
+# stopped (so requests in flight still hand their metrics over).
+
+
+class MetricsManager(SyncManager):
+    """The Manager behind SeldonMetrics, serving from threads of the process that creates it."""
+
+    def start_in_process(self) -> None:
+        server = self.get_server()  # listens on a new unix socket, as a started Manager's process would
+        server.stop_event = threading.Event()  # type: ignore[attr-defined]  # as serve_forever sets it; never set
+        self._address = server.address
+        self._state.value = State.STARTED  # type: ignore[attr-defined]
+        threading.Thread(target=server.accepter, name="metrics-manager", daemon=True).start()
+
+    def shutdown(self) -> None:  # type: ignore[override]  # SeldonMetrics.__del__ calls it; the threads end with the process
+        pass
+
+
+_manager_objects: dict[str, Any] = {}  # the dict and the lock SeldonMetrics created on the Manager
+
+
+def _recorded(typeid: str, factory: Callable[[], Any]) -> Callable[[], Any]:
+    def create() -> Any:
+        obj = factory()
+        _manager_objects[typeid] = obj
+        return obj
+
+    return create
+
+
+MetricsManager.register("dict", _recorded("dict", dict), DictProxy)
+MetricsManager.register("Lock", _recorded("Lock", threading.Lock), AcquirerProxy)
+
+
+class _ServedMetrics(SeldonMetrics):
+    """SeldonMetrics' own exposition (collect, generate_metrics) over the Manager's dict and lock, without IPC."""
+
+    def __init__(self, extra_default_labels: dict[str, str]):  # no Manager of its own
+        self.worker_id_func = os.getpid
+        self._extra_default_labels = extra_default_labels
+
+    @property
+    def data(self) -> dict:
+        return _manager_objects["dict"]
+
+    @property
+    def _lock(self) -> Any:
+        return _manager_objects["Lock"]
+
+    def __del__(self) -> None:
+        pass
+
+
+class _MetricsRequestHandler(WSGIRequestHandler):
+    access_log = False  # gunicorn's metrics server logged no access unless --access-log
+    timeout = METRICS_OPTIONS.header_timeout  # a connection silent this long is closed
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        if self.access_log:
+            super().log_request(*args, **kwargs)
+
+
+class _BoundedServer(ThreadedWSGIServer):
+    """One thread per connection, at most METRICS_OPTIONS.max_connections at once (more are closed at once)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(METRICS_OPTIONS.max_connections)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _serve_metrics(host: str, port: int, access_log: bool, extra_default_labels: dict[str, str]) -> threading.Thread:
+    """Serve the wrapper's metrics app on host:port from a daemon thread (a taken port raises here, at start)."""
+    app = wrapper.get_metrics_microservice(_ServedMetrics(extra_default_labels))
+    _set_cors(app, ())
+    app.config["MAX_CONTENT_LENGTH"] = METRICS_OPTIONS.max_request_bytes
+    handler = type("MetricsRequestHandler", (_MetricsRequestHandler,), {"access_log": access_log})
+    server = _BoundedServer(host, port, app, handler=handler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    return thread
+
+
+def _metrics_manager() -> MetricsManager:
+    """What SeldonMetrics gets for `Manager()`."""
+    manager = MetricsManager()
+    manager.start_in_process()
+    return manager
+
+
+_seldon_make_rest_metrics_server = microservice._make_rest_metrics_server
+
+
+@functools.wraps(_seldon_make_rest_metrics_server)
+def _make_rest_metrics_server(seldon_metrics: SeldonMetrics, args: Any) -> Callable[[], None] | None:
+    """Serve the metrics from a thread of the main process and have the wrapper start no metrics process
+    (None); the wrapper's own server in debug mode (Flask's development server) or for another Manager."""
+    if args.debug or not isinstance(getattr(seldon_metrics, "_manager", None), MetricsManager):
+        return _seldon_make_rest_metrics_server(seldon_metrics, args)
+    labels = dict(seldon_metrics._extra_default_labels)
+    _serve_metrics(_rest_options.bind_address.strip("[]"), args.metrics_port, bool(args.access_log), labels)
+    return None
+
+
+# --- memory: large buffers go back to the system ---------------------------------------------------
+
+MMAP_THRESHOLD = 128 << 10  # glibc's initial value, kept
+_M_MMAP_THRESHOLD = -3
+
+
+def fixed_mmap_threshold() -> bool:
+    """Keep glibc's malloc from holding on to freed request buffers (True when set).
+
+    glibc serves allocations above its mmap threshold (128 KiB at first) with their own mappings, which
+    free() returns to the system, but each such free() raises the threshold to the size freed (up to
+    32 MiB). After the first requests a worker's bodies, base64 text, decoded images and tensors
+    (hundreds of KiB to a few MiB each) then come from the heaps of its threads' malloc arenas, and
+    stay there once freed: with GUNICORN_THREADS=8 about 45 MB more in the REST worker. Setting the
+    threshold (as MALLOC_MMAP_THRESHOLD_ would) fixes it at 128 KiB; the cost is an mmap/munmap and
+    page faults per large buffer, well under a millisecond for a camera JPEG. Set in the main process
+    before it forks, so every worker has it.
+    """
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt of this kind)
+        return False
+
+
+def _serve_metrics_in_main_process() -> None:
+    seldon_metrics_module.Manager = _metrics_manager
+    microservice._make_rest_metrics_server = _make_rest_metrics_server
+
+
 # --- installation ------------------------------------------------------------------------------
 
 _installed = False
@@ -745,6 +910,8 @@ def install() -> None:
     microservice.start_servers = start_servers
     wrapper.get_rest_microservice = _get_rest_microservice
     _install_rest_serving()
+    _serve_metrics_in_main_process()  # after _install_rest_serving: its Manager is replaced here
+    fixed_mmap_threshold()
 
 
 def concurrent_requests() -> int:

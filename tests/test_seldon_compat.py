@@ -41,6 +41,8 @@ SOURCE_SHA256 = {
     "seldon_core.microservice:_make_grpc_server": "927b38ed32029257",
     "seldon_core.microservice:_run_grpc_server": "3d89ba00ca2e13bf",
     "seldon_core.microservice:_reserve_grpc_port": "20ac9bc2f5d71f96",
+    # memory
+    "seldon_core.metrics:SeldonMetrics.collect": "5d56ecbee53c4e9b",
 }
 
 
