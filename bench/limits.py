@@ -62,7 +62,8 @@ class Limits:
     def image_tensor(self, jpeg: bytes) -> np.ndarray:
         """The input tensor the server computes for this image (what tensor payloads carry)."""
         assert self.server._image is not None, "the model takes no images"
-        return self.server._image(decode_image(jpeg))
+        g = self.server._image.geometry
+        return self.server._image(decode_image(jpeg, fit=(g.height, g.width))[0])
 
     def invoke(self, tensor: np.ndarray) -> Callable[[], _Call]:
         """The plain runtime: set the input, run, read every output."""

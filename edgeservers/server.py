@@ -308,8 +308,9 @@ class EdgeModelServer(SeldonComponent):
         if payload.form == "image":
             if self._image is None:
                 raise BadRequest(f"this model does not take images ({self._not_image}): send tensors instead")
-            pixels = decode_image(payload.image, self._settings.max_image_pixels)
-            return {self._image.spec.name: self._image(pixels)}, pixels.shape[:2]
+            fit = (self._image.geometry.height, self._image.geometry.width)
+            pixels, size = decode_image(payload.image, self._settings.max_image_pixels, fit=fit)
+            return {self._image.spec.name: self._image(pixels)}, size
         size = (self._image.geometry.height, self._image.geometry.width) if self._image else None
         if payload.form == "jsonData":
             names = [s.name for s in specs]
