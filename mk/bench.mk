@@ -11,6 +11,7 @@ BENCH_ARGS ?=
 ## bench: measure everything, write $(BENCH_OUT)/bench.json, bench.md and bench.png
 bench: install
 	$(PY) -m bench.run --out $(BENCH_OUT) $(BENCH_ARGS)
+	$(PY) -m bench.decode > $(BENCH_OUT)/decode.md && cat $(BENCH_OUT)/decode.md
 
 ## bench-smoke: a few requests per case, results in .cache/bench-smoke (not committed)
 bench-smoke: install

@@ -1,0 +1,60 @@
+"""Large camera frames: decode + preprocess time of a JPEG with the servers' reduced-scale decode
+against a full decode, for 640x480, 1920x1080 and 4000x3000 frames (make bench prints the table).
+
+    .venv/bin/python -m bench.decode [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgeservers.images import decode_image
+from edgeservers.server import EdgeModelServer
+
+from bench.limits import _server_class
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = ((640, 480), (1920, 1080), (4000, 3000))
+MODELS = {"mobilenet_v2_quant": {}, "face_mask": {"postprocess": "detection"}}
+
+
+def frame(width: int, height: int) -> bytes:
+    pixels = cv2.resize(cv2.imread(str(ROOT / "images" / "parrot.jpg")), (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def p50_ms(call, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(times), 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    print("| model (input) | frame | full decode + preprocess p50 ms | reduced decode + preprocess p50 ms | speed-up |")
+    print("|---|---|---:|---:|---:|")
+    for model, params in MODELS.items():
+        server: EdgeModelServer = _server_class("tflite")(model_uri=str(ROOT / "models" / model), **params)
+        image = server._image
+        assert image is not None
+        fit = (image.geometry.height, image.geometry.width)
+        for width, height in SIZES:
+            jpeg = frame(width, height)
+            full = p50_ms(lambda: image(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)), args.repeat)
+            reduced = p50_ms(lambda: image(decode_image(jpeg, fit=fit)[0]), args.repeat)
+            print(f"| {model} ({fit[1]}x{fit[0]}) | {width}x{height} | {full} | {reduced} | {full / reduced:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
