@@ -14,10 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench.limits import _server_class
 from edgeservers.images import decode_image
 from edgeservers.server import EdgeModelServer
-
-from bench.limits import _server_class
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ((640, 480), (1920, 1080), (4000, 3000))
@@ -51,8 +50,10 @@ def main() -> None:
         fit = (image.geometry.height, image.geometry.width)
         for width, height in SIZES:
             jpeg = frame(width, height)
-            full = p50_ms(lambda: image(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)), args.repeat)
-            reduced = p50_ms(lambda: image(decode_image(jpeg, fit=fit)[0]), args.repeat)
+            full = p50_ms(
+                lambda j=jpeg, i=image: i(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)), args.repeat
+            )
+            reduced = p50_ms(lambda j=jpeg, f=fit, i=image: i(decode_image(j, fit=f)[0]), args.repeat)
             print(f"| {model} ({fit[1]}x{fit[0]}) | {width}x{height} | {full} | {reduced} | {full / reduced:.1f}x |")
 
 

@@ -20,9 +20,10 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from bench.launcher import ROOT, Server, tree_memory
 
@@ -127,7 +128,7 @@ def raw_request(port: int, head: bytes, chunks: Iterable[bytes], timeout: float 
     if data.startswith(b"HTTP/1."):
         head_end = data.find(b"\r\n\r\n")
         status = int(data.split(b" ", 2)[1])
-        body = data[head_end + 4:] if head_end >= 0 else b""
+        body = data[head_end + 4 :] if head_end >= 0 else b""
     return Reply(status, body, time.monotonic() - start, sent, error)
 
 
@@ -171,19 +172,25 @@ BOUNDARY = "edgeservershostileboundary"
 
 
 def multipart_file(total: int) -> tuple[str, Iterator[bytes]]:
-    prefix = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"binData\"; filename=\"big.jpg\"\r\n"
-              "Content-Type: image/jpeg\r\n\r\n").encode()
-    return f"multipart/form-data; boundary={BOUNDARY}", repeated(prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode())
+    prefix = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="binData"; filename="big.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return f"multipart/form-data; boundary={BOUNDARY}", repeated(
+        prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 def multipart_crafted(total: int) -> tuple[str, Iterator[bytes]]:
     """CVE-2023-46136: a file part that starts with CR and has no CR or LF after it."""
-    prefix = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"binData\"; filename=\"x.jpg\"\r\n\r\n\r").encode()
-    return f"multipart/form-data; boundary={BOUNDARY}", repeated(prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode())
+    prefix = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="binData"; filename="x.jpg"\r\n\r\n\r').encode()
+    return f"multipart/form-data; boundary={BOUNDARY}", repeated(
+        prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 def multipart_fields(fields: dict[str, str]) -> tuple[str, bytes]:
-    parts = [f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n" for k, v in fields.items()]
+    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
     return f"multipart/form-data; boundary={BOUNDARY}", ("".join(parts) + f"--{BOUNDARY}--\r\n").encode()
 
 
@@ -194,7 +201,9 @@ def chunked(chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield b"0\r\n\r\n"
 
 
-def sized(content_type: str, chunks: Iterator[bytes], total: int, path: str = "/api/v1.0/predictions") -> tuple[bytes, Iterator[bytes]]:
+def sized(
+    content_type: str, chunks: Iterator[bytes], total: int, path: str = "/api/v1.0/predictions"
+) -> tuple[bytes, Iterator[bytes]]:
     return post_head(path, content_type, total), chunks
 
 
@@ -217,7 +226,7 @@ class PeakPss:
             self.peak = max(self.peak, tree_memory(self.pid)["pss_mb"])
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakPss":
+    def __enter__(self) -> PeakPss:
         self._thread.start()
         return self
 
@@ -284,7 +293,7 @@ class Slowloris:
             if s is not None:
                 s.close()
 
-    def __enter__(self) -> "Slowloris":
+    def __enter__(self) -> Slowloris:
         self._thread.start()
         return self
 
@@ -293,7 +302,9 @@ class Slowloris:
         self._thread.join(10)
 
 
-def predictions_while(port: int, count: int, body: bytes, timeout: float = 10.0, pause: float = 0.2) -> list[tuple[int | None, float, str]]:
+def predictions_while(
+    port: int, count: int, body: bytes, timeout: float = 10.0, pause: float = 0.2
+) -> list[tuple[int | None, float, str]]:
     out = []
     for _ in range(count):
         out.append(predict(port, body, timeout))
@@ -304,8 +315,9 @@ def predictions_while(port: int, count: int, body: bytes, timeout: float = 10.0,
 # --- shutdown under load ---------------------------------------------------------------------------
 
 
-def sigterm_under_load(server_pid: int, port: int, body: bytes, clients: int = 4, load_s: float = 2.0,
-                       limit_s: float = 60.0) -> dict[str, Any]:
+def sigterm_under_load(
+    server_pid: int, port: int, body: bytes, clients: int = 4, load_s: float = 2.0, limit_s: float = 60.0
+) -> dict[str, Any]:
     """`clients` threads predicting in a loop; after `load_s` SIGTERM to the server's process group (as tini
     does). Returns every request's outcome and the exit code. A request is 'lost' when it was sent and got
     no answer or a 5xx; a refused connection (nothing sent) is clean."""
@@ -357,8 +369,11 @@ def sigterm_under_load(server_pid: int, port: int, body: bytes, clients: int = 4
 
 def _start(env: dict[str, str] | None = None) -> Server:
     body = normal_body()
-    server = Server("TFLiteServer", {"model_uri": str(ROOT / "models" / "mobilenet_v2_quant")},
-                    env={**CHART_ENV, "PYTHONPATH": str(ROOT / "tests" / "loopback"), **(env or {})})
+    server = Server(
+        "TFLiteServer",
+        {"model_uri": str(ROOT / "models" / "mobilenet_v2_quant")},
+        env={**CHART_ENV, "PYTHONPATH": str(ROOT / "tests" / "loopback"), **(env or {})},
+    )
     return server.start(lambda s: predict(s.http_port, body, 5)[0] == 200)
 
 
@@ -368,43 +383,92 @@ def table(big: int = 300 << 20, multipart: int = 150 << 20) -> list[dict[str, An
     server = _start()
     port, pid = server.http_port, server.proc.pid
     try:
+
         def row(name: str, fn: Callable[[], Reply]) -> None:
             with PeakPss(pid) as mem:
                 reply = fn()
             after = predict(port, body)
             info = reply.body[:160].decode(errors="replace")
-            rows.append({"case": name, "status": reply.status, "s": round(reply.seconds, 2), "pss_before": mem.before,
-                         "pss_peak": mem.peak, "growth": mem.growth, "next_ok": after[0] == 200, "info": info or reply.error})
+            rows.append(
+                {
+                    "case": name,
+                    "status": reply.status,
+                    "s": round(reply.seconds, 2),
+                    "pss_before": mem.before,
+                    "pss_peak": mem.peak,
+                    "growth": mem.growth,
+                    "next_ok": after[0] == 200,
+                    "info": info or reply.error,
+                }
+            )
 
-        for name, make, total in (("JSON binData (Content-Length)", json_b64, big), ("JSON ndarray (Content-Length)", json_ndarray, big // 8)):
+        for name, make, total in (
+            ("JSON binData (Content-Length)", json_b64, big),
+            ("JSON ndarray (Content-Length)", json_ndarray, big // 8),
+        ):
             ct, chunks = make(total)
-            row(f"{name} {total >> 20} MiB", lambda ct=ct, chunks=chunks, total=total: raw_request(port, post_head("/api/v1.0/predictions", ct, total), chunks))
+            row(
+                f"{name} {total >> 20} MiB",
+                lambda ct=ct, chunks=chunks, total=total: raw_request(
+                    port, post_head("/api/v1.0/predictions", ct, total), chunks
+                ),
+            )
         ct, chunks = json_b64(big)
-        row(f"JSON binData chunked {big >> 20} MiB", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, None), chunked(chunks)))
+        row(
+            f"JSON binData chunked {big >> 20} MiB",
+            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, None), chunked(chunks)),
+        )
         ct, chunks = multipart_file(multipart)
-        row(f"multipart file {multipart >> 20} MiB", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, multipart), chunks))
+        row(
+            f"multipart file {multipart >> 20} MiB",
+            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, multipart), chunks),
+        )
         ct, chunks = multipart_crafted(15 << 20)
-        row("multipart crafted part 15 MiB (CVE-2023-46136)", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, 15 << 20), chunks))
+        row(
+            "multipart crafted part 15 MiB (CVE-2023-46136)",
+            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, 15 << 20), chunks),
+        )
         ct, flood = multipart_fields({f"f{i}": "1" for i in range(5000)})
-        row("multipart 5000 fields", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, len(flood)), [flood]))
+        row(
+            "multipart 5000 fields",
+            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, len(flood)), [flood]),
+        )
         ct, nested = multipart_fields({"data": "[" * 100_000 + "]" * 100_000})
-        row("multipart nested JSON field", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, len(nested)), [nested]))
+        row(
+            "multipart nested JSON field",
+            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, len(nested)), [nested]),
+        )
         ct, chunks = json_ndarray(15 << 20)
-        row("JSON ndarray 15 MiB (under the limit)", lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, 15 << 20), chunks))
+        row(
+            "JSON ndarray 15 MiB (under the limit)",
+            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, 15 << 20), chunks),
+        )
         for label, count in (("idle sockets", 300),):
             held = open_idle(port, count)
             start = time.monotonic()
             results = predictions_while(port, 5, body, timeout=10)
-            rows.append({"case": f"{len(held)} {label}", "answered": f"{sum(r[0] == 200 for r in results)}/5",
-                         "s": round(time.monotonic() - start, 2), "max_s": round(max(r[1] for r in results), 2)})
+            rows.append(
+                {
+                    "case": f"{len(held)} {label}",
+                    "answered": f"{sum(r[0] == 200 for r in results)}/5",
+                    "s": round(time.monotonic() - start, 2),
+                    "max_s": round(max(r[1] for r in results), 2),
+                }
+            )
             for s in held:
                 s.close()
         with Slowloris(port, 50, limit_s=60):
             time.sleep(2)
             start = time.monotonic()
             results = predictions_while(port, 5, body, timeout=10)
-        rows.append({"case": "50 slowloris", "answered": f"{sum(r[0] == 200 for r in results)}/5",
-                     "s": round(time.monotonic() - start, 2), "max_s": round(max(r[1] for r in results), 2)})
+        rows.append(
+            {
+                "case": "50 slowloris",
+                "answered": f"{sum(r[0] == 200 for r in results)}/5",
+                "s": round(time.monotonic() - start, 2),
+                "max_s": round(max(r[1] for r in results), 2),
+            }
+        )
     finally:
         server.stop()
     server = _start()

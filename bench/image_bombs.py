@@ -52,7 +52,12 @@ def png_bomb(width: int, height: int) -> bytes:
     chunks.append(compressor.compress(row * (height % 1000)))
     chunks.append(compressor.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"".join(chunks)) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(chunks))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def bmp_header(width: int, height: int, bits: int = 24) -> bytes:
@@ -103,7 +108,9 @@ def _main() -> None:  # pragma: no cover - a measuring tool
     parser.add_argument("--only", default="", help="comma-separated case names to run")
     cli = parser.parse_args()
     env = {
-        "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1", "GRPC_WORKERS": "1",
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_THREADS": "1",
+        "GRPC_WORKERS": "1",
         "PYTHONPATH": str(ROOT / "tests" / "loopback"),
     }
     server = Server("TFLiteServer", {"model_uri": str(ROOT / "models" / "mobilenet_v2_quant")}, env)
@@ -120,12 +127,14 @@ def _main() -> None:  # pragma: no cover - a measuring tool
         def send():
             r = requests.post(server.url, json={"binData": b64(data)}, timeout=300)
             return r.status_code, r.text
+
         return send
 
     def rest_multipart(data: bytes) -> Callable[[], Any]:
         def send():
             r = requests.post(server.url, files={"binData": ("x", data)}, timeout=300)
             return r.status_code, r.text
+
         return send
 
     def grpc_bin(data: bytes) -> Callable[[], Any]:
@@ -135,6 +144,7 @@ def _main() -> None:  # pragma: no cover - a measuring tool
                 return "OK", str(reply)[:200]
             except grpc.RpcError as e:
                 return e.code().name, e.details()
+
         return send
 
     cases = {

@@ -79,8 +79,15 @@ def run_one(runtime: str, model_key: str, rounds: int) -> dict[str, Any]:
         server.stop()
     p50 = {k: round(float(np.median(v)), 3) for k, v in times.items() if v}
     return {
-        "model": model_key, "runtime": runtime, "server": interface, "rounds": rounds, "errors": errors,
-        "loadavg_before": la, "loadavg_after": loadavg(), "p50_ms": p50, "answers": answers,
+        "model": model_key,
+        "runtime": runtime,
+        "server": interface,
+        "rounds": rounds,
+        "errors": errors,
+        "loadavg_before": la,
+        "loadavg_after": loadavg(),
+        "p50_ms": p50,
+        "answers": answers,
         "ratios": {
             "oip_rest_binary / rest_tftensor": round(p50["oip_rest_binary"] / p50["rest_tftensor"], 2),
             "oip_rest_binary / grpc_tftensor": round(p50["oip_rest_binary"] / p50["grpc_tftensor"], 2),
@@ -100,14 +107,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"- Server configuration: {MAIN.describe()}; {report['rounds']} rounds, each one request of every case in a shuffled order",
         "- Load average (1 min) before/after each server in the table: the machine is shared.",
         "",
-        "| model | server | " + " | ".join(f"{TEXT[c]} p50 ms" for c in CASES)
+        "| model | server | "
+        + " | ".join(f"{TEXT[c]} p50 ms" for c in CASES)
         + " | OIP REST / v1 REST | OIP REST / v1 gRPC | OIP gRPC / v1 gRPC | OIP REST / invoke | OIP gRPC / invoke | errors | load |",
         "|---|---|" + "---:|" * (len(CASES) + 7),
     ]
     for r in report["results"]:
         x = r["ratios"]
         lines.append(
-            f"| {r['model']} | {r['server']} | " + " | ".join(str(r["p50_ms"].get(c, "-")) for c in CASES)
+            f"| {r['model']} | {r['server']} | "
+            + " | ".join(str(r["p50_ms"].get(c, "-")) for c in CASES)
             + f" | {x['oip_rest_binary / rest_tftensor']} | {x['oip_rest_binary / grpc_tftensor']} | {x['oip_grpc / grpc_tftensor']}"
             + f" | {x['oip_rest_binary / invoke']} | {x['oip_grpc / invoke']} | {r['errors']} | {r['loadavg_before'][0]} / {r['loadavg_after'][0]} |"
         )
@@ -124,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     import datetime
 
     report: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "versions": versions(), "source": source(), "rounds": args.rounds, "results": [],
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "source": source(),
+        "rounds": args.rounds,
+        "results": [],
     }
     for key in [k for k in args.models.split(",") if k]:
         for runtime in ["tflite"] + ([] if args.no_openvino else ["openvino"]):

@@ -7,7 +7,8 @@ stop_process_group, process_tree, tree_memory) are the harness's, re-exported.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from harness import (  # noqa: F401 (re-exported)
     MICROSERVICE,
@@ -32,7 +33,7 @@ class Server(Microservice):
         self.url += "/api/v1.0/predictions"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, first_prediction: Callable[["Server"], bool], timeout: float = 120.0) -> "Server":  # type: ignore[override]
+    def start(self, first_prediction: Callable[[Server], bool], timeout: float = 120.0) -> Server:  # type: ignore[override]
         """Start and poll `first_prediction` until it succeeds: cold start = process start to that moment."""
         super().start(lambda: first_prediction(self), timeout)
         return self

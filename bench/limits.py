@@ -13,7 +13,8 @@ by the load threads through a queue, as a server worker shares its pool.
 from __future__ import annotations
 
 import queue
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,8 @@ class Limits:
 
             core = ov.Core()
             compiled = core.compile_model(
-                core.read_model(str(self.model_path)), "CPU",
+                core.read_model(str(self.model_path)),
+                "CPU",
                 {"PERFORMANCE_HINT": self.settings.performance_hint, "INFERENCE_NUM_THREADS": self.options.num_threads},
             )
             for _ in range(self.options.pool_size):

@@ -64,16 +64,31 @@ def rest_tftensor(tensor: np.ndarray) -> bytes:
     return json.dumps({"data": {"tftensor": json_format.MessageToDict(tensor_to_tf(tensor))}}).encode()
 
 
-_OIP_DATATYPES = {"uint8": "UINT8", "int8": "INT8", "float32": "FP32", "int32": "INT32", "int64": "INT64", "float16": "FP16"}
+_OIP_DATATYPES = {
+    "uint8": "UINT8",
+    "int8": "INT8",
+    "float32": "FP32",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+}
 
 
-def oip_rest_binary(tensor: np.ndarray, input_name: str, outputs: list[str] | None = None) -> tuple[bytes, dict[str, str]]:
+def oip_rest_binary(
+    tensor: np.ndarray, input_name: str, outputs: list[str] | None = None
+) -> tuple[bytes, dict[str, str]]:
     """An OIP REST infer body with the binary tensor data extension (input and outputs binary), and its headers;
     `outputs` selects outputs (default: the server's)."""
     raw = np.ascontiguousarray(tensor).tobytes()
     doc: dict[str, Any] = {
-        "inputs": [{"name": input_name, "datatype": _OIP_DATATYPES[tensor.dtype.name], "shape": list(tensor.shape),
-                    "parameters": {"binary_data_size": len(raw)}}],
+        "inputs": [
+            {
+                "name": input_name,
+                "datatype": _OIP_DATATYPES[tensor.dtype.name],
+                "shape": list(tensor.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
         "parameters": {"binary_data_output": True},
     }
     if outputs:
@@ -148,7 +163,9 @@ def check_oip_grpc(raw: bytes) -> str:
 class RestClient:
     """POST pre-encoded JSON over one keep-alive connection (re-opened when the server closes it)."""
 
-    def __init__(self, port: int, body: bytes, path: str = "/api/v1.0/predictions", headers: dict[str, str] | None = None):
+    def __init__(
+        self, port: int, body: bytes, path: str = "/api/v1.0/predictions", headers: dict[str, str] | None = None
+    ):
         self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self._body = body
         self._path = path

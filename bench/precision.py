@@ -44,8 +44,11 @@ def rounded(model: ov.Model, precision: str) -> ov.Model:
         if node.get_type_name() == "Result":
             continue
         for output in node.outputs():
-            targets = [t for t in output.get_target_inputs()
-                       if not (t.get_node().get_type_name() == "FakeQuantize" and t.get_index() > 0)]
+            targets = [
+                t
+                for t in output.get_target_inputs()
+                if not (t.get_node().get_type_name() == "FakeQuantize" and t.get_index() > 0)
+            ]
             if output.get_element_type() == ov.Type.f32 and targets:
                 converted = ops.convert(ops.convert(output, precision), "f32")
                 for target in targets:
@@ -56,7 +59,9 @@ def rounded(model: ov.Model, precision: str) -> ov.Model:
 def rounded_model_dir(model_dir: Path, precision: str, target: Path) -> Path:
     """An IR of the bundled .tflite rounded to `precision`, with its labels."""
     (tflite,) = model_dir.glob("*.tflite")
-    ov.save_model(rounded(ov.Core().read_model(str(tflite)), precision), str(target / "model.xml"), compress_to_fp16=False)
+    ov.save_model(
+        rounded(ov.Core().read_model(str(tflite)), precision), str(target / "model.xml"), compress_to_fp16=False
+    )
     shutil.copy(model_dir / "labels.txt", target / "labels.txt")
     return target
 
@@ -65,7 +70,10 @@ def _answers(server_class: type, params: dict[str, Any], photos: tuple[str, ...]
     """The server's answers to the photos, in process (the same component the microservice runs)."""
     server = server_class(**params)
     server.load()
-    return {p: server.predict_raw({"binData": base64.b64encode((IMAGES / p).read_bytes()).decode()})["jsonData"] for p in photos}
+    return {
+        p: server.predict_raw({"binData": base64.b64encode((IMAGES / p).read_bytes()).decode()})["jsonData"]
+        for p in photos
+    }
 
 
 def accuracy(model: Model, variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,8 +96,16 @@ def accuracy(model: Model, variants: dict[str, dict[str, Any]]) -> list[dict[str
                 score_diff = max(score_diff, abs(a["score"] - b["score"]))
                 if "box" in a:
                     box_diff = max(box_diff, int(np.abs(np.subtract(a["box"], b["box"])).max()))
-        rows.append({"model": model.key, "variant": name, "photos": len(photos), "same_labels": same_labels,
-                     "max_score_diff": round(score_diff, 4), "max_box_diff_px": box_diff})
+        rows.append(
+            {
+                "model": model.key,
+                "variant": name,
+                "photos": len(photos),
+                "same_labels": same_labels,
+                "max_score_diff": round(score_diff, 4),
+                "max_box_diff_px": box_diff,
+            }
+        )
     return rows
 
 
@@ -98,7 +114,11 @@ def compiled_precision(precision: str) -> str:
     core = ov.Core()
     (tflite,) = ALL_MODELS["face_mask"].dir.glob("*.tflite")
     config = {} if precision == "auto" else {"INFERENCE_PRECISION_HINT": precision}
-    return core.compile_model(core.read_model(str(tflite)), "CPU", config).get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return (
+        core.compile_model(core.read_model(str(tflite)), "CPU", config)
+        .get_property("INFERENCE_PRECISION_HINT")
+        .get_type_name()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +146,17 @@ def main(argv: list[str] | None = None) -> int:
             for precision in PRECISIONS:
                 params = {**model.params, "inference_precision": precision}
                 _, rows = bench_limits("openvino", model, params, MAIN, budget, (1,))
-                rows += bench_server("OpenVINOServer", "openvino", model, {"model_uri": str(model.dir), **params}, MAIN,
-                                     {"rest_image": ("rest", load.rest_image(jpeg))}, budget, (1,), "OpenVINOServer")
+                rows += bench_server(
+                    "OpenVINOServer",
+                    "openvino",
+                    model,
+                    {"model_uri": str(model.dir), **params},
+                    MAIN,
+                    {"rest_image": ("rest", load.rest_image(jpeg))},
+                    budget,
+                    (1,),
+                    "OpenVINOServer",
+                )
                 report["speed"] += [{**r, "inference_precision": precision} for r in rows]
             variants = {p: {"model_uri": str(model.dir), "inference_precision": p} for p in PRECISIONS}
             for p in ROUNDED:
@@ -155,13 +184,24 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for key in PHOTOS:
         for precision in PRECISIONS:
-            cells = {r["case"]: r["p50_ms"] for r in report["speed"] if r["model"] == key and r["inference_precision"] == precision}
-            lines.append(f"| {key} | {precision} | {cells.get('invoke')} | {cells.get('pipeline')} | {cells.get('rest_image')} |")
-    lines += ["", "| model | OpenVINO | photos | labels as TFLite | max score difference | max box difference (px) |",
-              "|---|---|---:|---|---:|---:|"]
+            cells = {
+                r["case"]: r["p50_ms"]
+                for r in report["speed"]
+                if r["model"] == key and r["inference_precision"] == precision
+            }
+            lines.append(
+                f"| {key} | {precision} | {cells.get('invoke')} | {cells.get('pipeline')} | {cells.get('rest_image')} |"
+            )
+    lines += [
+        "",
+        "| model | OpenVINO | photos | labels as TFLite | max score difference | max box difference (px) |",
+        "|---|---|---:|---|---:|---:|",
+    ]
     for r in report["accuracy"]:
-        lines.append(f"| {r['model']} | {r['variant']} | {r['photos']} | {'yes' if r['same_labels'] else 'no'} | "
-                     f"{r['max_score_diff']} | {r['max_box_diff_px'] if r['model'] == 'face_mask' else ''} |")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['photos']} | {'yes' if r['same_labels'] else 'no'} | "
+            f"{r['max_score_diff']} | {r['max_box_diff_px'] if r['model'] == 'face_mask' else ''} |"
+        )
     return "\n".join(lines)
 
 

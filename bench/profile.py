@@ -51,18 +51,25 @@ def main() -> None:
     jpeg = (IMAGES / model.image).read_bytes()
     tensor = limits.image_tensor(jpeg)
     bodies = {"rest_image": load.rest_image(jpeg), "rest_ndarray": load.rest_ndarray(tensor)}
-    messages = {"grpc_tftensor": load.grpc_tftensor(tensor), "grpc_tensor": load.grpc_tensor(tensor), "grpc_image": load.grpc_image(jpeg)}
+    messages = {
+        "grpc_tftensor": load.grpc_tftensor(tensor),
+        "grpc_tensor": load.grpc_tensor(tensor),
+        "grpc_image": load.grpc_image(jpeg),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     for case in args.cases.split(","):
         if case in bodies:
+
             def call(body=bodies[case]):
                 response = client.post("/api/v1.0/predictions", data=body, content_type="application/json")
                 assert response.status_code == 200, response.data[:300]
         else:
+
             def call(raw=messages[case]):
                 # The transport hands the servicer a parsed message and serializes its answer: both are counted.
                 request = prediction_pb2.SeldonMessage.FromString(raw)
                 servicer.Predict(request, None).SerializeToString()
+
         for _ in range(3):
             call()
         profiler = Profiler(interval=0.0005)
@@ -72,7 +79,9 @@ def main() -> None:
         profiler.stop()
         path = args.out / f"profile-{args.model}-{case}.txt"
         text = profiler.output_text(unicode=False, color=False, show_all=args.show_all)
-        path.write_text(f"# {args.server} {args.model} {case}: {args.requests} requests, load average {os.getloadavg()}\n" + text)
+        path.write_text(
+            f"# {args.server} {args.model} {case}: {args.requests} requests, load average {os.getloadavg()}\n" + text
+        )
         print(f"{case}: {profiler.last_session.duration / args.requests * 1000:.1f} ms/request (profiled) -> {path}")
 
 

@@ -39,18 +39,25 @@ def ratios(rows: list[dict]) -> list[dict[str, Any]]:
         limit_case = "pipeline" if r["case"].endswith("image") else "invoke"
         limit = _find(rows, r["model"], f"in-process {r['runtime']}", limit_case)
         naive = _find(rows, r["model"], "naive", "rest_ndarray") if r["case"] == "rest_ndarray" else None
-        out.append({
-            "model": r["model"], "server": r["target"], "case": r["case"], "versus": f"in-process {limit_case}",
-            "p50_ratio": _ratio(r.get("p50_ms"), limit and limit.get("p50_ms")),
-            "throughput4_ratio": _ratio(r["throughput"].get("4"), limit and limit["throughput"].get("4")),
-            "naive_speedup": _ratio(naive and naive.get("p50_ms"), r.get("p50_ms")),
-        })
+        out.append(
+            {
+                "model": r["model"],
+                "server": r["target"],
+                "case": r["case"],
+                "versus": f"in-process {limit_case}",
+                "p50_ratio": _ratio(r.get("p50_ms"), limit and limit.get("p50_ms")),
+                "throughput4_ratio": _ratio(r["throughput"].get("4"), limit and limit["throughput"].get("4")),
+                "naive_speedup": _ratio(naive and naive.get("p50_ms"), r.get("p50_ms")),
+            }
+        )
     return out
 
 
 def targets(rows: list[dict], ratio_rows: list[dict]) -> list[dict[str, Any]]:
     def ratio(model: str, server: str, case: str, key: str) -> float | None:
-        found = next((x for x in ratio_rows if x["model"] == model and x["server"] == server and x["case"] == case), None)
+        found = next(
+            (x for x in ratio_rows if x["model"] == model and x["server"] == server and x["case"] == case), None
+        )
         return found and found[key]
 
     out = []
@@ -61,12 +68,18 @@ def targets(rows: list[dict], ratio_rows: list[dict]) -> list[dict[str, Any]]:
             out.append(("REST JPEG p50 <= 1.25x in-process pipeline", m, v, v is not None and v <= 1.25))
     v = ratio("face_mask", "TFLiteServer", "grpc_tftensor", "p50_ratio")
     if v is not None:
-        out.append(("gRPC tftensor p50 <= 1.3x in-process invoke() (face-mask, detection answer)", "face_mask", v, v <= 1.3))
+        out.append(
+            ("gRPC tftensor p50 <= 1.3x in-process invoke() (face-mask, detection answer)", "face_mask", v, v <= 1.3)
+        )
     v = ratio("face_mask", "TFLiteServer raw outputs", "grpc_tftensor", "p50_ratio")
     if v is not None:
         out.append(("gRPC tftensor p50 <= 1.3x in-process invoke() (face-mask, raw outputs)", "face_mask", v, v <= 1.3))
     for m in models:
-        server = "TFLiteServer raw outputs" if m == "face_mask" and _find(rows, m, "TFLiteServer raw outputs", "rest_ndarray") else "TFLiteServer"
+        server = (
+            "TFLiteServer raw outputs"
+            if m == "face_mask" and _find(rows, m, "TFLiteServer raw outputs", "rest_ndarray")
+            else "TFLiteServer"
+        )
         v = ratio(m, server, "rest_ndarray", "naive_speedup")
         if v is not None:
             out.append((f"REST ndarray >= 3x faster than naive ({server})", m, v, v >= 3))
@@ -75,8 +88,14 @@ def targets(rows: list[dict], ratio_rows: list[dict]) -> list[dict[str, Any]]:
         if not _find(rows, m, "TFLiteServer", "rest_image"):
             continue
         errors = sum(r.get("errors", 0) for r in rows if r["model"] == m)
-        out.append(("throughput at 4 >= 0.85x in-process (REST JPEG vs pipeline), no errors", m, v,
-                    v is not None and v >= 0.85 and errors == 0))
+        out.append(
+            (
+                "throughput at 4 >= 0.85x in-process (REST JPEG vs pipeline), no errors",
+                m,
+                v,
+                v is not None and v >= 0.85 and errors == 0,
+            )
+        )
     for m in models:
         for server in sorted({r["target"] for r in rows if r["model"] == m and r["case"] in OIP_VERSUS_V1}):
             for case, v1_cases in OIP_VERSUS_V1.items():
@@ -85,11 +104,32 @@ def targets(rows: list[dict], ratio_rows: list[dict]) -> list[dict[str, Any]]:
                     v1 = _find(rows, m, server, v1_case)
                     if oip and v1 and oip.get("p50_ms") and v1.get("p50_ms"):
                         v = _ratio(oip["p50_ms"], v1["p50_ms"])
-                        out.append((f"{CASE_TEXT[case]} p50 <= v1 {CASE_TEXT[v1_case]} p50 ({server}; ratio OIP / v1)", m, v, v <= 1.0))
+                        out.append(
+                            (
+                                f"{CASE_TEXT[case]} p50 <= v1 {CASE_TEXT[v1_case]} p50 ({server}; ratio OIP / v1)",
+                                m,
+                                v,
+                                v <= 1.0,
+                            )
+                        )
     r = _find(rows, "mobilenet_v2_quant", "TFLiteServer", "rest_image")
     if r:
-        out.append(("TFLite RSS (whole tree) < 150 MB, mobilenet_v2", "mobilenet_v2_quant", r["memory"]["rss_mb"], r["memory"]["rss_mb"] < 150))
-        out.append(("TFLite PSS (whole tree) < 150 MB, mobilenet_v2", "mobilenet_v2_quant", r["memory"]["pss_mb"], r["memory"]["pss_mb"] < 150))
+        out.append(
+            (
+                "TFLite RSS (whole tree) < 150 MB, mobilenet_v2",
+                "mobilenet_v2_quant",
+                r["memory"]["rss_mb"],
+                r["memory"]["rss_mb"] < 150,
+            )
+        )
+        out.append(
+            (
+                "TFLite PSS (whole tree) < 150 MB, mobilenet_v2",
+                "mobilenet_v2_quant",
+                r["memory"]["pss_mb"],
+                r["memory"]["pss_mb"] < 150,
+            )
+        )
     for m in models:
         r = _find(rows, m, "TFLiteServer", "rest_image") or _find(rows, m, "TFLiteServer", "grpc_tftensor")
         if r:
@@ -110,9 +150,17 @@ def markdown(report: dict[str, Any]) -> str:
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']} MB RAM, {m['arch']}, Linux {m['kernel']}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- Code: commit {report['source']['commit']}"
-        + (f", server files changed: {'; '.join(report['source']['server_code_changed'])}" if report["source"]["server_code_changed"] else ", no uncommitted server changes")
-        + (f"; at the end: commit {report['source_end']['commit']}" + (" (changed during the run)" if report["source_end"] != report["source"] else "")
-           if report.get("source_end") else ""),
+        + (
+            f", server files changed: {'; '.join(report['source']['server_code_changed'])}"
+            if report["source"]["server_code_changed"]
+            else ", no uncommitted server changes"
+        )
+        + (
+            f"; at the end: commit {report['source_end']['commit']}"
+            + (" (changed during the run)" if report["source_end"] != report["source"] else "")
+            if report.get("source_end")
+            else ""
+        ),
         f"- Server and in-process configuration: {report['config']}",
         f"- Load average (1, 5, 15 min) at start {report['loadavg_start']}, at end {report['loadavg_end']}: "
         "other work on the machine competes with the benchmark; each row gives the 1-minute load when it started.",
@@ -122,7 +170,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Latency (concurrency 1) and throughput",
         "",
-        "| model | target | payload | p50 ms | p90 ms | p99 ms | req/s at " + " / ".join(str(c) for c in report["budget"]["concurrency"])
+        "| model | target | payload | p50 ms | p90 ms | p99 ms | req/s at "
+        + " / ".join(str(c) for c in report["budget"]["concurrency"])
         + " | errors | RSS / PSS MB (tree) | cold start s | load |",
         "|---|---|---|---:|---:|---:|---|---:|---|---:|---:|",
     ]
@@ -133,22 +182,33 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_fmt(r.get('p99_ms'))} | {' / '.join(_fmt(r['throughput'].get(str(c))) for c in report['budget']['concurrency'])} | {r['errors']} | {mem} | "
             f"{_fmt(r.get('cold_start_s'))} | {r['loadavg_before'][0]} |"
         )
-    lines += ["", "## Ratios", "",
-              "server p50 / in-process p50 (JPEG payloads against the pipeline, tensor payloads against invoke()); "
-              "server req/s at concurrency 4 / in-process req/s at 4 with the same interpreters and threads; "
-              "naive p50 / server p50 on the same REST ndarray payload.", "",
-              "| model | server | payload | versus | p50 ratio | throughput@4 ratio | faster than naive |",
-              "|---|---|---|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Ratios",
+        "",
+        "server p50 / in-process p50 (JPEG payloads against the pipeline, tensor payloads against invoke()); "
+        "server req/s at concurrency 4 / in-process req/s at 4 with the same interpreters and threads; "
+        "naive p50 / server p50 on the same REST ndarray payload.",
+        "",
+        "| model | server | payload | versus | p50 ratio | throughput@4 ratio | faster than naive |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
     for x in report["ratios"]:
-        lines.append(f"| {x['model']} | {x['server']} | {CASE_TEXT.get(x['case'], x['case'])} | {x['versus']} | {_fmt(x['p50_ratio'])} | "
-                     f"{_fmt(x['throughput4_ratio'])} | {_fmt(x['naive_speedup'])} |")
+        lines.append(
+            f"| {x['model']} | {x['server']} | {CASE_TEXT.get(x['case'], x['case'])} | {x['versus']} | {_fmt(x['p50_ratio'])} | "
+            f"{_fmt(x['throughput4_ratio'])} | {_fmt(x['naive_speedup'])} |"
+        )
     lines += ["", "## Targets (issue 5)", "", "| target | model | measured | met |", "|---|---|---:|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['model']} | {_fmt(t['value'])} | {'yes' if t['met'] else 'NO'} |")
     if report.get("sweep"):
-        lines += ["", "## Settings sweep: mobilenet_v2_quant, REST JPEG, TFLiteServer", "",
-                  "| settings | configuration | p50 ms | req/s at 1 / 4 | in-process pipeline p50 ms | in-process req/s at 1 / 4 | RSS / PSS MB | cold start s | load |",
-                  "|---|---|---:|---|---:|---|---|---:|---:|"]
+        lines += [
+            "",
+            "## Settings sweep: mobilenet_v2_quant, REST JPEG, TFLiteServer",
+            "",
+            "| settings | configuration | p50 ms | req/s at 1 / 4 | in-process pipeline p50 ms | in-process req/s at 1 / 4 | RSS / PSS MB | cold start s | load |",
+            "|---|---|---:|---|---:|---|---|---:|---:|",
+        ]
         for name in dict.fromkeys(r["sweep"] for r in report["sweep"]):
             srv = next((r for r in report["sweep"] if r["sweep"] == name and "memory" in r), None)
             lim = next((r for r in report["sweep"] if r["sweep"] == name and "memory" not in r), None)
@@ -173,14 +233,31 @@ def chart(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(len(models), 2, figsize=(14, 4.2 * len(models)), squeeze=False)
     for i, model in enumerate(models):
         mine = [r for r in rows if r["model"] == model]
-        labels = [f"{r['target'].replace('in-process ', 'inproc ')}\n{CASE_TEXT.get(r['case'], r['case'])}" for r in mine]
-        colors = ["tab:green" if r["target"].startswith("in-process") else "tab:red" if r["target"] == "naive"
-                  else "tab:orange" if r["runtime"] == "openvino" else "tab:blue" for r in mine]
+        labels = [
+            f"{r['target'].replace('in-process ', 'inproc ')}\n{CASE_TEXT.get(r['case'], r['case'])}" for r in mine
+        ]
+        colors = [
+            "tab:green"
+            if r["target"].startswith("in-process")
+            else "tab:red"
+            if r["target"] == "naive"
+            else "tab:orange"
+            if r["runtime"] == "openvino"
+            else "tab:blue"
+            for r in mine
+        ]
         y = range(len(mine))
         ax = axes[i][0]
         ax.barh(y, [r["p50_ms"] for r in mine], color=colors)
-        ax.errorbar([r["p50_ms"] for r in mine], y, xerr=[[0] * len(mine), [r["p99_ms"] - r["p50_ms"] for r in mine]],
-                    fmt="none", ecolor="black", capsize=2, lw=0.8)
+        ax.errorbar(
+            [r["p50_ms"] for r in mine],
+            y,
+            xerr=[[0] * len(mine), [r["p99_ms"] - r["p50_ms"] for r in mine]],
+            fmt="none",
+            ecolor="black",
+            capsize=2,
+            lw=0.8,
+        )
         ax.set_yticks(list(y), labels, fontsize=6)
         ax.invert_yaxis()
         ax.set_xscale("log")
@@ -197,7 +274,10 @@ def chart(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("requests/s (light: concurrency 1, dark: concurrency 4; log scale)")
         ax.set_title(f"{model}: green in-process, blue TFLiteServer, orange OpenVINOServer, red naive", fontsize=8)
     m = report["machine"]
-    fig.suptitle(f"{report['date']} - {m['cpu']}, {m['cores']} cores - load avg at start {report['loadavg_start'][0]}", fontsize=10)
+    fig.suptitle(
+        f"{report['date']} - {m['cpu']}, {m['cores']} cores - load avg at start {report['loadavg_start'][0]}",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

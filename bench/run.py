@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from . import load
 from .launcher import ROOT, Server
@@ -171,11 +169,26 @@ def first_answer(server: Server, protocol: str, body: bytes) -> str:
 
 
 def bench_server(
-    interface: str, runtime: str, model: Model, params: dict[str, Any], config: Config,
-    cases: dict[str, tuple[str, bytes]], budget: Budget, concurrency: tuple[int, ...], label: str,
+    interface: str,
+    runtime: str,
+    model: Model,
+    params: dict[str, Any],
+    config: Config,
+    cases: dict[str, tuple[str, bytes]],
+    budget: Budget,
+    concurrency: tuple[int, ...],
+    label: str,
 ) -> list[dict[str, Any]]:
     protocol0, body0 = cases.get("rest_image") or next(iter(cases.values()))
-    server = Server(interface, {**params, "num_threads": config.num_threads, **({"pool_size": config.pool_size} if interface != "bench.naive_server.NaiveServer" else {})}, config.env)
+    server = Server(
+        interface,
+        {
+            **params,
+            "num_threads": config.num_threads,
+            **({"pool_size": config.pool_size} if interface != "bench.naive_server.NaiveServer" else {}),
+        },
+        config.env,
+    )
 
     def ready(s: Server) -> bool:
         client = client_factory(s, protocol0, body0)()
@@ -198,13 +211,25 @@ def bench_server(
         for case, (protocol, body) in cases.items():
             answer = first_answer(server, protocol, body)
             result = measure(client_factory(server, protocol, body), budget, concurrency)
-            rows.append({
-                "model": model.key, "target": label, "runtime": runtime, "case": case, "config": config.describe(),
-                "answer": answer, "cold_start_s": round(server.cold_start_s, 2), "cold_start_loadavg": la,
-                "memory": memory, **result,
-            })
-            print(f"    {case:14s} p50 {result['p50_ms']} ms, throughput {result['throughput']}, errors {result['errors']}, "
-                  f"load {result['loadavg_before'][0]}", flush=True)
+            rows.append(
+                {
+                    "model": model.key,
+                    "target": label,
+                    "runtime": runtime,
+                    "case": case,
+                    "config": config.describe(),
+                    "answer": answer,
+                    "cold_start_s": round(server.cold_start_s, 2),
+                    "cold_start_loadavg": la,
+                    "memory": memory,
+                    **result,
+                }
+            )
+            print(
+                f"    {case:14s} p50 {result['p50_ms']} ms, throughput {result['throughput']}, errors {result['errors']}, "
+                f"load {result['loadavg_before'][0]}",
+                flush=True,
+            )
         alive = server.proc is not None and server.proc.poll() is None
         for row in rows:
             row["server_alive_after"] = alive
@@ -213,16 +238,31 @@ def bench_server(
     return rows
 
 
-def bench_limits(runtime: str, model: Model, params: dict[str, Any], config: Config, budget: Budget,
-                 concurrency: tuple[int, ...]) -> tuple[Limits, list[dict[str, Any]]]:
-    limits = Limits(runtime, {**params, "model_uri": str(model.dir), "num_threads": config.num_threads, "pool_size": config.pool_size})
+def bench_limits(
+    runtime: str, model: Model, params: dict[str, Any], config: Config, budget: Budget, concurrency: tuple[int, ...]
+) -> tuple[Limits, list[dict[str, Any]]]:
+    limits = Limits(
+        runtime,
+        {**params, "model_uri": str(model.dir), "num_threads": config.num_threads, "pool_size": config.pool_size},
+    )
     jpeg = (IMAGES / model.image).read_bytes()
     rows = []
     for case, factory in (("invoke", limits.invoke(limits.image_tensor(jpeg))), ("pipeline", limits.pipeline(jpeg))):
         result = measure(factory, budget, concurrency)
-        rows.append({"model": model.key, "target": f"in-process {runtime}", "runtime": runtime, "case": case,
-                     "config": config.describe(), **result})
-        print(f"    in-process {runtime} {case:9s} p50 {result['p50_ms']} ms, throughput {result['throughput']}", flush=True)
+        rows.append(
+            {
+                "model": model.key,
+                "target": f"in-process {runtime}",
+                "runtime": runtime,
+                "case": case,
+                "config": config.describe(),
+                **result,
+            }
+        )
+        print(
+            f"    in-process {runtime} {case:9s} p50 {result['p50_ms']} ms, throughput {result['throughput']}",
+            flush=True,
+        )
     return limits, rows
 
 
@@ -231,7 +271,17 @@ def bench_limits(runtime: str, model: Model, params: dict[str, Any], config: Con
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("seldon-core", "ai-edge-litert", "openvino", "numpy", "opencv-python-headless", "protobuf", "grpcio", "gunicorn", "Flask"):
+    for dist in (
+        "seldon-core",
+        "ai-edge-litert",
+        "openvino",
+        "numpy",
+        "opencv-python-headless",
+        "protobuf",
+        "grpcio",
+        "gunicorn",
+        "Flask",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -252,7 +302,9 @@ def source() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    changed = git("status", "--porcelain", "--", "edgeservers", "TFLiteServer.py", "OpenVINOServer.py", "requirements.txt")
+    changed = git(
+        "status", "--porcelain", "--", "edgeservers", "TFLiteServer.py", "OpenVINOServer.py", "requirements.txt"
+    )
     return {"commit": git("rev-parse", "--short", "HEAD") or "unknown", "server_code_changed": changed.splitlines()}
 
 
@@ -270,8 +322,13 @@ def machine() -> dict[str, Any]:
         mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     except (OSError, ValueError, IndexError):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_mb": mem_kb // 1024, "kernel": platform.release(),
-            "arch": platform.machine()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mb": mem_kb // 1024,
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="", help="comma-separated subset of " + ", ".join(ALL_MODELS))
     parser.add_argument("--no-openvino", action="store_true")
     parser.add_argument("--no-sweep", action="store_true")
-    parser.add_argument("--cases", default="", help="comma-separated subset of the server payloads (e.g. grpc_tftensor,oip_grpc)")
+    parser.add_argument(
+        "--cases", default="", help="comma-separated subset of the server payloads (e.g. grpc_tftensor,oip_grpc)"
+    )
     parser.add_argument("--no-naive", action="store_true")
     args = parser.parse_args(argv)
 
@@ -292,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     runtimes = ["tflite"] if args.smoke or args.no_openvino else ["tflite", "openvino"]
     started = time.time()
     report: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "smoke" if args.smoke else "full",
         "machine": machine(),
         "versions": versions(),
@@ -303,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [],
         "sweep": [],
     }
-    print(f"bench ({report['mode']}): {report['machine']['cpu']}, {report['machine']['cores']} cores, load {report['loadavg_start']}", flush=True)
+    print(
+        f"bench ({report['mode']}): {report['machine']['cpu']}, {report['machine']['cores']} cores, load {report['loadavg_start']}",
+        flush=True,
+    )
     rows = report["rows"]
     for model in models:
         print(f"{model.key}", flush=True)
@@ -313,21 +375,54 @@ def main(argv: list[str] | None = None) -> int:
             rows += limit_rows
             cases = payloads(limits, model)
             if args.smoke:
-                cases = {k: cases[k] for k in ("rest_image", "rest_ndarray", "rest_tftensor", "grpc_tftensor", "oip_rest_binary", "oip_grpc")}
+                cases = {
+                    k: cases[k]
+                    for k in (
+                        "rest_image",
+                        "rest_ndarray",
+                        "rest_tftensor",
+                        "grpc_tftensor",
+                        "oip_rest_binary",
+                        "oip_grpc",
+                    )
+                }
             if args.cases:
                 cases = {k: cases[k] for k in args.cases.split(",") if k in cases}
             interface = "TFLiteServer" if runtime == "tflite" else "OpenVINOServer"
             rows += bench_server(interface, runtime, model, params, MAIN, cases, budget, concurrency, interface)
-            if runtime == "tflite" and model.params.get("postprocess") == "detection" and not args.smoke and not args.cases:
+            if (
+                runtime == "tflite"
+                and model.params.get("postprocess") == "detection"
+                and not args.smoke
+                and not args.cases
+            ):
                 # The same model with raw outputs: the like-for-like answer to the naive server's.
                 raw = {k: cases[k] for k in ("rest_ndarray", "grpc_tftensor")}
                 # Concurrency 1 and 4 only: a raw multi-output answer over gRPC takes seconds (see docs/benchmarks.md).
-                rows += bench_server(interface, runtime, model, {**params, "postprocess": "none"}, MAIN, raw, budget,
-                                     (1, 4), "TFLiteServer raw outputs")
+                rows += bench_server(
+                    interface,
+                    runtime,
+                    model,
+                    {**params, "postprocess": "none"},
+                    MAIN,
+                    raw,
+                    budget,
+                    (1, 4),
+                    "TFLiteServer raw outputs",
+                )
             if runtime == "tflite" and not args.no_naive and "rest_ndarray" in cases:
                 naive_cases = {"rest_ndarray": cases["rest_ndarray"]}
-                rows += bench_server("bench.naive_server.NaiveServer", "tflite", model, {"model_uri": str(model.dir)}, NAIVE,
-                                     naive_cases, budget, concurrency, "naive")
+                rows += bench_server(
+                    "bench.naive_server.NaiveServer",
+                    "tflite",
+                    model,
+                    {"model_uri": str(model.dir)},
+                    NAIVE,
+                    naive_cases,
+                    budget,
+                    concurrency,
+                    "naive",
+                )
     if not args.smoke and not args.no_sweep:
         model = ALL_MODELS["mobilenet_v2_quant"]
         print("settings sweep: mobilenet_v2_quant, REST JPEG", flush=True)
@@ -337,8 +432,17 @@ def main(argv: list[str] | None = None) -> int:
             for r in limit_rows:
                 r["sweep"] = config.name
             report["sweep"] += [r for r in limit_rows if r["case"] == "pipeline"]
-            for r in bench_server("TFLiteServer", "tflite", model, {"model_uri": str(model.dir)}, config,
-                                  {"rest_image": ("rest", load.rest_image(jpeg))}, budget, (1, 4), "TFLiteServer"):
+            for r in bench_server(
+                "TFLiteServer",
+                "tflite",
+                model,
+                {"model_uri": str(model.dir)},
+                config,
+                {"rest_image": ("rest", load.rest_image(jpeg))},
+                budget,
+                (1, 4),
+                "TFLiteServer",
+            ):
                 r["sweep"] = config.name
                 report["sweep"].append(r)
     report["loadavg_end"] = loadavg()

@@ -56,6 +56,7 @@ def serve_model(workdir: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     with tarfile.open(site / "mobilenet_v2_quant.tar.gz", "w:gz") as tar:
         for f in sorted(MODEL_DIR.iterdir()):
             tar.add(f, arcname=f.name)
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
@@ -68,10 +69,19 @@ def serve_model(workdir: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 
 def predict(port: int) -> dict:
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"binData\"; filename=\"parrot.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + PHOTO.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1.0/predictions", data=body,
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="binData"; filename="parrot.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + PHOTO.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1.0/predictions",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     with urllib.request.urlopen(req, timeout=120) as resp:
         return json.load(resp)
 
@@ -87,21 +97,42 @@ def run_server(arch: str, image: str, models: Path, shim: Path, work: Path, serv
         "PREDICTIVE_UNIT_HTTP_SERVICE_PORT": str(http_port),
         "PREDICTIVE_UNIT_GRPC_SERVICE_PORT": str(grpc_port),
         "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(metrics_port),
-        "PREDICTIVE_UNIT_ID": "classifier", "PREDICTOR_ID": "default", "SELDON_DEPLOYMENT_ID": "image-test",
-        "PREDICTIVE_UNIT_IMAGE": image, "PREDICTOR_LABELS": "{}",
-        "GRPC_WORKERS": "0", "PYTHONPATH": "/opt/loopback-shim",
+        "PREDICTIVE_UNIT_ID": "classifier",
+        "PREDICTOR_ID": "default",
+        "SELDON_DEPLOYMENT_ID": "image-test",
+        "PREDICTIVE_UNIT_IMAGE": image,
+        "PREDICTOR_LABELS": "{}",
+        "GRPC_WORKERS": "0",
+        "PYTHONPATH": "/opt/loopback-shim",
     }
     env_args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
     t0 = time.monotonic()
-    run = podman("run", "-d", "--name", name, "--pull=never", *PLATFORM[arch], "--network", "host",
-                 "--read-only", "-v", f"{models}:/mnt/models:ro", "-v", f"{shim}:/opt/loopback-shim:ro",
-                 *env_args, image, capture_output=True)
+    run = podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--pull=never",
+        *PLATFORM[arch],
+        "--network",
+        "host",
+        "--read-only",
+        "-v",
+        f"{models}:/mnt/models:ro",
+        "-v",
+        f"{shim}:/opt/loopback-shim:ro",
+        *env_args,
+        image,
+        capture_output=True,
+    )
     assert run.returncode == 0, run.stderr
     try:
         answer, deadline = None, time.monotonic() + START_TIMEOUT[arch]
         while time.monotonic() < deadline:
             state = podman("inspect", "--format", "{{.State.Running}}", name, capture_output=True).stdout.strip()
-            assert state == "true", "server container exited:\n" + podman("logs", name, capture_output=True).stderr[-3000:]
+            assert state == "true", (
+                "server container exited:\n" + podman("logs", name, capture_output=True).stderr[-3000:]
+            )
             try:
                 answer = predict(http_port)
                 break
@@ -129,8 +160,9 @@ def run_server(arch: str, image: str, models: Path, shim: Path, work: Path, serv
         logs = podman("logs", name, capture_output=True)
         (work.parent / f"server-{arch}-{server}.log").write_text(logs.stdout + logs.stderr)
         podman("rm", "-f", name, capture_output=True)
-    model_name = podman("image", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", image,
-                        capture_output=True).stdout
+    model_name = podman(
+        "image", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", image, capture_output=True
+    ).stdout
     assert f"MODEL_NAME={server}" in model_name.split(), f"{image} does not default to {server}"
     return result
 
@@ -145,10 +177,25 @@ def test_arch(arch: str, version: str, repo: str, init_repo: str, work: Path) ->
     shim = LOOPBACK_SHIM
     try:
         t0 = time.monotonic()
-        init = podman("run", "--rm", "--pull=never", *PLATFORM[arch], "--network", "host", "--read-only",
-                      "-v", f"{models}:/mnt/models", init_image, url, "/mnt/models", capture_output=True)
+        init = podman(
+            "run",
+            "--rm",
+            "--pull=never",
+            *PLATFORM[arch],
+            "--network",
+            "host",
+            "--read-only",
+            "-v",
+            f"{models}:/mnt/models",
+            init_image,
+            url,
+            "/mnt/models",
+            capture_output=True,
+        )
         result["init_s"] = round(time.monotonic() - t0, 1)
-        print(f"[{arch}] initializer: exit {init.returncode} in {result['init_s']} s: {init.stdout.strip()} {init.stderr.strip()}")
+        print(
+            f"[{arch}] initializer: exit {init.returncode} in {result['init_s']} s: {init.stdout.strip()} {init.stderr.strip()}"
+        )
         files = sorted(p.name for p in models.iterdir())
         assert init.returncode == 0 and "labels.txt" in files and any(f.endswith(".tflite") for f in files), files
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import unquote_plus
 
 import numpy as np
@@ -181,7 +182,9 @@ def _shaped(values: Any, shape: Any, where: str) -> np.ndarray:
     if shape_array.dtype.kind not in "iu" or shape_array.ndim != 1 or (shape_array < 0).any():
         raise BadRequest(f"{where}.shape must be a list of non-negative integers")
     if array.size != int(np.prod(shape_array)):
-        raise BadRequest(f"{where} has {array.size} values but its shape {shape_array.tolist()} needs {int(np.prod(shape_array))}")
+        raise BadRequest(
+            f"{where} has {array.size} values but its shape {shape_array.tolist()} needs {int(np.prod(shape_array))}"
+        )
     return array.reshape(shape_array.tolist())
 
 
@@ -240,7 +243,9 @@ def _decode_grpc(request: prediction_pb2.SeldonMessage) -> Payload:
         if form == "tftensor":
             return Payload("tftensor", {None: tensor_from_tf(request.data.tftensor)})
         if form == "tensor":
-            return Payload("tensor", {None: _shaped(request.data.tensor.values, list(request.data.tensor.shape), "data.tensor")})
+            return Payload(
+                "tensor", {None: _shaped(request.data.tensor.values, list(request.data.tensor.shape), "data.tensor")}
+            )
         if form == "ndarray":
             return Payload("ndarray", {None: _numbers(json_format.MessageToDict(request.data.ndarray), "data.ndarray")})
         raise BadRequest("data has none of ndarray, tensor, tftensor")
@@ -268,7 +273,9 @@ def as_input(spec: TensorSpec, array: np.ndarray, form: str) -> np.ndarray:
         if array.dtype.kind == "f" and not np.array_equal(array, np.rint(array)):
             raise BadRequest(f"{expected}: whole numbers from {info.min} to {info.max}; {form} has fractions")
         if array.size and (array.min() < info.min or array.max() > info.max):
-            raise BadRequest(f"{expected}: values from {info.min} to {info.max}; {form} has {array.min()}..{array.max()}")
+            raise BadRequest(
+                f"{expected}: values from {info.min} to {info.max}; {form} has {array.min()}..{array.max()}"
+            )
     return array.astype(spec.dtype)
 
 

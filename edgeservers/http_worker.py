@@ -28,9 +28,10 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from gunicorn.workers.base import Worker
 from tornado import httputil
@@ -70,8 +71,10 @@ def _mib(n: int) -> str:
 
 
 def too_large(what: str, limit: int) -> str:
-    return (f"request body of {what} is larger than max_request_bytes={limit} ({_mib(limit)}); "
-            "the parameter max_request_bytes sets it (send images as JPEG binData, tensors as tftensor)")
+    return (
+        f"request body of {what} is larger than max_request_bytes={limit} ({_mib(limit)}); "
+        "the parameter max_request_bytes sets it (send images as JPEG binData, tensors as tftensor)"
+    )
 
 
 class Counters:
@@ -89,7 +92,7 @@ class Counters:
 class LimitedHTTPServer(HTTPServer):
     """tornado's HTTPServer with a cap on open connections."""
 
-    def initialize(self, *args: Any, max_connections: int = 1000, **kwargs: Any) -> None:  # type: ignore[override]
+    def initialize(self, *args: Any, max_connections: int = 1000, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.max_connections = max_connections
         self.refused = 0
@@ -97,9 +100,12 @@ class LimitedHTTPServer(HTTPServer):
     def handle_stream(self, stream: IOStream, address: tuple) -> None:
         if len(self._connections) >= self.max_connections:
             self.refused += 1
-            body = error_body(503, "TOO_MANY_CONNECTIONS",
-                              f"{len(self._connections)} connections are open, the limit of this worker; "
-                              "the parameter max_connections sets it")
+            body = error_body(
+                503,
+                "TOO_MANY_CONNECTIONS",
+                f"{len(self._connections)} connections are open, the limit of this worker; "
+                "the parameter max_connections sets it",
+            )
             head = f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
             stream.write(head.encode() + body).add_done_callback(lambda _: stream.close())
             return
@@ -115,7 +121,7 @@ class LimitedHTTPServer(HTTPServer):
                 except (BlockingIOError, InterruptedError, OSError):
                     break
                 taken += 1
-                self._handle_connection(conn, address)  # type: ignore[attr-defined]
+                self._handle_connection(conn, address)
         return taken
 
 
@@ -155,8 +161,12 @@ class RequestReader(httputil.HTTPMessageDelegate):
         limit = self.counters.options.max_request_bytes
         length = headers.get("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > limit:
-            self._refuse(413, "REQUEST_TOO_LARGE", too_large(f"{int(length)} bytes (Content-Length)", limit),
-                         drain=headers.get("Expect", "").lower() != "100-continue")
+            self._refuse(
+                413,
+                "REQUEST_TOO_LARGE",
+                too_large(f"{int(length)} bytes (Content-Length)", limit),
+                drain=headers.get("Expect", "").lower() != "100-continue",
+            )
 
     def data_received(self, chunk: bytes) -> None:
         if self.refused:
@@ -169,9 +179,13 @@ class RequestReader(httputil.HTTPMessageDelegate):
             return
         if self.counters.buffered + len(chunk) > self.counters.buffer_budget:
             self._release()
-            self._refuse(503, "SERVER_BUSY",
-                         f"{self.counters.buffered} bytes of request bodies are waiting in this worker, its limit "
-                         f"(max_request_bytes x (threads + 2) = {self.counters.buffer_budget}): retry shortly", drain=True)
+            self._refuse(
+                503,
+                "SERVER_BUSY",
+                f"{self.counters.buffered} bytes of request bodies are waiting in this worker, its limit "
+                f"(max_request_bytes x (threads + 2) = {self.counters.buffer_budget}): retry shortly",
+                drain=True,
+            )
             return
         self.counters.buffered += len(chunk)
         self.chunks.append(chunk)
@@ -198,8 +212,12 @@ class RequestReader(httputil.HTTPMessageDelegate):
         log.warning("refused a request with %d: %s", code, info)
         body = error_body(code, reason, info)
         phrase = httputil.responses.get(code, "Error")
-        headers = httputil.HTTPHeaders({"Content-Type": "application/json", "Content-Length": str(len(body)), "Connection": "close"})
-        self.written = self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, phrase), headers, chunk=body)
+        headers = httputil.HTTPHeaders(
+            {"Content-Type": "application/json", "Content-Length": str(len(body)), "Connection": "close"}
+        )
+        self.written = self.conn.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", code, phrase), headers, chunk=body
+        )
         if drain:
             self.conn.set_body_timeout(min(DRAIN_SECONDS, self.counters.options.body_timeout))  # type: ignore[attr-defined]
         else:
@@ -227,7 +245,8 @@ class RequestReader(httputil.HTTPMessageDelegate):
             del request
             try:
                 status, headers, data = await asyncio.get_running_loop().run_in_executor(
-                    self.owner.executor, call_wsgi, self.owner.app, environ)
+                    self.owner.executor, call_wsgi, self.owner.app, environ
+                )
             except Exception as e:  # the app itself failed (Flask answers its own errors)
                 log.exception("WSGI app failed")
                 status, headers = "500 Internal Server Error", [("Content-Type", "application/json")]
@@ -301,7 +320,7 @@ class EdgeWorker(Worker):
         )
         for s in self.sockets:
             s.setblocking(False)
-            server.add_socket(s)  # type: ignore[arg-type]  # gunicorn's socket wrapper delegates to the socket
+            server.add_socket(s)  # gunicorn's socket wrapper delegates to the socket
         loop = asyncio.get_running_loop()
         while self.alive:
             self.notify()
@@ -327,5 +346,10 @@ class EdgeWorker(Worker):
         except Exception:  # a connection that will not close in time: the process exit closes it
             pass
         executor.shutdown(wait=False, cancel_futures=True)
-        self.log.info("worker %s stopped: %d requests answered, %d queued connections taken at stop, %d unanswered",
-                      self.pid, counters.handled, taken, left)
+        self.log.info(
+            "worker %s stopped: %d requests answered, %d queued connections taken at stop, %d unanswered",
+            self.pid,
+            counters.handled,
+            taken,
+            left,
+        )

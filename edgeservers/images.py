@@ -111,8 +111,7 @@ def check_image_size(data: bytes, max_pixels: int, field: str = "binData") -> tu
     kind, width, height = header
     if width * height > max_pixels:
         raise TooLarge(
-            f"{field} is a {width} x {height} {kind} ({width * height:,} pixels); "
-            f"max_image_pixels is {max_pixels:,}"
+            f"{field} is a {width} x {height} {kind} ({width * height:,} pixels); max_image_pixels is {max_pixels:,}"
         )
     return header
 
@@ -156,8 +155,8 @@ def decode_image(
         raise BadRequest(
             f"{field} is not a decodable image ({len(data)} bytes starting {head}): expected JPEG, PNG or BMP"
         )
-    size = (header[2], header[1]) if header is not None else image.shape[:2]
-    return image, size
+    height, width = (header[2], header[1]) if header is not None else image.shape[:2]
+    return image, (height, width)
 
 
 def geometry(spec: TensorSpec, layout: str) -> ImageGeometry:
@@ -204,9 +203,8 @@ class ImagePreprocessor:
             scale = "0..1"
         if scale == "mean_std":
             mean, std = (np.asarray(v, np.float32) for v in settings.mean_std)
-            multiplier, offset = 1.0 / std, -mean / std
-        else:
-            multiplier, offset = _AFFINE[scale]
+            return (1.0 / std).astype(np.float32), (-mean / std).astype(np.float32)
+        multiplier, offset = _AFFINE[scale]
         return np.asarray(multiplier, np.float32), np.asarray(offset, np.float32)
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:

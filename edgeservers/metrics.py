@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 PREPROCESS = "edgeservers_preprocess_ms"
 INFERENCE = "edgeservers_inference_ms"
@@ -73,4 +73,3 @@ class MetricsBatch:
             self._last = now
             due, self._pending = self._pending, []
             return due
-

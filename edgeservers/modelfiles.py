@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import storage
 from .errors import ModelLoadError
@@ -45,8 +45,7 @@ def find_model(path: Path, suffixes: Sequence[str]) -> Path:
         if len(candidates) > 1:
             listed = ", ".join(str(p.relative_to(path)) for p in candidates)
             raise ModelLoadError(
-                f"model directory {path} holds several {suffix} models ({listed}); "
-                f"set model_uri to the one to serve"
+                f"model directory {path} holds several {suffix} models ({listed}); set model_uri to the one to serve"
             )
     present = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
     raise ModelLoadError(f"model directory {path} has no {' / '.join(suffixes)} model; found: {present}")
@@ -66,7 +65,9 @@ def read_labels(model: Path, labels: str) -> list[str] | None:
         if not path.is_absolute():
             path = model.parent / path if (model.parent / path).exists() else path
         if not path.is_file():
-            raise ModelLoadError(f"labels file {labels} not found (looked beside the model and in the working directory)")
+            raise ModelLoadError(
+                f"labels file {labels} not found (looked beside the model and in the working directory)"
+            )
     else:
         path = model.parent / LABELS_FILE
         if not path.is_file():

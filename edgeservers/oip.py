@@ -129,7 +129,9 @@ def _count(shape: Sequence[int]) -> int:
 
 
 def _shape(value: Any, where: str) -> list[int]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
         raise OipError(f"{where}: shape must be a list of non-negative integers, got {value!r}")
     return list(value)
 
@@ -188,7 +190,7 @@ def tensor_from_values(datatype: str, shape: list[int], values: Any, where: str)
             elif isinstance(v, Mapping) and isinstance(v.get("b64"), str):  # TF Serving / OVMS style
                 elements.append(_b64(v["b64"], where))
             else:
-                raise OipError(f"{where}: BYTES data must be strings (or {{\"b64\": ...}}), got {type(v).__name__}")
+                raise OipError(f'{where}: BYTES data must be strings (or {{"b64": ...}}), got {type(v).__name__}')
         if len(elements) != count:
             raise OipError(f"{where}: {len(elements)} values but shape {shape} needs {count}")
         return elements
@@ -309,9 +311,13 @@ class OipModel:
                 if not self.has_answer:
                     raise OipError(f"output {ANSWER!r} needs a post-processing; this model has none (postprocess=none)")
                 if out.classification:
-                    raise OipError(f"classification applies to the model's outputs ({', '.join(self.by_output)}), not {ANSWER!r}")
+                    raise OipError(
+                        f"classification applies to the model's outputs ({', '.join(self.by_output)}), not {ANSWER!r}"
+                    )
             elif out.name not in self.by_output:
-                raise OipError(f"unknown output {out.name!r}; the model's outputs: {', '.join([*self.by_output, *([ANSWER] if self.has_answer else [])])}")
+                raise OipError(
+                    f"unknown output {out.name!r}; the model's outputs: {', '.join([*self.by_output, *([ANSWER] if self.has_answer else [])])}"
+                )
             if out.classification < 0:
                 raise OipError(f"output {out.name!r}: classification must be a count >= 1, got {out.classification}")
         wants_answer = any(o.name == ANSWER for o in requested)
@@ -327,13 +333,25 @@ class OipModel:
             binary = req.binary_output if out.binary is None else out.binary
             if out.name == ANSWER:
                 assert prediction.answer is not None
-                outputs.append(OutputTensor(ANSWER, "BYTES", [1], [orjson.dumps(prediction.answer.body, option=orjson.OPT_SERIALIZE_NUMPY)], binary))
+                outputs.append(
+                    OutputTensor(
+                        ANSWER,
+                        "BYTES",
+                        [1],
+                        [orjson.dumps(prediction.answer.body, option=orjson.OPT_SERIALIZE_NUMPY)],
+                        binary,
+                    )
+                )
             elif out.classification:
-                strings, shape = self._classify(self.by_output[out.name], prediction.outputs[out.name], out.classification)
+                strings, shape = self._classify(
+                    self.by_output[out.name], prediction.outputs[out.name], out.classification
+                )
                 outputs.append(OutputTensor(out.name, "BYTES", shape, strings, binary))
             else:
                 array = prediction.outputs[out.name]
-                outputs.append(OutputTensor(out.name, self.by_output[out.name].datatype, list(array.shape), array, binary))
+                outputs.append(
+                    OutputTensor(out.name, self.by_output[out.name].datatype, list(array.shape), array, binary)
+                )
         parameters = {} if prediction.uncertain is None else {"uncertain": prediction.uncertain}
         seldon_compat.hand_over_metrics(self.component.metrics())
         return InferResponse(self.name, self.version, req.id, outputs, parameters)
@@ -369,21 +387,25 @@ class OipModel:
 
     def _image(self, tensor: InputTensor) -> codecs.Payload:
         if not self.image_input:
-            raise OipError(f"this model does not take images ({self.component._not_image}): send {self.inputs[0].datatype} tensors")
+            raise OipError(
+                f"this model does not take images ({self.component._not_image}): send {self.inputs[0].datatype} tensors"
+            )
         if len(tensor.value) != 1:
-            raise OipError(f"input {tensor.name}: one encoded image per request (BYTES shape [1]); got shape {tensor.shape}")
+            raise OipError(
+                f"input {tensor.name}: one encoded image per request (BYTES shape [1]); got shape {tensor.shape}"
+            )
         return codecs.Payload("image", image=tensor.value[0])
 
     def _classify(self, spec: TensorSpec, raw: np.ndarray, k: int) -> tuple[list[bytes], list[int]]:
         """Triton's classification extension, through postprocess.Classification: "score:index[:label]"."""
         classifier = self._classifiers.get((spec.name, k))
         if classifier is None:
-            classifier = self._classifiers.setdefault((spec.name, k), postprocess.Classification([spec], self.labels, k))
+            classifier = self._classifiers.setdefault(
+                (spec.name, k), postprocess.Classification([spec], self.labels, k)
+            )
         values = spec.quantization.dequantize(raw) if spec.quantization is not None else raw
         body = classifier({spec.name: values}, (0, 0)).body
-        strings = [
-            (f"{c['score']:f}:{c['index']}" + (f":{c['label']}" if self.labels else "")).encode() for c in body
-        ]
+        strings = [(f"{c['score']:f}:{c['index']}" + (f":{c['label']}" if self.labels else "")).encode() for c in body]
         shape = [1, len(strings)] if raw.ndim >= 2 and raw.shape[0] == 1 else [len(strings)]
         return strings, shape
 
@@ -417,9 +439,7 @@ def decode_rest(body: bytes, header_length: str | None) -> InferRequest:
         except ValueError:
             size = -1
         if not 0 <= size <= len(body):
-            raise OipError(
-                f"{HEADER_LENGTH}: {header_length!r} is not a byte count within the {len(body)}-byte body"
-            )
+            raise OipError(f"{HEADER_LENGTH}: {header_length!r} is not a byte count within the {len(body)}-byte body")
         header, rest = body[:size], memoryview(body)[size:]
     try:
         doc = orjson.loads(header)
@@ -468,11 +488,15 @@ def decode_rest(body: bytes, header_length: str | None) -> InferRequest:
             k = params.get("classification", 0)
             if not isinstance(k, int) or isinstance(k, bool):
                 raise OipError(f"output {entry['name']}: classification must be a whole number, got {k!r}")
-            outputs.append(RequestedOutput(entry["name"], k, _bool_param(params, "binary_data", f"output {entry['name']}")))
+            outputs.append(
+                RequestedOutput(entry["name"], k, _bool_param(params, "binary_data", f"output {entry['name']}"))
+            )
     params = _params(doc, "the request")
     request_id = doc.get("id", "")
     return InferRequest(
-        inputs, outputs, request_id if isinstance(request_id, str) else str(request_id),
+        inputs,
+        outputs,
+        request_id if isinstance(request_id, str) else str(request_id),
         bool(_bool_param(params, "binary_data_output", "the request")),
     )
 
@@ -499,7 +523,9 @@ def encode_rest(resp: InferResponse) -> Response:
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return Response(header, mimetype="application/json")
-    return Response(header + b"".join(chunks), content_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))})
+    return Response(
+        header + b"".join(chunks), content_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))}
+    )
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -610,7 +636,9 @@ _CONTENTS = {
 def decode_grpc(req: Any) -> InferRequest:
     raw = list(req.raw_input_contents)
     if raw and len(raw) != len(req.inputs):
-        raise OipError(f"raw_input_contents has {len(raw)} entries for {len(req.inputs)} inputs: one per input, in order")
+        raise OipError(
+            f"raw_input_contents has {len(raw)} entries for {len(req.inputs)} inputs: one per input, in order"
+        )
     inputs = []
     for i, tensor in enumerate(req.inputs):
         where = f"input {tensor.name}"
@@ -672,8 +700,11 @@ def grpc_registrar(component: EdgeModelServer) -> Callable[[grpc.Server], None]:
             meta = model.metadata()
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
-                name=meta["name"], versions=meta["versions"], platform=meta["platform"],
-                inputs=[tensor(**t) for t in meta["inputs"]], outputs=[tensor(**t) for t in meta["outputs"]],
+                name=meta["name"],
+                versions=meta["versions"],
+                platform=meta["platform"],
+                inputs=[tensor(**t) for t in meta["inputs"]],
+                outputs=[tensor(**t) for t in meta["outputs"]],
             )
 
         def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -682,7 +713,9 @@ def grpc_registrar(component: EdgeModelServer) -> Callable[[grpc.Server], None]:
                 result = model.infer(decode_grpc(request))
             except OipError as e:
                 return answer(context, e)
-            reply = pb.ModelInferResponse(model_name=result.model_name, model_version=result.model_version, id=result.id)
+            reply = pb.ModelInferResponse(
+                model_name=result.model_name, model_version=result.model_version, id=result.id
+            )
             for key, value in result.parameters.items():
                 reply.parameters[key].bool_param = bool(value)
             for out in result.outputs:

@@ -7,8 +7,9 @@ per request with the selected outputs, already dequantized, and the size of the 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,7 +29,9 @@ class Answer:
     top_score: float | None = None
 
 
-Postprocessor = Callable[[Mapping[str, np.ndarray], Size], Answer]
+# Called with the outputs and the (height, width) of the image sent: None for tensor payloads, which
+# only classification takes (detection and segmentation need an image input, checked at start).
+Postprocessor = Callable[[Mapping[str, np.ndarray], Size | None], Answer]
 
 
 def _one_output(kind: str, outputs: Sequence[TensorSpec]) -> TensorSpec:
@@ -53,13 +56,13 @@ class Classification:
         self._labels = labels
         self._top_k = top_k
 
-    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: Size) -> Answer:
+    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: Size | None) -> Answer:
         scores = outputs[self._name].reshape(-1).astype(np.float32, copy=False)  # unsigned raw scores cannot be negated
         k = min(self._top_k, scores.size)
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         body = [{"label": _label(self._labels, int(i)), "index": int(i), "score": float(scores[i])} for i in top]
-        return Answer(body, body[0]["score"] if body else None)
+        return Answer(body, float(scores[top[0]]) if k else None)
 
 
 def ssd_anchors(feature_maps: Sequence[int], sizes: Sequence[Sequence[float]], ratios: Sequence[float]) -> np.ndarray:
@@ -128,27 +131,32 @@ class Detection:
         self._labels = labels
         self._settings = settings
 
-    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: Size) -> Answer:
+    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: Size | None) -> Answer:
         s = self._settings
         class_scores = outputs[self._scores].reshape(self._anchors.shape[0], -1)
         best_class = class_scores.argmax(axis=1)
         best_score = class_scores[np.arange(best_class.size), best_class]
         candidates = np.flatnonzero(best_score >= s.score_threshold)
-        boxes = decode_boxes(self._anchors[candidates], outputs[self._boxes].reshape(-1, 4)[candidates], self._variances)
+        boxes = decode_boxes(
+            self._anchors[candidates], outputs[self._boxes].reshape(-1, 4)[candidates], self._variances
+        )
         kept = non_max_suppression(boxes, best_score[candidates], s.nms_iou_threshold, s.max_detections)
+        assert image_size is not None, "detection needs an image input (checked at start)"
         height, width = image_size
         scale = np.array([width, height, width, height], np.float32)
         body = []
         for k in kept:
             box = np.clip(boxes[k], 0.0, 1.0) * scale
             index = int(best_class[candidates[k]])
-            body.append({
-                "label": _label(self._labels, index),
-                "index": index,
-                "score": float(best_score[candidates[k]]),
-                "box": [int(round(v)) for v in box],
-            })
-        return Answer(body, body[0]["score"] if body else None)
+            body.append(
+                {
+                    "label": _label(self._labels, index),
+                    "index": index,
+                    "score": float(best_score[candidates[k]]),
+                    "box": [int(round(v)) for v in box],
+                }
+            )
+        return Answer(body, float(best_score[candidates[kept[0]]]) if kept else None)
 
 
 def output_layout(spec: TensorSpec, wanted: str) -> str | None:
@@ -226,13 +234,14 @@ class Segmentation:
             return output == self._class if self._class is not None else output != 0
         return output > self._settings.mask_threshold  # one-class probability map [H, W]
 
-    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: Size) -> Answer:
-        mask = self._mask(outputs[self._output.name]).astype(np.uint8)
+    def __call__(self, outputs: Mapping[str, np.ndarray], image_size: Size | None) -> Answer:
+        mask: np.ndarray = self._mask(outputs[self._output.name]).astype(np.uint8)
+        assert image_size is not None, "segmentation needs an image input (checked at start)"
         height, width = image_size
         if mask.shape != (height, width):
             mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        regions = []
+        regions: list[dict[str, Any]] = []
         for contour in contours:
             area = float(cv2.contourArea(contour))
             if area < self._settings.min_region_area:
@@ -253,7 +262,9 @@ class Segmentation:
         return Answer(body)
 
 
-def build(kind: str, outputs: Sequence[TensorSpec], labels: Sequence[str] | None, settings: Settings) -> Postprocessor | None:
+def build(
+    kind: str, outputs: Sequence[TensorSpec], labels: Sequence[str] | None, settings: Settings
+) -> Postprocessor | None:
     """The post-processor for `kind` (already resolved from `auto`), taking the model's raw outputs; None for raw outputs."""
     processor: Postprocessor
     if kind == "classification":
@@ -273,7 +284,7 @@ def _dequantized(processor: Postprocessor, outputs: Sequence[TensorSpec]) -> Pos
     if not quantized:
         return processor
 
-    def run(raw: Mapping[str, np.ndarray], image_size: Size) -> Answer:
+    def run(raw: Mapping[str, np.ndarray], image_size: Size | None) -> Answer:
         real = dict(raw)
         for spec in quantized:
             assert spec.quantization is not None

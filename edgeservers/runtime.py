@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import queue
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Iterator, Mapping, Self, Sequence, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 
@@ -155,7 +156,5 @@ def select(tensors: Sequence[TensorSpec], wanted: Sequence[str], kind: str) -> t
     by_name = {t.name: t for t in tensors}
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
-        raise ModelLoadError(
-            f"unknown {kind} tensor name(s) {', '.join(unknown)}; the model has: {', '.join(by_name)}"
-        )
+        raise ModelLoadError(f"unknown {kind} tensor name(s) {', '.join(unknown)}; the model has: {', '.join(by_name)}")
     return tuple(by_name[name] for name in wanted)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -114,7 +115,9 @@ class OpenVINORuntime(ModelRuntime[OpenVINOOptions]):
         if not device.startswith(_VIRTUAL_DEVICES) and device.split(".")[0] not in {
             d.split(".")[0] for d in core.available_devices
         }:
-            raise ModelLoadError(f"OpenVINO device {device!r} is not available here; available: {', '.join(core.available_devices)}")
+            raise ModelLoadError(
+                f"OpenVINO device {device!r} is not available here; available: {', '.join(core.available_devices)}"
+            )
         inputs = [_spec(p.output(0), _input_quantization(p)) for p in model.get_parameters()]
         # model.outputs[i] is the tensor that model.get_results()[i] returns.
         outputs = [_spec(port, _output_quantization(r)) for port, r in zip(model.outputs, model.get_results())]
@@ -162,6 +165,4 @@ class OpenVINORuntime(ModelRuntime[OpenVINOOptions]):
 
     def _run(self, slot: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         slot.infer(dict(inputs))
-        return {
-            spec.name: slot.get_tensor(spec.name).data.copy() for spec in self.signature.outputs
-        }
+        return {spec.name: slot.get_tensor(spec.name).data.copy() for spec in self.signature.outputs}

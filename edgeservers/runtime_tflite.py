@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,9 @@ class TFLiteRuntime(ModelRuntime[RuntimeOptions]):
         self._resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if f32_only else OpResolverType.AUTO
         super().__init__(model_path, options, signature)
 
-    def _new_slot(self, model_path: Path, options: RuntimeOptions) -> tuple[Interpreter, dict[str, int], dict[str, int]]:
+    def _new_slot(
+        self, model_path: Path, options: RuntimeOptions
+    ) -> tuple[Interpreter, dict[str, int], dict[str, int]]:
         interpreter = _interpreter(model_path, options.num_threads, self._resolver)
         interpreter.allocate_tensors()
         inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}

@@ -76,7 +76,8 @@ RELIED_ON = {
     "seldon_core.flask_utils:get_multi_form_data_request": "json.loads every multipart field but strData",
     # ... and the libraries under the wrapper that edgeservers/http_worker.py relies on (pinned in requirements.txt)
     "tornado.http1connection:HTTP1Connection._read_message_inner": (
-        "header_timeout bounds request line + headers in total; no 100-continue once answered; delegate.finish only if unanswered"),
+        "header_timeout bounds request line + headers in total; no 100-continue once answered; delegate.finish only if unanswered"
+    ),
     "tornado.tcpserver:TCPServer._handle_connection": "wraps an accepted socket in an IOStream (used to take the backlog at stop)",
     "gunicorn.arbiter:Arbiter.stop": "closes the listeners, SIGTERMs the workers, waits graceful_timeout, then SIGKILL",
     "werkzeug.wrappers.request:Request.make_form_data_parser": "passes _get_file_stream, max_form_memory_size and max_form_parts to the parser",
@@ -190,7 +191,9 @@ class _NoReflection(types.SimpleNamespace):
         return None
 
 
-def _get_grpc_server_limited(user_model: Any, seldon_metrics: Any, annotations: dict | None = None, **kwargs: Any) -> grpc.Server:
+def _get_grpc_server_limited(
+    user_model: Any, seldon_metrics: Any, annotations: dict | None = None, **kwargs: Any
+) -> grpc.Server:
     max_bytes, reflection_on = _grpc_settings(user_model)
     annotations = dict(annotations or {})
     if max_bytes is not None:
@@ -268,7 +271,6 @@ def hand_over_metrics(metrics: list[dict], method: str = "predict") -> None:
         _process_metrics.update(metrics, method)
 
 
-
 def _skip_empty_metric_updates() -> None:
     """Make the wrapper skip its metrics update when a response hands over no metrics.
 
@@ -283,7 +285,7 @@ def _skip_empty_metric_updates() -> None:
         if custom_metrics:
             update(self, custom_metrics, method)
 
-    SeldonMetrics.update = update_unless_empty  # type: ignore[method-assign]
+    SeldonMetrics.update = update_unless_empty
 
 
 # --- REST serving: worker, limits, bind address, CORS, shutdown -------------------------------------
@@ -347,7 +349,8 @@ class EdgeStandaloneApplication(_EdgeGunicorn, gunicorn_utils.StandaloneApplicat
 
     def load_config(self) -> None:
         self.rest_options = dataclasses.replace(
-            METRICS_OPTIONS, bind_address=_rest_options.bind_address, graceful_timeout=_rest_options.graceful_timeout)
+            METRICS_OPTIONS, bind_address=_rest_options.bind_address, graceful_timeout=_rest_options.graceful_timeout
+        )
         super().load_config()
         self._edge_config()
         _set_cors(self.application, ())
@@ -359,8 +362,9 @@ class LimitedRequest(Request):
 
     max_form_parts = MAX_FORM_PARTS
 
-    def _get_file_stream(self, total_content_length: Any, content_type: Any, filename: Any = None,
-                         content_length: Any = None) -> IO[bytes]:
+    def _get_file_stream(
+        self, total_content_length: Any, content_type: Any, filename: Any = None, content_length: Any = None
+    ) -> IO[bytes]:
         return io.BytesIO()
 
 
@@ -397,16 +401,21 @@ _seldon_get_request = flask_utils.get_request
 
 
 def _count_values(text: bytes | str) -> int:
-    return text.count(b"," if isinstance(text, bytes) else ",") + 1
+    return (text.count(b",") if isinstance(text, bytes) else text.count(",")) + 1
 
 
 def _check_values(count: int, where: str) -> None:
     limit = _rest_options.max_json_values
     if limit is not None and count > limit:
-        raise RequestRejected(413, (
-            f"{where} holds about {count} JSON values (counted by commas), more than {limit}: twice the model's "
-            f"input size plus {JSON_VALUES_SLACK} (set by the model, no parameter); send the tensor as "
-            "tftensor or the image as binData"), "TOO_MANY_VALUES")
+        raise RequestRejected(
+            413,
+            (
+                f"{where} holds about {count} JSON values (counted by commas), more than {limit}: twice the model's "
+                f"input size plus {JSON_VALUES_SLACK} (set by the model, no parameter); send the tensor as "
+                "tftensor or the image as binData"
+            ),
+            "TOO_MANY_VALUES",
+        )
 
 
 def check_json_body() -> None:
@@ -429,15 +438,25 @@ def _get_request(skip_decoding: bool = False) -> Any:
             _check_values(sum(_count_values(v) for v in request.form.values()), "the form fields")
         return _seldon_get_request(skip_decoding)
     except RequestEntityTooLarge:
-        raise RequestRejected(413, (
-            f"the form is larger than allowed: at most {MAX_FORM_PARTS} parts (fixed: one per SeldonMessage "
-            f"field) and {_rest_options.max_request_bytes} bytes (the parameter max_request_bytes)"), "REQUEST_TOO_LARGE") from None
+        raise RequestRejected(
+            413,
+            (
+                f"the form is larger than allowed: at most {MAX_FORM_PARTS} parts (fixed: one per SeldonMessage "
+                f"field) and {_rest_options.max_request_bytes} bytes (the parameter max_request_bytes)"
+            ),
+            "REQUEST_TOO_LARGE",
+        ) from None
     except HTTPException as e:
-        raise RequestRejected(e.code or 400, f"the request could not be read: {e.description}", "MICROSERVICE_BAD_DATA") from None
+        raise RequestRejected(
+            e.code or 400, f"the request could not be read: {e.description}", "MICROSERVICE_BAD_DATA"
+        ) from None
     except (ValueError, RecursionError, UnicodeDecodeError, TypeError) as e:
         what = type(e).__name__ if isinstance(e, RecursionError) else str(e)[:200]
-        raise RequestRejected(400, f"a form field or parameter is not valid JSON ({what}): "
-                                   "send binData as a file part, other fields as JSON", "MICROSERVICE_BAD_DATA") from None
+        raise RequestRejected(
+            400,
+            f"a form field or parameter is not valid JSON ({what}): send binData as a file part, other fields as JSON",
+            "MICROSERVICE_BAD_DATA",
+        ) from None
 
 
 JSON_VALUES_SLACK = 4096
@@ -491,8 +510,8 @@ def _linear_multipart_data() -> None:
 
 def _install_rest_serving() -> None:
     _linear_multipart_data()
-    microservice.UserModelApplication = EdgeUserModelApplication  # type: ignore[misc]
-    microservice.StandaloneApplication = EdgeStandaloneApplication  # type: ignore[misc]
+    microservice.UserModelApplication = EdgeUserModelApplication
+    microservice.StandaloneApplication = EdgeStandaloneApplication
     wrapper.get_request = _get_request
     seldon_metrics_module.Manager = _manager_ignoring_termination
 
@@ -512,7 +531,9 @@ def _install_rest_serving() -> None:
 # the Manager last) and exits 0.
 
 STOP_TIMEOUT = 30.0  # seconds the parts get to stop (gunicorn's graceful timeout) before SIGKILL
-_FORK = multiprocessing.get_context("fork")  # the parts are closures over the wrapper's objects: forked, as the wrapper does
+_FORK = multiprocessing.get_context(
+    "fork"
+)  # the parts are closures over the wrapper's objects: forked, as the wrapper does
 _state = mmap.mmap(-1, 512)  # shared with every process forked from here: "<part> (pid N) ..." while down
 _metrics: list[SeldonMetrics] = []  # the wrapper's SeldonMetrics, whose Manager is watched
 _grpc_endpoint: list[tuple[str, int]] = []  # where the gRPC workers listen, for the readiness check
@@ -541,7 +562,9 @@ def unavailable() -> list[str]:
             down.append(f"the metrics Manager is unreachable ({type(e).__name__})")
     for host, port in _grpc_endpoint:
         try:
-            socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "", "[::]") else host.strip("[]"), port), 1.0).close()
+            socket.create_connection(
+                ("127.0.0.1" if host in ("0.0.0.0", "", "[::]") else host.strip("[]"), port), 1.0
+            ).close()
         except OSError as e:
             down.append(f"gRPC is not accepting connections on port {port} ({e.strerror or type(e).__name__})")
     return down
@@ -560,7 +583,12 @@ class _GrpcWorkers:
     """What _make_grpc_server returns here: the gRPC workers to start, as children of the supervisor."""
 
     def __init__(self, user_object: Any, seldon_metrics: Any, args: Any, annotations: dict):
-        self.user_object, self.seldon_metrics, self.args, self.annotations = user_object, seldon_metrics, args, annotations
+        self.user_object, self.seldon_metrics, self.args, self.annotations = (
+            user_object,
+            seldon_metrics,
+            args,
+            annotations,
+        )
         self.count = args.grpc_workers
 
     @contextlib.contextmanager
@@ -672,7 +700,11 @@ class _Supervisor:
                     if process.exitcode is not None:  # this process is the parent of every part: waitpid works
                         line = f"{name} (pid {process.pid}) {_how_it_ended(name, process.exitcode)}"
                         _mark_down(line)
-                        print(f"edgeservers: {line}: stopping the whole server (exit 1) so that it is restarted", file=sys.stderr, flush=True)
+                        print(
+                            f"edgeservers: {line}: stopping the whole server (exit 1) so that it is restarted",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                         self.stop_all(signal.SIGTERM)
                         return 1
             self.stop_all(self.stop_signal)
@@ -696,7 +728,9 @@ class _Supervisor:
         deadline = time.monotonic() + STOP_TIMEOUT
         for _, process in self.parts:
             process.join(timeout=max(0.0, deadline - time.monotonic()))
-        while time.monotonic() < deadline and any(_alive_in_group(p, ours) for family in self.family.values() for p in family):
+        while time.monotonic() < deadline and any(
+            _alive_in_group(p, ours) for family in self.family.values() for p in family
+        ):
             time.sleep(0.1)
         leftovers = [process.pid for _, process in self.parts if process.exitcode is None and process.pid]
         for pid in leftovers + [p for family in self.family.values() for p in family]:
@@ -717,7 +751,9 @@ def _alive_in_group(pid: int, group: int) -> bool:
         return False
 
 
-def start_servers(target1: Callable, target2: Callable | None, target3: Callable | None, metrics_target: Callable | None) -> None:
+def start_servers(
+    target1: Callable, target2: Callable | None, target3: Callable | None, metrics_target: Callable | None
+) -> None:
     """The wrapper's start_servers, supervised: every part a child of this process, which watches them."""
     supervisor = _Supervisor()
     with contextlib.ExitStack() as stack:

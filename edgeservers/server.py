@@ -12,8 +12,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 from seldon_core.proto import prediction_pb2
@@ -309,8 +310,8 @@ class EdgeModelServer(SeldonComponent):
             if self._image is None:
                 raise BadRequest(f"this model does not take images ({self._not_image}): send tensors instead")
             fit = (self._image.geometry.height, self._image.geometry.width)
-            pixels, size = decode_image(payload.image, self._settings.max_image_pixels, fit=fit)
-            return {self._image.spec.name: self._image(pixels)}, size
+            pixels, image_size = decode_image(payload.image, self._settings.max_image_pixels, fit=fit)
+            return {self._image.spec.name: self._image(pixels)}, image_size
         size = (self._image.geometry.height, self._image.geometry.width) if self._image else None
         if payload.form == "jsonData":
             names = [s.name for s in specs]

@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ModelLoadError
 
@@ -68,7 +69,9 @@ class Settings:
     max_connections: int = 1000  # open REST connections per worker; more are answered 503 and closed
     header_timeout: float = 10.0  # s for a request line and all headers (and a keep-alive connection's idle time)
     body_timeout: float = 60.0  # s for a whole request body (16 MiB at 2.2 Mbit/s)
-    graceful_timeout: float = 20.0  # s to finish the requests in flight after SIGTERM; keep below the pod's grace period
+    graceful_timeout: float = (
+        20.0  # s to finish the requests in flight after SIGTERM; keep below the pod's grace period
+    )
     bind_address: str = "0.0.0.0"  # REST, metrics and gRPC listen here (127.0.0.1: this host only)
     cors_origins: str = ""  # comma-separated origins allowed by CORS ("*": any); empty: no CORS headers
     grpc_reflection: bool = False  # gRPC server reflection (lists the services to any client)
@@ -115,7 +118,9 @@ class Settings:
         return _floats(self.input_mean, "input_mean"), _floats(self.input_std, "input_std")
 
     @property
-    def anchor_layout(self) -> tuple[tuple[int, ...], tuple[tuple[float, ...], ...], tuple[float, ...], tuple[float, ...]]:
+    def anchor_layout(
+        self,
+    ) -> tuple[tuple[int, ...], tuple[tuple[float, ...], ...], tuple[float, ...], tuple[float, ...]]:
         """(feature map sizes, anchor sizes per map, aspect ratios, box variances)."""
         maps = tuple(int(v) for v in _floats(self.anchor_feature_maps, "anchor_feature_maps"))
         sizes = tuple(_floats(part, "anchor_sizes") for part in self.anchor_sizes.split(";"))
@@ -129,7 +134,7 @@ class Settings:
         return maps, sizes, ratios, variances
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> "Settings":
+    def from_parameters(cls, parameters: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> Settings:
         """Typed, checked settings; a ModelLoadError naming the parameter for anything wrong.
 
         `defaults` overrides the dataclass defaults of parameters not given (e.g. `adaptive_concurrency`).
@@ -141,7 +146,7 @@ class Settings:
         if not str(parameters.get("model_uri", "")).strip():
             raise ModelLoadError("parameter model_uri is required: a model file or a directory holding one")
         given = {**(defaults or {}), **parameters}
-        values = {name: _coerce(name, value, known[name].type) for name, value in given.items()}
+        values = {name: _coerce(name, value, str(known[name].type)) for name, value in given.items()}
         settings = cls(**values)
         settings._check()
         return settings
@@ -158,8 +163,16 @@ class Settings:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        for name in ("top_k", "num_threads", "pool_size", "max_detections", "max_request_bytes", "max_image_pixels",
-                     "uncertain_queue_size", "max_connections"):
+        for name in (
+            "top_k",
+            "num_threads",
+            "pool_size",
+            "max_detections",
+            "max_request_bytes",
+            "max_image_pixels",
+            "uncertain_queue_size",
+            "max_connections",
+        ):
             if getattr(self, name) < 1:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
         for name in ("header_timeout", "body_timeout", "graceful_timeout"):
@@ -183,7 +196,7 @@ class Settings:
             if not mean or not std or 0.0 in std:
                 raise ModelLoadError("input_scale=mean_std needs input_mean and input_std (non-zero), e.g. 127.5")
         if self.postprocess == "detection":
-            self.anchor_layout  # checked here so a bad layout stops the server at start
+            _ = self.anchor_layout  # checked here so a bad layout stops the server at start
         if self.uncertain_store and self.confidence_threshold is None:
             raise ModelLoadError(
                 "parameter uncertain_store needs confidence_threshold: it uploads the images whose top score is below it"
@@ -228,9 +241,9 @@ def _cgroup_quota() -> float | None:
     except (OSError, ValueError):
         pass
     try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        return None if quota <= 0 else quota / period
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
 

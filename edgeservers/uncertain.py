@@ -16,9 +16,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .image_store import ObjectRef
 
@@ -61,7 +62,7 @@ class UncertainUploader:
 
     def submit(self, image: bytes, sidecar: dict[str, Any]) -> bool:
         """Queue an image and its sidecar; False (and counted as dropped) when the queue is full."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         name = f"{now:%Y/%m/%d/%H%M%S.%f}-{sidecar['request_id']}"
         try:
             self._queue.put_nowait(_Upload(image, {**sidecar, "time": now.isoformat()}, self._store.key + name))
@@ -104,7 +105,12 @@ class UncertainUploader:
                 if time.monotonic() + wait > self._stop_at:
                     self._count(DROPPED)
                     return
-                log.warning("uncertain_store upload to s3://%s/%s failed (%s); retry in %.1f s",
-                            self._store.bucket, item.key, type(e).__name__, wait)
+                log.warning(
+                    "uncertain_store upload to s3://%s/%s failed (%s); retry in %.1f s",
+                    self._store.bucket,
+                    item.key,
+                    type(e).__name__,
+                    wait,
+                )
                 time.sleep(wait)
                 wait = min(wait * 2, _BACKOFF_S[1])

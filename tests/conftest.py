@@ -9,8 +9,9 @@ import functools
 import importlib
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -139,7 +140,9 @@ class InProcessServer(Clients):
             kwargs["data"] = json.dumps(body)
             kwargs["headers"] = {"Content-Type": "application/json", **kwargs.get("headers", {})}
         if "files" in kwargs:
-            kwargs["data"] = {k: (io.BytesIO(content), filename) for k, (filename, content) in kwargs.pop("files").items()}
+            kwargs["data"] = {
+                k: (io.BytesIO(content), filename) for k, (filename, content) in kwargs.pop("files").items()
+            }
             kwargs["content_type"] = "multipart/form-data"
         return Reply(self.client.post("/api/v1.0/predictions", **kwargs))
 
@@ -152,7 +155,12 @@ class InProcessServer(Clients):
         """What Seldon's metrics app serves from this server's metrics store."""
         from seldon_core import wrapper
 
-        return wrapper.get_metrics_microservice(self.metrics).test_client().get(wrapper.METRICS_ENDPOINT).get_data(as_text=True)
+        return (
+            wrapper.get_metrics_microservice(self.metrics)
+            .test_client()
+            .get(wrapper.METRICS_ENDPOINT)
+            .get_data(as_text=True)
+        )
 
 
 def build_component(server_class: str, params: dict[str, Any]) -> Any:
@@ -208,7 +216,7 @@ face_mask_in_process = _server("load_server", "TFLiteServer", **DETECTOR)
 # --- ground truth: the plain interpreter ---------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def plain_interpreter(model: Path):
     """The runtime itself, with nothing of ours in between (one per model file; the tests call it in turn)."""
     from ai_edge_litert.interpreter import Interpreter

@@ -19,9 +19,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MICROSERVICE = Path(sys.executable).parent / "seldon-core-microservice"
@@ -39,15 +40,26 @@ def parameters(values: dict[str, Any]) -> str:
     """PREDICTIVE_UNIT_PARAMETERS as Seldon's operator writes it: a typed name/value/type list."""
     types = {bool: "BOOL", int: "INT", float: "FLOAT", str: "STRING"}
     return json.dumps(
-        [{"name": k, "value": str(v).lower() if isinstance(v, bool) else str(v), "type": types[type(v)]} for k, v in values.items()]
+        [
+            {"name": k, "value": str(v).lower() if isinstance(v, bool) else str(v), "type": types[type(v)]}
+            for k, v in values.items()
+        ]
     )
 
 
 def microservice_command(interface: str, http_port: int, grpc_port: int, metrics_port: int) -> list[str]:
     """`seldon-core-microservice <interface>` as a model, on the given ports."""
     return [
-        str(MICROSERVICE), interface, "--service-type", "MODEL",
-        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+        str(MICROSERVICE),
+        interface,
+        "--service-type",
+        "MODEL",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--metrics-port",
+        str(metrics_port),
     ]
 
 
@@ -100,7 +112,7 @@ def listening_hosts(port: int) -> set[str]:
             address, port_hex = fields[1].rsplit(":", 1)
             if fields[3] == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
                 raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
-                packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
                 hosts.add(socket.inet_ntop(family, packed))
     return hosts
 
@@ -150,8 +162,9 @@ class ServerProcess:
     `cwd`, stdout discarded; started, then polled until `ready()` holds. Its stderr goes to a file, or
     with `stderr_pipe` to `proc.stderr` for the caller to read once it has exited."""
 
-    def __init__(self, command: list[str], env: dict[str, str], name: str = "server", cwd: Path = ROOT,
-                 stderr_pipe: bool = False):
+    def __init__(
+        self, command: list[str], env: dict[str, str], name: str = "server", cwd: Path = ROOT, stderr_pipe: bool = False
+    ):
         self.argv = command
         self.env = env
         self.name = name
@@ -160,12 +173,13 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.ready_s: float | None = None  # process start to the first time ready() held
 
-    def start(self, ready: Callable[[], bool], timeout: float = 120.0, poll: float = 0.05) -> "ServerProcess":
+    def start(self, ready: Callable[[], bool], timeout: float = 120.0, poll: float = 0.05) -> ServerProcess:
         """Start and poll `ready` (an exception counts as not yet) until it holds (`ready_s` says when)."""
         self._err = subprocess.PIPE if self.stderr_pipe else tempfile.TemporaryFile()
         started = time.perf_counter()
-        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=self._err,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True
+        )
         deadline = started + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
@@ -216,8 +230,14 @@ class Microservice(ServerProcess):
     parameters in PREDICTIVE_UNIT_PARAMETERS as the operator passes them. Ready by default when REST
     answers /health/ping and gRPC accepts a connection."""
 
-    def __init__(self, interface: str, params: dict[str, Any], env: dict[str, str] | None = None, loopback: bool = True,
-                 **options: Any):
+    def __init__(
+        self,
+        interface: str,
+        params: dict[str, Any],
+        env: dict[str, str] | None = None,
+        loopback: bool = True,
+        **options: Any,
+    ):
         self.server_class = interface
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
@@ -240,6 +260,8 @@ class Microservice(ServerProcess):
     def ready(self) -> bool:
         return http_ok(f"http://127.0.0.1:{self.http_port}/health/ping") and grpc_ready(f"127.0.0.1:{self.grpc_port}")
 
-    def start(self, ready: Callable[[], bool] | None = None, timeout: float = 120.0, poll: float = 0.05) -> "Microservice":
+    def start(
+        self, ready: Callable[[], bool] | None = None, timeout: float = 120.0, poll: float = 0.05
+    ) -> Microservice:
         super().start(ready or self.ready, timeout, poll)
         return self

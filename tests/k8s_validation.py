@@ -22,8 +22,9 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -59,9 +60,18 @@ def tool(name: str) -> Path:
 
 def run_tool(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [str(tool(name)), *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "KUBECONFIG": os.devnull, "HELM_CACHE_HOME": str(ROOT / ".cache" / "helm"),
-             "HELM_CONFIG_HOME": str(ROOT / ".cache" / "helm"), "HELM_DATA_HOME": str(ROOT / ".cache" / "helm")},
+        [str(tool(name)), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "KUBECONFIG": os.devnull,
+            "HELM_CACHE_HOME": str(ROOT / ".cache" / "helm"),
+            "HELM_CONFIG_HOME": str(ROOT / ".cache" / "helm"),
+            "HELM_DATA_HOME": str(ROOT / ".cache" / "helm"),
+        },
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{name} {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
@@ -77,12 +87,19 @@ def value_args(values_files: Iterable[Path | str] = (), set_values: dict[str, An
     for f in values_files:
         args += ["-f", str(f)]
     for key, value in (set_values or {}).items():
-        args += ["--set-json" if not isinstance(value, str) else "--set-string", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+        args += [
+            "--set-json" if not isinstance(value, str) else "--set-string",
+            f"{key}={json.dumps(value) if not isinstance(value, str) else value}",
+        ]
     return args
 
 
-def render(values_files: Iterable[Path | str] = (), set_values: dict[str, Any] | None = None,
-           release: str = "edge", namespace: str = "default") -> list[dict]:
+def render(
+    values_files: Iterable[Path | str] = (),
+    set_values: dict[str, Any] | None = None,
+    release: str = "edge",
+    namespace: str = "default",
+) -> list[dict]:
     """`helm template` of the edge-model chart: the parsed documents."""
     out = helm("template", release, str(CHART), "--namespace", namespace, *value_args(values_files, set_values)).stdout
     return [d for d in yaml.safe_load_all(out) if d]
@@ -97,7 +114,7 @@ def render_one(*args: Any, **kwargs: Any) -> dict:
 # --- SeldonDeployment CRD schema -------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def crd_schema(version: str = "v1") -> dict:
     crd = yaml.load(CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     for v in crd["spec"]["versions"]:
@@ -110,8 +127,11 @@ def strict_schema(schema: Any) -> Any:
     """The schema with unknown fields refused wherever it lists the fields of an object."""
     if isinstance(schema, dict):
         schema = {k: strict_schema(v) for k, v in schema.items()}
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -119,7 +139,7 @@ def strict_schema(schema: Any) -> Any:
     return schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sdep_validator() -> jsonschema.Draft4Validator:
     return jsonschema.Draft4Validator(strict_schema(crd_schema("v1")))
 
@@ -132,7 +152,9 @@ def sdep_errors(doc: dict) -> list[str]:
     """Everything the CRD's v1 schema (strict) rejects in one SeldonDeployment, as 'path: message'."""
     errors = []
     if doc.get("apiVersion") != "machinelearning.seldon.io/v1" or doc.get("kind") != "SeldonDeployment":
-        errors.append(f"(root): expected machinelearning.seldon.io/v1 SeldonDeployment, got {doc.get('apiVersion')} {doc.get('kind')}")
+        errors.append(
+            f"(root): expected machinelearning.seldon.io/v1 SeldonDeployment, got {doc.get('apiVersion')} {doc.get('kind')}"
+        )
     errors += sorted(f"{_where(e)}: {e.message}" for e in _sdep_validator().iter_errors(doc))
     errors += [f"metadata/name: {m}" for m in _dns_errors(doc.get("metadata", {}).get("name", ""), 63)]
     return errors
@@ -155,15 +177,18 @@ def pods(sdep: dict) -> list[dict]:
     result = []
     for p in sdep["spec"]["predictors"]:
         for i, component in enumerate(p.get("componentSpecs") or []):
-            result.append({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": f"{sdep['metadata']['name']}-{p['name']}-{i}"},
-                "spec": component["spec"],
-            })
+            result.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": f"{sdep['metadata']['name']}-{p['name']}-{i}"},
+                    "spec": component["spec"],
+                }
+            )
     return result
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _k8s_validator(kind: str) -> jsonschema.Draft4Validator:
     """Kubernetes' own schema for `kind` (e.g. pod-v1), strict variant, as packaged by kubernetes-validate.
 
@@ -202,7 +227,9 @@ def pod_errors(pod: dict) -> list[str]:
         for kind in ("requests", "limits"):
             for resource, value in ((c.get("resources") or {}).get(kind) or {}).items():
                 if not QUANTITY.match(str(value)):
-                    errors.append(f"container {c.get('name')!r}: resources.{kind}.{resource}={value!r} is not a quantity")
+                    errors.append(
+                        f"container {c.get('name')!r}: resources.{kind}.{resource}={value!r} is not a quantity"
+                    )
         port_names = [p.get("name") for p in c.get("ports") or [] if p.get("name")]
         for pname in port_names:
             if len(pname) > 15 or not DNS_LABEL.match(pname):
@@ -279,11 +306,16 @@ def write_examples() -> None:
             if not line.startswith("#"):
                 break
             about.append(line)
-        header = "\n".join([
-            *about,
-            f"# Plain manifest for users without Helm:  kubectl apply -n <namespace> -f charts/examples/{manifest.name}",
-            f"# Generated by `make examples` from {values_file.name} with the edge-model chart; do not edit by hand.",
-        ]) + "\n"
+        header = (
+            "\n".join(
+                [
+                    *about,
+                    f"# Plain manifest for users without Helm:  kubectl apply -n <namespace> -f charts/examples/{manifest.name}",
+                    f"# Generated by `make examples` from {values_file.name} with the edge-model chart; do not edit by hand.",
+                ]
+            )
+            + "\n"
+        )
         body = yaml.safe_dump(render_example(values_file), sort_keys=False, width=120)
         manifest.write_text(header + body)
         print(f"wrote {manifest.relative_to(ROOT)}")

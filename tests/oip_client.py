@@ -32,7 +32,9 @@ from tritonclient.utils import InferenceServerException
 
 def client(call: dict):
     if call["protocol"] == "http":
-        return httpclient, httpclient.InferenceServerClient(call["url"], network_timeout=120.0, connection_timeout=120.0)
+        return httpclient, httpclient.InferenceServerClient(
+            call["url"], network_timeout=120.0, connection_timeout=120.0
+        )
     return grpcclient, grpcclient.InferenceServerClient(call["url"])
 
 
@@ -55,7 +57,11 @@ def infer(module, conn, call: dict, out_dir: Path, tag: str) -> dict:
         outputs = []
         for o in call["outputs"]:
             if http:
-                outputs.append(module.InferRequestedOutput(o["name"], binary_data=o.get("binary", True), class_count=o.get("class_count", 0)))
+                outputs.append(
+                    module.InferRequestedOutput(
+                        o["name"], binary_data=o.get("binary", True), class_count=o.get("class_count", 0)
+                    )
+                )
             else:
                 outputs.append(module.InferRequestedOutput(o["name"], class_count=o.get("class_count", 0)))
     result = conn.infer(call["model"], inputs, model_version=call.get("version", ""), outputs=outputs)
@@ -88,7 +94,9 @@ def run(call: dict, out_dir: Path, tag: str) -> dict:
             value = conn.get_server_metadata() if module is httpclient else conn.get_server_metadata(as_json=True)
         elif op == "metadata":
             args = (call["model"], call.get("version", ""))
-            value = conn.get_model_metadata(*args) if module is httpclient else conn.get_model_metadata(*args, as_json=True)
+            value = (
+                conn.get_model_metadata(*args) if module is httpclient else conn.get_model_metadata(*args, as_json=True)
+            )
         elif op == "infer":
             value = infer(module, conn, call, out_dir, tag)
         else:

@@ -10,7 +10,6 @@ Archives are built by the test that needs them; `many_files_tgz` writes a millio
 from __future__ import annotations
 
 import contextlib
-
 import gzip
 import io
 import os
@@ -20,10 +19,11 @@ import threading
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
     The headers of the latest request to each path are kept in server.headers_seen.
     """
 
-    server: "FileServer"
+    server: FileServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args: object) -> None:  # keep pytest output clean
@@ -98,7 +98,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(body, headers=headers)
 
     def _send_body(
-        self, body: bytes, headers: dict[str, str] | None = None, half: bool = False, length: bool = True,
+        self,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        half: bool = False,
+        length: bool = True,
         every: float = 0.0,
     ) -> None:
         self.send_response(200)
@@ -196,10 +200,14 @@ class S3Server:
     @property
     def env(self) -> dict[str, str]:
         """The environment that points edgeservers.storage (and the servers) at this S3."""
-        return {"AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
-                "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+        }
 
-    def outage(self) -> "contextlib.AbstractContextManager[None]":
+    def outage(self) -> contextlib.AbstractContextManager[None]:
         """Stop the S3 API for the duration of a `with` block; it comes back on the same port with the same
         objects (moto keeps them in this process)."""
         from moto.server import ThreadedMotoServer
@@ -234,8 +242,13 @@ def s3_server() -> Iterator[S3Server]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id=S3Server.ACCESS_KEY, aws_secret_access_key=S3Server.SECRET_KEY)
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3Server.ACCESS_KEY,
+        aws_secret_access_key=S3Server.SECRET_KEY,
+    )
     s3 = S3Server(endpoint, client, server)
     try:
         yield s3

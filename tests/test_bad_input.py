@@ -18,13 +18,17 @@ from edgeservers.codecs import tensor_to_tf
 
 from conftest import FACE_MASK
 
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
 # (request body, words the error message must contain)
 REST_CASES = {
-    "undecodable image": ({"binData": b64(b"this is not a jpeg at all")}, ["not a decodable image", "JPEG, PNG or BMP"]),
+    "undecodable image": (
+        {"binData": b64(b"this is not a jpeg at all")},
+        ["not a decodable image", "JPEG, PNG or BMP"],
+    ),
     "truncated jpeg": ("truncated", ["not a decodable image"]),
     "empty binData": ({"binData": ""}, ["empty", "JPEG"]),
     "binData not base64": ({"binData": "%%% not base64 %%%"}, ["not valid base64"]),
@@ -37,10 +41,16 @@ REST_CASES = {
     "strings in ndarray": ({"data": {"ndarray": [["a", "b"]]}}, ["rectangular array of numbers"]),
     "out of range for uint8": ("range", ["values from 0 to 255", "-5"]),
     "fractions for uint8": ("fraction", ["whole numbers", "fractions"]),
-    "tensor values do not fit shape": ({"data": {"tensor": {"shape": [1, 224, 224, 3], "values": [1, 2]}}}, ["has 2 values", "needs 150528"]),
+    "tensor values do not fit shape": (
+        {"data": {"tensor": {"shape": [1, 224, 224, 3], "values": [1, 2]}}},
+        ["has 2 values", "needs 150528"],
+    ),
     "tensor without shape": ({"data": {"tensor": {"values": [1, 2]}}}, ['{"shape": [...], "values": [...]}']),
     "tftensor wrong dtype": ("tftensor", ["expects shape [1, 224, 224, 3] of uint8", "tftensor has dtype float32"]),
-    "json data wrong input name": ({"jsonData": {"image": [[1]]}}, ["one entry per input name (input)", "unknown: image"]),
+    "json data wrong input name": (
+        {"jsonData": {"image": [[1]]}},
+        ["one entry per input name (input)", "unknown: image"],
+    ),
     "json data not an object": ({"jsonData": [1, 2]}, ["jsonData must be an object"]),
 }
 
@@ -117,5 +127,7 @@ def test_grpc_bad_request_gets_an_error_status_with_the_message(mobilenet, case)
         mobilenet.grpc(message)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert words in error.value.details()
-    ok = mobilenet.grpc(prediction_pb2.SeldonMessage(binData=(FACE_MASK.parent.parent / "images" / "parrot.jpg").read_bytes()))
+    ok = mobilenet.grpc(
+        prediction_pb2.SeldonMessage(binData=(FACE_MASK.parent.parent / "images" / "parrot.jpg").read_bytes())
+    )
     assert ok.jsonData.list_value.values[0].struct_value.fields["label"].string_value == "macaw"

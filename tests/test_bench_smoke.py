@@ -14,12 +14,26 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_smoke_writes_results(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     report = json.loads((tmp_path / "bench.json").read_text())
-    for key in ("date", "machine", "versions", "budget", "config", "loadavg_start", "loadavg_end", "rows", "ratios", "targets"):
+    for key in (
+        "date",
+        "machine",
+        "versions",
+        "budget",
+        "config",
+        "loadavg_start",
+        "loadavg_end",
+        "rows",
+        "ratios",
+        "targets",
+    ):
         assert key in report, key
     assert report["mode"] == "smoke"
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
@@ -28,8 +42,12 @@ def test_bench_smoke_writes_results(tmp_path: Path) -> None:
 
     cases = {(r["target"], r["case"]) for r in report["rows"]}
     assert {
-        ("in-process tflite", "invoke"), ("in-process tflite", "pipeline"), ("TFLiteServer", "rest_image"),
-        ("TFLiteServer", "rest_ndarray"), ("TFLiteServer", "grpc_tftensor"), ("naive", "rest_ndarray"),
+        ("in-process tflite", "invoke"),
+        ("in-process tflite", "pipeline"),
+        ("TFLiteServer", "rest_image"),
+        ("TFLiteServer", "rest_ndarray"),
+        ("TFLiteServer", "grpc_tftensor"),
+        ("naive", "rest_ndarray"),
     } <= cases
     for row in report["rows"]:
         assert row["errors"] == 0, row
@@ -44,6 +62,11 @@ def test_bench_smoke_writes_results(tmp_path: Path) -> None:
     assert {r["case"] for r in report["ratios"]} >= {"rest_image", "rest_ndarray", "grpc_tftensor"}
 
     markdown = (tmp_path / "bench.md").read_text()
-    for heading in ("# Benchmark results (smoke)", "## Latency (concurrency 1) and throughput", "## Ratios", "## Targets (issue 5)"):
+    for heading in (
+        "# Benchmark results (smoke)",
+        "## Latency (concurrency 1) and throughput",
+        "## Ratios",
+        "## Targets (issue 5)",
+    ):
         assert heading in markdown
     assert report["machine"]["cpu"] in markdown and f"seldon-core {report['versions']['seldon-core']}" in markdown

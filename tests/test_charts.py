@@ -11,14 +11,16 @@ import copy
 import dataclasses
 import json
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
 
-import k8s_validation as kv
 from edgeservers.settings import Settings
+
+import k8s_validation as kv
 
 MODEL_VOLUME_PATH = "/mnt/models"
 
@@ -28,7 +30,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "name": "face-mask-detector",
         "modelUri": "https://github.com/AIZOOTech/FaceMaskDetection/raw/master/models/face_mask_detection.tflite",
         "nodeName": "raspberry",
-        "parameters": {"input_tensor_name": "data_1", "output_tensor_name": "cls_branch_concat_1/concat", "postprocess": "none"},
+        "parameters": {
+            "input_tensor_name": "data_1",
+            "output_tensor_name": "cls_branch_concat_1/concat",
+            "postprocess": "none",
+        },
     },
     "tflite-nodeselector-secret": {
         "modelUri": "s3://models/mobilenet_v2_quant.tar.gz",
@@ -141,15 +147,29 @@ def test_rendered_manifest_has_the_edge_shape(value_set):
     assert server["name"] == unit
     assert server.get("image") == values.get("server", {}).get("image")  # unset: the operator's predictor_servers
     assert by_name(server["volumeMounts"], volume["name"]) == {
-        "name": volume["name"], "mountPath": MODEL_VOLUME_PATH, "readOnly": True}
+        "name": volume["name"],
+        "mountPath": MODEL_VOLUME_PATH,
+        "readOnly": True,
+    }
     env = env_of(server)
     server_values = values.get("server", {})
-    assert env["MODEL_NAME"] == {"TFLITE_SERVER": "TFLiteServer", "OPENVINO_SERVER": "OpenVINOServer"}[graph["implementation"]]
+    assert (
+        env["MODEL_NAME"]
+        == {"TFLITE_SERVER": "TFLiteServer", "OPENVINO_SERVER": "OpenVINOServer"}[graph["implementation"]]
+    )
     assert env["GUNICORN_WORKERS"] == str(server_values.get("gunicornWorkers", 1))
     assert env["GUNICORN_THREADS"] == str(server_values.get("gunicornThreads", 1))
     assert env["GRPC_WORKERS"] == str(server_values.get("grpcWorkers", 0))
-    assert {(x["name"], x["containerPort"]) for x in server["ports"]} == {("http", 9000), ("grpc", 9500), ("metrics", 6000)}
-    for probe, path in (("startupProbe", "/health/ping"), ("readinessProbe", "/health/status"), ("livenessProbe", "/health/ping")):
+    assert {(x["name"], x["containerPort"]) for x in server["ports"]} == {
+        ("http", 9000),
+        ("grpc", 9500),
+        ("metrics", 6000),
+    }
+    for probe, path in (
+        ("startupProbe", "/health/ping"),
+        ("readinessProbe", "/health/status"),
+        ("livenessProbe", "/health/ping"),
+    ):
         assert server[probe]["httpGet"] == {"path": path, "port": "http"}
 
     for container in (init, server):
@@ -176,7 +196,9 @@ def test_parameters_carry_the_server_settings_types():
     assert chart_names == {f.name for f in dataclasses.fields(Settings)} - {"model_uri"}
 
     samples = {int: 3, float: 0.25, bool: True, str: "x"}
-    kinds = {name: next(t for t in samples if t in (typing.get_args(hints[name]) or (hints[name],))) for name in chart_names}
+    kinds = {
+        name: next(t for t in samples if t in (typing.get_args(hints[name]) or (hints[name],))) for name in chart_names
+    }
     sdep = kv.render_one(set_values={"modelUri": "x", "parameters": {n: samples[k] for n, k in kinds.items()}})
     rendered = {x["name"]: x for x in predictor(sdep)["graph"]["parameters"]}
     seldon_type = {int: "INT", float: "FLOAT", bool: "BOOL", str: "STRING"}
@@ -186,18 +208,30 @@ def test_parameters_carry_the_server_settings_types():
     assert kv.manifest_errors(sdep) == []
 
 
-@pytest.mark.parametrize("set_values, message", [
-    ({}, "modelUri is required"),
-    ({"modelUri": "x", "implementation": "TENSORFLOW_SERVER"}, "implementation"),
-    ({"modelUri": "x", "parameters": {"topk": 3}}, "topk"),
-    ({"modelUri": "x", "parameters": {"model_uri": "/elsewhere"}}, "model_uri"),
-    ({"modelUri": "x", "securityContext": {"runAsUser": 0, "runAsGroup": 0}}, "runAsUser"),
-    ({"modelUri": "x", "name": "Not_A_Name"}, "name"),
-    ({"modelUri": "x", "server": {"grpcWorkers": -1}}, "grpcWorkers"),
-    ({"modelUri": "x", "parameters": {"graceful_timeout": 40}}, "must be below server.terminationGracePeriodSeconds"),
-    ({"modelUri": "x", "server": {"terminationGracePeriodSeconds": 15}}, "graceful_timeout"),
-    ({"modelUri": "x", "networkPolicy": {"enabled": True, "allowNamespaces": ["Not A Namespace"], "metricsNamespaces": []}}, "allowNamespaces"),
-])
+@pytest.mark.parametrize(
+    "set_values, message",
+    [
+        ({}, "modelUri is required"),
+        ({"modelUri": "x", "implementation": "TENSORFLOW_SERVER"}, "implementation"),
+        ({"modelUri": "x", "parameters": {"topk": 3}}, "topk"),
+        ({"modelUri": "x", "parameters": {"model_uri": "/elsewhere"}}, "model_uri"),
+        ({"modelUri": "x", "securityContext": {"runAsUser": 0, "runAsGroup": 0}}, "runAsUser"),
+        ({"modelUri": "x", "name": "Not_A_Name"}, "name"),
+        ({"modelUri": "x", "server": {"grpcWorkers": -1}}, "grpcWorkers"),
+        (
+            {"modelUri": "x", "parameters": {"graceful_timeout": 40}},
+            "must be below server.terminationGracePeriodSeconds",
+        ),
+        ({"modelUri": "x", "server": {"terminationGracePeriodSeconds": 15}}, "graceful_timeout"),
+        (
+            {
+                "modelUri": "x",
+                "networkPolicy": {"enabled": True, "allowNamespaces": ["Not A Namespace"], "metricsNamespaces": []},
+            },
+            "allowNamespaces",
+        ),
+    ],
+)
 def test_helm_refuses_bad_values(set_values, message):
     result = kv.helm("template", "edge", str(kv.CHART), *kv.value_args(set_values=set_values), check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
@@ -211,25 +245,41 @@ def test_no_network_policy_by_default():
 
 
 def test_network_policy_admits_only_the_listed_namespaces():
-    docs = kv.render(set_values={"modelUri": "x", "name": "cam", "networkPolicy": {
-        "enabled": True, "allowNamespaces": ["apps", "edge"], "metricsNamespaces": ["monitoring"]}}, namespace="ns")
+    docs = kv.render(
+        set_values={
+            "modelUri": "x",
+            "name": "cam",
+            "networkPolicy": {
+                "enabled": True,
+                "allowNamespaces": ["apps", "edge"],
+                "metricsNamespaces": ["monitoring"],
+            },
+        },
+        namespace="ns",
+    )
     (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
     (sdep,) = [d for d in docs if d["kind"] == "SeldonDeployment"]
-    errors = sorted(f"{kv._where(e)}: {e.message}" for e in kv._k8s_validator("networkpolicy-networking-v1").iter_errors(policy))
+    errors = sorted(
+        f"{kv._where(e)}: {e.message}" for e in kv._k8s_validator("networkpolicy-networking-v1").iter_errors(policy)
+    )
     assert errors == []
     assert policy["metadata"]["namespace"] == sdep["metadata"]["namespace"] == "ns"
     # the label the Seldon operator puts on every pod of a SeldonDeployment
     assert policy["spec"]["podSelector"] == {"matchLabels": {"seldon-deployment-id": sdep["metadata"]["name"]}}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    rules = {tuple(p["port"] for p in r["ports"]): r["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
-             for r in policy["spec"]["ingress"]}
+    rules = {
+        tuple(p["port"] for p in r["ports"]): r["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+        for r in policy["spec"]["ingress"]
+    }
     assert rules == {(9000, 9500): ["apps", "edge"], (6000,): ["monitoring"]}
     ports = {p["containerPort"] for p in pod_spec(sdep)["containers"][0]["ports"]}
     assert ports == {9000, 9500, 6000}
 
 
 def test_an_enabled_policy_without_namespaces_admits_nobody():
-    docs = kv.render(set_values={"modelUri": "x", "networkPolicy": {"enabled": True, "allowNamespaces": [], "metricsNamespaces": []}})
+    docs = kv.render(
+        set_values={"modelUri": "x", "networkPolicy": {"enabled": True, "allowNamespaces": [], "metricsNamespaces": []}}
+    )
     (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
     assert policy["spec"].get("ingress") in (None, [])
 
@@ -251,18 +301,36 @@ def _server(doc):
 
 
 BREAKAGES: dict[str, tuple[Callable[[dict], None], str]] = {
-    "parameter value not a string": (lambda d: predictor(d)["graph"]["parameters"][0].update(value=3), "is not of type 'string'"),
-    "parameter without type": (lambda d: predictor(d)["graph"]["parameters"][0].pop("type"), "'type' is a required property"),
+    "parameter value not a string": (
+        lambda d: predictor(d)["graph"]["parameters"][0].update(value=3),
+        "is not of type 'string'",
+    ),
+    "parameter without type": (
+        lambda d: predictor(d)["graph"]["parameters"][0].pop("type"),
+        "'type' is a required property",
+    ),
     "graph without name": (lambda d: predictor(d)["graph"].pop("name"), "'name' is a required property"),
     "misspelt graph field": (lambda d: predictor(d)["graph"].update(modelURI="x"), "'modelURI' was unexpected"),
     "replicas as text": (lambda d: predictor(d).update(replicas="1"), "is not of type 'integer'"),
-    "misspelt container field": (lambda d: _server(d).update(imagePulPolicy="Always"), "'imagePulPolicy' was unexpected"),
+    "misspelt container field": (
+        lambda d: _server(d).update(imagePulPolicy="Always"),
+        "'imagePulPolicy' was unexpected",
+    ),
     "port as text": (lambda d: _server(d)["ports"][0].update(containerPort="9000"), "is not of type 'integer'"),
     "args not a list": (lambda d: _init(d).update(args="s3://a /mnt/models"), "is not of type 'array'"),
     "mount of a missing volume": (lambda d: pod_spec(d)["volumes"].pop(0), "names no volume"),
-    "two mounts at one path": (lambda d: _server(d)["volumeMounts"].append({"name": "tmp", "mountPath": "/mnt/models"}), "2 mounts at /mnt/models"),
-    "bad memory quantity": (lambda d: _server(d)["resources"]["limits"].update(memory="half a gig"), "is not a quantity"),
-    "probe on an undeclared port": (lambda d: _server(d)["readinessProbe"]["httpGet"].update(port="rest"), "does not declare"),
+    "two mounts at one path": (
+        lambda d: _server(d)["volumeMounts"].append({"name": "tmp", "mountPath": "/mnt/models"}),
+        "2 mounts at /mnt/models",
+    ),
+    "bad memory quantity": (
+        lambda d: _server(d)["resources"]["limits"].update(memory="half a gig"),
+        "is not a quantity",
+    ),
+    "probe on an undeclared port": (
+        lambda d: _server(d)["readinessProbe"]["httpGet"].update(port="rest"),
+        "does not declare",
+    ),
     "duplicate container name": (lambda d: _init(d).update(name="model"), "used 2 times"),
     "wrong kind": (lambda d: d.update(kind="SeldonDeploy"), "expected machinelearning.seldon.io/v1 SeldonDeployment"),
 }
@@ -287,7 +355,10 @@ EXAMPLES = kv.example_pairs()
 
 def test_there_are_four_examples():
     assert {m.name for _, m in EXAMPLES} == {
-        "camera-loop.yaml", "face-mask-raspberry.yaml", "image-classifier.yaml", "openvino-classifier.yaml"
+        "camera-loop.yaml",
+        "face-mask-raspberry.yaml",
+        "image-classifier.yaml",
+        "openvino-classifier.yaml",
     }
 
 
@@ -340,8 +411,10 @@ def test_operator_values_register_both_servers_in_the_current_format():
         assert isinstance(seldon["defaultImageVersion"], str)
         images[name] = f"{seldon['image']}:{seldon['defaultImageVersion']}"
     version = chart["appVersion"]
-    assert images == {"TFLITE_SERVER": f"ghcr.io/edgeservers/edgeservers:{version}",
-                      "OPENVINO_SERVER": f"ghcr.io/edgeservers/edgeservers:{version}-openvino"}
+    assert images == {
+        "TFLITE_SERVER": f"ghcr.io/edgeservers/edgeservers:{version}",
+        "OPENVINO_SERVER": f"ghcr.io/edgeservers/edgeservers:{version}-openvino",
+    }
 
 
 def test_operator_storage_initializer_is_ours():
@@ -383,7 +456,7 @@ def test_docs_model_commands_render_what_the_tests_validate():
     values_files = [install[i + 1] for i, a in enumerate(install) if a == "-f"]
     assert values_files, install
     release = install[2]
-    flags = install[chart_at + 1:]
+    flags = install[chart_at + 1 :]
     namespace = flags[flags.index("-n") + 1] if "-n" in flags else "default"
     out = kv.helm("template", release, "charts/edge-model", *flags).stdout
     (sdep,) = [d for d in yaml.safe_load_all(out) if d]
@@ -399,7 +472,9 @@ def test_docs_model_commands_render_what_the_tests_validate():
 
 def test_docs_predict_call_is_a_seldon_rest_predict():
     curls = [c for c in kv.doc_commands() if c[0] == "curl"]
-    assert any("/api/v1.0/predictions" in " ".join(c) and any(a.startswith("binData=@images/") for a in c) for c in curls), curls
+    assert any(
+        "/api/v1.0/predictions" in " ".join(c) and any(a.startswith("binData=@images/") for a in c) for c in curls
+    ), curls
 
 
 def test_docs_secret_command_makes_the_secret_the_examples_use():
@@ -414,8 +489,18 @@ def test_docs_secret_command_makes_the_secret_the_examples_use():
     assert secret["metadata"]["name"] == predictor(example)["graph"]["envSecretRefName"]
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["data"])
     assert set(secret["data"]) <= {  # the S3 environment edgeservers/storage/s3.py reads
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "S3_ENDPOINT",
-        "S3_USE_HTTPS", "USE_SSL", "S3_VERIFY_SSL", "AWS_CA_BUNDLE", "AWS_REGION", "AWS_DEFAULT_REGION"}
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "S3_ENDPOINT",
+        "S3_USE_HTTPS",
+        "USE_SSL",
+        "S3_VERIFY_SSL",
+        "AWS_CA_BUNDLE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+    }
 
 
 def test_missing_tools_fail_with_the_fix(monkeypatch, tmp_path):

@@ -23,16 +23,17 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 import yaml
 
 import k8s_validation as kv
-from services import FileServer, S3Server, tar_dir
 from harness import LOOPBACK_SHIM, MICROSERVICE, ServerProcess, free_port, http_ok, listening_hosts
+from services import FileServer, S3Server, tar_dir
 
 ROOT = kv.ROOT
 PYTHON = Path(sys.executable)  # the venv's python: the image's ENTRYPOINT is `python -m edgeservers.storage`
@@ -64,7 +65,9 @@ def prepack_image(implementation: str) -> str:
     """PredictorServerConfig.PrepackImageName for the seldon protocol, from our operator values."""
     servers = yaml.safe_load(kv.OPERATOR_VALUES.read_text())["predictor_servers"]
     seldon = servers[implementation]["protocols"]["seldon"]
-    return f"{seldon['image']}:{seldon['defaultImageVersion']}" if seldon.get("defaultImageVersion") else seldon["image"]
+    return (
+        f"{seldon['image']}:{seldon['defaultImageVersion']}" if seldon.get("defaultImageVersion") else seldon["image"]
+    )
 
 
 def operator_env(sdep: dict, predictor: dict, container: dict) -> dict[str, str]:
@@ -91,7 +94,10 @@ def operator_env(sdep: dict, predictor: dict, container: dict) -> dict[str, str]
     metrics_port = port(container, "metrics", FIRST_METRICS_PORT)
     parameters = [{"name": p["name"], "value": p["value"], "type": p["type"]} for p in graph.get("parameters") or []]
     image = container.get("image") or prepack_image(graph["implementation"])
-    labels = {**(predictor.get("labels") or {}), "version": (predictor.get("labels") or {}).get("version", predictor["name"])}
+    labels = {
+        **(predictor.get("labels") or {}),
+        "version": (predictor.get("labels") or {}).get("version", predictor["name"]),
+    }
     for name, value in (
         ("PREDICTIVE_UNIT_SERVICE_PORT", str(http_port)),
         ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT", str(http_port)),
@@ -100,18 +106,21 @@ def operator_env(sdep: dict, predictor: dict, container: dict) -> dict[str, str]
         env.setdefault(name, value)
     if parameters:
         env.setdefault("PREDICTIVE_UNIT_PARAMETERS", go_json(parameters))
-    env.update({
-        "PREDICTIVE_UNIT_ID": container["name"],
-        "PREDICTIVE_UNIT_IMAGE": image,
-        "PREDICTOR_ID": predictor["name"],
-        "PREDICTOR_LABELS": go_json(dict(sorted(labels.items()))),
-        "SELDON_DEPLOYMENT_ID": sdep["metadata"]["name"],
-        "SELDON_EXECUTOR_ENABLED": "true",
-        "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(metrics_port),
-        "PREDICTIVE_UNIT_METRICS_ENDPOINT": PROMETHEUS_PATH,
-    })
+    env.update(
+        {
+            "PREDICTIVE_UNIT_ID": container["name"],
+            "PREDICTIVE_UNIT_IMAGE": image,
+            "PREDICTOR_ID": predictor["name"],
+            "PREDICTOR_LABELS": go_json(dict(sorted(labels.items()))),
+            "SELDON_DEPLOYMENT_ID": sdep["metadata"]["name"],
+            "SELDON_EXECUTOR_ENABLED": "true",
+            "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(metrics_port),
+            "PREDICTIVE_UNIT_METRICS_ENDPOINT": PROMETHEUS_PATH,
+        }
+    )
     env["PREDICTIVE_UNIT_PARAMETERS"] = go_json(
-        parameters + [{"name": "model_uri", "value": DEFAULT_MODEL_LOCAL_MOUNT_PATH, "type": "STRING"}])
+        parameters + [{"name": "model_uri", "value": DEFAULT_MODEL_LOCAL_MOUNT_PATH, "type": "STRING"}]
+    )
     return env
 
 
@@ -134,7 +143,7 @@ class Volumes:
         for m in mounts:
             mount = m["mountPath"].rstrip("/")
             if path == mount or path.startswith(mount + "/"):
-                return str(self.dirs[m["name"]]) + path[len(mount):]
+                return str(self.dirs[m["name"]]) + path[len(mount) :]
         return path
 
 
@@ -146,7 +155,9 @@ def model_site(web: FileServer) -> FileServer:
     """The local HTTP server on 127.0.0.1 with the demo classifier as an archive with its labels, and
     the face-mask detector as a bare .tflite (as on GitHub)."""
     web.files["mobilenet_v2_quant.tar.gz"] = tar_dir(ROOT / "models" / "mobilenet_v2_quant")
-    web.files["face_mask_detection.tflite"] = (ROOT / "models" / "face_mask" / "face_mask_detection.tflite").read_bytes()
+    web.files["face_mask_detection.tflite"] = (
+        ROOT / "models" / "face_mask" / "face_mask_detection.tflite"
+    ).read_bytes()
     return web
 
 
@@ -172,8 +183,12 @@ class PodRun:
 
     def container_env(self, container: dict, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
         """A clean environment, as in the container: envFrom secrets, then env; TMPDIR on the /tmp volume."""
-        env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "HOME": self.volumes.host_path(container, "/tmp"),
-               "TMPDIR": self.volumes.host_path(container, "/tmp")}
+        env = {
+            "PATH": os.environ["PATH"],
+            "LANG": "C.UTF-8",
+            "HOME": self.volumes.host_path(container, "/tmp"),
+            "TMPDIR": self.volumes.host_path(container, "/tmp"),
+        }
         for source in container.get("envFrom") or []:
             env.update(secrets[source["secretRef"]["name"]])  # a missing Secret stops the pod: KeyError here
         env.update({e["name"]: e["value"] for e in container.get("env") or []})
@@ -187,8 +202,12 @@ class PodRun:
             env = self.container_env(init, secrets or {})
             env["PYTHONPATH"] = str(ROOT)  # the image has edgeservers installed; here it is the checkout
             result = subprocess.run(
-                [str(PYTHON), "-m", "edgeservers.storage", *args], cwd=ROOT, capture_output=True, text=True,
-                env=env, timeout=120,
+                [str(PYTHON), "-m", "edgeservers.storage", *args],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
             )
             assert result.returncode == 0, f"init container {init['name']} failed:\n{result.stderr}"
 
@@ -196,25 +215,40 @@ class PodRun:
         (container,) = self.spec["containers"]
         env = operator_env(self.sdep, self.predictor, container)
         # Same variables, free loopback ports; the model path through the volume mapping.
-        ports = {str(FIRST_HTTP_PORT): str(free_port()), str(FIRST_GRPC_PORT): str(free_port()),
-                 str(FIRST_METRICS_PORT): str(free_port())}
-        for name in ("PREDICTIVE_UNIT_SERVICE_PORT", "PREDICTIVE_UNIT_HTTP_SERVICE_PORT",
-                     "PREDICTIVE_UNIT_GRPC_SERVICE_PORT", "PREDICTIVE_UNIT_METRICS_SERVICE_PORT"):
+        ports = {
+            str(FIRST_HTTP_PORT): str(free_port()),
+            str(FIRST_GRPC_PORT): str(free_port()),
+            str(FIRST_METRICS_PORT): str(free_port()),
+        }
+        for name in (
+            "PREDICTIVE_UNIT_SERVICE_PORT",
+            "PREDICTIVE_UNIT_HTTP_SERVICE_PORT",
+            "PREDICTIVE_UNIT_GRPC_SERVICE_PORT",
+            "PREDICTIVE_UNIT_METRICS_SERVICE_PORT",
+        ):
             env[name] = ports[env[name]]
         parameters = json.loads(env["PREDICTIVE_UNIT_PARAMETERS"])
         for p in parameters:
             if p["name"] == "model_uri":
                 p["value"] = self.volumes.host_path(container, p["value"])
         env["PREDICTIVE_UNIT_PARAMETERS"] = json.dumps(parameters)
-        process_env = {**self.container_env(container, {}), **env,
-                       "PYTHONPATH": os.pathsep.join([str(LOOPBACK_SHIM), str(ROOT)])}
+        process_env = {
+            **self.container_env(container, {}),
+            **env,
+            "PYTHONPATH": os.pathsep.join([str(LOOPBACK_SHIM), str(ROOT)]),
+        }
         self.url = f"http://127.0.0.1:{env['PREDICTIVE_UNIT_HTTP_SERVICE_PORT']}"
         self.metrics_url = f"http://127.0.0.1:{env['PREDICTIVE_UNIT_METRICS_SERVICE_PORT']}"
         self.server = ServerProcess([str(MICROSERVICE), env["MODEL_NAME"], "--service-type", "MODEL"], process_env)
         # The REST server and the metrics server are separate processes: wait for both.
-        self.server.start(lambda: http_ok(self.url + "/health/ping", timeout=2)
-                          and http_ok(self.metrics_url + env["PREDICTIVE_UNIT_METRICS_ENDPOINT"], timeout=2),
-                          timeout=START_TIMEOUT, poll=0.3)
+        self.server.start(
+            lambda: (
+                http_ok(self.url + "/health/ping", timeout=2)
+                and http_ok(self.metrics_url + env["PREDICTIVE_UNIT_METRICS_ENDPOINT"], timeout=2)
+            ),
+            timeout=START_TIMEOUT,
+            poll=0.3,
+        )
         return env
 
     def predict(self, image: str) -> Any:
@@ -252,7 +286,8 @@ def test_operator_env_derivation_matches_the_operator():
     (container,) = p["componentSpecs"][0]["spec"]["containers"]
     env = operator_env(sdep, p, container)
     assert env["PREDICTIVE_UNIT_PARAMETERS"] == (
-        '[{"name":"top_k","value":"3","type":"INT"},{"name":"model_uri","value":"/mnt/models","type":"STRING"}]')
+        '[{"name":"top_k","value":"3","type":"INT"},{"name":"model_uri","value":"/mnt/models","type":"STRING"}]'
+    )
     assert env["PREDICTIVE_UNIT_HTTP_SERVICE_PORT"] == env["PREDICTIVE_UNIT_SERVICE_PORT"] == "9000"
     assert env["PREDICTIVE_UNIT_GRPC_SERVICE_PORT"] == "9500"
     assert env["PREDICTIVE_UNIT_METRICS_SERVICE_PORT"] == "6000"
@@ -266,10 +301,12 @@ def test_operator_env_derivation_matches_the_operator():
 def test_chart_initializer_and_server_agree_on_a_classifier(model_site, pod_run):
     """An archive (model + labels.txt) over HTTP, unpacked by the init container into the model volume;
     the server finds it at model_uri=/mnt/models and classifies the parrot."""
-    sdep = kv.render_one(set_values={
-        "modelUri": model_site.url("mobilenet_v2_quant.tar.gz"),
-        "parameters": {"postprocess": "classification", "top_k": 3},
-    })
+    sdep = kv.render_one(
+        set_values={
+            "modelUri": model_site.url("mobilenet_v2_quant.tar.gz"),
+            "parameters": {"postprocess": "classification", "top_k": 3},
+        }
+    )
     assert kv.manifest_errors(sdep) == []
     run = pod_run(sdep)
     run.run_init_containers()

@@ -46,8 +46,12 @@ def server(start_server, s3):
 
 def record(key: str, event: str = "ObjectCreated:Put", bucket: str = BUCKET) -> dict:
     """One S3 event record as AWS and Ceph RGW write it (keys URL-encoded)."""
-    return {"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": event,
-            "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key), "size": 1}}}
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventName": event,
+        "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key), "size": 1}},
+    }
 
 
 def _labels(answers: list[dict]) -> list[tuple[str, str]]:
@@ -67,11 +71,18 @@ def test_image_uri_gets_the_same_answer_as_the_bytes(server):
 
 
 def test_bucket_notification_answers_each_created_object_in_order(server):
-    records = [record("cam 1/cat.bmp"), record("cam 1/parrot.jpg", "ObjectRemoved:Delete"),
-               record("cam 1/parrot.jpg", "s3:ObjectCreated:Put"), record("cam 1/bird.bmp", "ObjectCreated:CompleteMultipartUpload")]
+    records = [
+        record("cam 1/cat.bmp"),
+        record("cam 1/parrot.jpg", "ObjectRemoved:Delete"),
+        record("cam 1/parrot.jpg", "s3:ObjectCreated:Put"),
+        record("cam 1/bird.bmp", "ObjectCreated:CompleteMultipartUpload"),
+    ]
     answers = server.rest_ok({"Records": records})["jsonData"]
-    assert _labels(answers) == [(f"s3://{BUCKET}/cam 1/cat.bmp", "Egyptian cat"),
-                                (f"s3://{BUCKET}/cam 1/parrot.jpg", "macaw"), (f"s3://{BUCKET}/cam 1/bird.bmp", "chickadee")]
+    assert _labels(answers) == [
+        (f"s3://{BUCKET}/cam 1/cat.bmp", "Egyptian cat"),
+        (f"s3://{BUCKET}/cam 1/parrot.jpg", "macaw"),
+        (f"s3://{BUCKET}/cam 1/bird.bmp", "chickadee"),
+    ]
 
 
 def test_a_hundred_records_get_a_hundred_answers_in_order(server):
@@ -81,26 +92,42 @@ def test_a_hundred_records_get_a_hundred_answers_in_order(server):
 
 
 def test_minio_webhook_and_cloudevents_binary_and_structured(server):
-    minio = {"EventName": "s3:ObjectCreated:Put", "Key": f"{BUCKET}/cam 1/cat.bmp",
-             "Records": [record("cam 1/cat.bmp", "s3:ObjectCreated:Put")]}
+    minio = {
+        "EventName": "s3:ObjectCreated:Put",
+        "Key": f"{BUCKET}/cam 1/cat.bmp",
+        "Records": [record("cam 1/cat.bmp", "s3:ObjectCreated:Put")],
+    }
     assert _labels(server.rest_ok(minio)["jsonData"]) == [(f"s3://{BUCKET}/cam 1/cat.bmp", "Egyptian cat")]
     # Knative CephSource: one record per binary-mode CloudEvent, the attributes in ce-* headers.
-    headers = {"ce-specversion": "1.0", "ce-type": "com.amazonaws.ObjectCreated:Put", "ce-id": "1",
-               "ce-source": "ceph:rgw", "Content-Type": "application/json"}
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": "com.amazonaws.ObjectCreated:Put",
+        "ce-id": "1",
+        "ce-source": "ceph:rgw",
+        "Content-Type": "application/json",
+    }
     binary = server.rest(data=json.dumps(record("cam 1/parrot.jpg")), headers=headers)
     assert binary.status_code == 200, binary.text
     assert _labels(binary.json()["jsonData"]) == [(f"s3://{BUCKET}/cam 1/parrot.jpg", "macaw")]
-    structured = {"specversion": "1.0", "type": "com.amazonaws.ObjectCreated:Put", "id": "2", "source": "ceph:rgw",
-                  "datacontenttype": "application/json", "data": {"Records": [record("cam 1/bird.bmp")]}}
+    structured = {
+        "specversion": "1.0",
+        "type": "com.amazonaws.ObjectCreated:Put",
+        "id": "2",
+        "source": "ceph:rgw",
+        "datacontenttype": "application/json",
+        "data": {"Records": [record("cam 1/bird.bmp")]},
+    }
     answer = server.rest(data=json.dumps(structured), headers={"Content-Type": "application/cloudevents+json"})
     assert answer.status_code == 200, answer.text
     assert _labels(answer.json()["jsonData"]) == [(f"s3://{BUCKET}/cam 1/bird.bmp", "chickadee")]
 
 
 def test_deletes_and_test_events_are_acknowledged_with_an_empty_answer(server):
-    for body in ({"Records": [record("cam 1/cat.bmp", "ObjectRemoved:Delete")]},
-                 record("cam 1/cat.bmp", "ObjectRemoved:Delete"),
-                 {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET}):
+    for body in (
+        {"Records": [record("cam 1/cat.bmp", "ObjectRemoved:Delete")]},
+        record("cam 1/cat.bmp", "ObjectRemoved:Delete"),
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": BUCKET},
+    ):
         assert server.rest_ok(body)["jsonData"] == []
 
 
@@ -134,27 +161,47 @@ def guarded(start_server):
     recorder.hits = []  # type: ignore[attr-defined]
     threading.Thread(target=recorder.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{recorder.server_address[1]}"
-    server = start_server("TFLiteServer", env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": url},
-                          model_uri=str(MOBILENET_V2), image_store=f"s3://{BUCKET}/cam 1/,s3://{BUCKET}/cam 2/")
+    server = start_server(
+        "TFLiteServer",
+        env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": url},
+        model_uri=str(MOBILENET_V2),
+        image_store=f"s3://{BUCKET}/cam 1/,s3://{BUCKET}/cam 2/",
+    )
     yield server, recorder, url
     recorder.shutdown()
 
 
-@pytest.mark.parametrize("uri", [
-    f"s3://{BUCKET}/private/parrot.jpg",  # same bucket, outside the prefix
-    f"s3://{BUCKET}/cam 1/../private/parrot.jpg",  # climbing out of it
-    f"s3://{BUCKET}/cam 10/parrot.jpg",  # a prefix of the prefix's name is not inside it
-    "s3://other-bucket/cam 1/parrot.jpg",  # another bucket
-    "s3://127.0.0.1:9000/cam 1/parrot.jpg",  # a host in the bucket's place
-    "http://{recorder}/cam 1/parrot.jpg",  # another scheme, a reachable host
-    "http://169.254.169.254/latest/meta-data/",  # link-local (cloud metadata)
-    "file:///etc/passwd",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"s3://{BUCKET}/private/parrot.jpg",  # same bucket, outside the prefix
+        f"s3://{BUCKET}/cam 1/../private/parrot.jpg",  # climbing out of it
+        f"s3://{BUCKET}/cam 10/parrot.jpg",  # a prefix of the prefix's name is not inside it
+        "s3://other-bucket/cam 1/parrot.jpg",  # another bucket
+        "s3://127.0.0.1:9000/cam 1/parrot.jpg",  # a host in the bucket's place
+        "http://{recorder}/cam 1/parrot.jpg",  # another scheme, a reachable host
+        "http://169.254.169.254/latest/meta-data/",  # link-local (cloud metadata)
+        "file:///etc/passwd",
+    ],
+)
 def test_uris_outside_image_store_are_refused_before_any_request(guarded, uri):
     server, recorder, url = guarded
     uri = uri.replace("{recorder}", url.removeprefix("http://"))
-    for body in ({"jsonData": {"image_uri": uri}}, {"Records": [record("cam 1/cat.bmp"), {**record("x"), "s3": {
-            "bucket": {"name": uri.split("/")[2]}, "object": {"key": quote_plus("/".join(uri.split("/")[3:]))}}}]}):
+    for body in (
+        {"jsonData": {"image_uri": uri}},
+        {
+            "Records": [
+                record("cam 1/cat.bmp"),
+                {
+                    **record("x"),
+                    "s3": {
+                        "bucket": {"name": uri.split("/")[2]},
+                        "object": {"key": quote_plus("/".join(uri.split("/")[3:]))},
+                    },
+                },
+            ]
+        },
+    ):
         response = server.rest(body)
         assert response.status_code in (400, 403), response.text
         assert "image_store" in response.json()["status"]["info"] or "s3://" in response.json()["status"]["info"]
@@ -190,10 +237,20 @@ def _prometheus(server, name: str) -> float:
 
 
 def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_server, s3):
-    server = start_server("TFLiteServer", env=s3.env, model_uri=str(MOBILENET_V2), confidence_threshold=0.999,
-                          metrics_interval=0.0, uncertain_store="s3://retraining/uncertain/")
-    reply = server.rest_ok({"binData": base64.b64encode(image_bytes("cat.bmp")).decode(),
-                            "meta": {"tags": {"camera": "dock-3", "request_id": "frame-0042"}}})
+    server = start_server(
+        "TFLiteServer",
+        env=s3.env,
+        model_uri=str(MOBILENET_V2),
+        confidence_threshold=0.999,
+        metrics_interval=0.0,
+        uncertain_store="s3://retraining/uncertain/",
+    )
+    reply = server.rest_ok(
+        {
+            "binData": base64.b64encode(image_bytes("cat.bmp")).decode(),
+            "meta": {"tags": {"camera": "dock-3", "request_id": "frame-0042"}},
+        }
+    )
     assert reply["meta"]["tags"]["uncertain"] is True
     stored = _wait_for(lambda: len(_objects(s3, "uncertain/")) == 2 and _objects(s3, "uncertain/"))
     (image_key,) = [k for k in stored if k.endswith(".bmp")]
@@ -208,8 +265,15 @@ def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_se
 
 
 def test_a_dead_store_never_slows_predictions_and_uploads_resume_when_it_is_back(start_server, s3):
-    server = start_server("TFLiteServer", env=s3.env, model_uri=str(MOBILENET_V2), confidence_threshold=0.999,
-                          metrics_interval=0.0, uncertain_store="s3://retraining/outage/", uncertain_queue_size=2)
+    server = start_server(
+        "TFLiteServer",
+        env=s3.env,
+        model_uri=str(MOBILENET_V2),
+        confidence_threshold=0.999,
+        metrics_interval=0.0,
+        uncertain_store="s3://retraining/outage/",
+        uncertain_queue_size=2,
+    )
     with s3.outage():
         frames = [image_bytes(n) for n in ("cat.bmp", "bird.bmp") * 10]
         with ThreadPoolExecutor(2) as pool:  # every prediction answered while uploads cannot go anywhere

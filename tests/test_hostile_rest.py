@@ -11,9 +11,6 @@ import time
 
 import pytest
 import requests
-from harness import listening_hosts
-
-from conftest import MOBILENET_V2, ModelServer
 
 from bench.hostile import (
     CHART_ENV,
@@ -31,6 +28,9 @@ from bench.hostile import (
     predict,
     raw_request,
 )
+
+from conftest import MOBILENET_V2, ModelServer
+from harness import listening_hosts
 
 PREDICT = "/api/v1.0/predictions"
 LIMIT = 16 << 20  # max_request_bytes' default
@@ -137,8 +137,9 @@ def _oversize(kind: str):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["json content-length 300 MB", "json chunked 300 MB", "multipart 150 MB",
-                                  "curl-style Expect: 100-continue"])
+@pytest.mark.parametrize(
+    "kind", ["json content-length 300 MB", "json chunked 300 MB", "multipart 150 MB", "curl-style Expect: 100-continue"]
+)
 def test_an_oversize_body_answers_413_without_being_kept(chart_server, body, kind):
     head, chunks, what = _oversize(kind)
     with PeakPss(chart_server.proc.pid) as memory:
@@ -197,10 +198,22 @@ def test_a_multipart_image_is_parsed_in_memory_not_spooled_to_tmp():
 
     content_type, data = multipart_fields({})
     part = b"\xff" * (4 << 20)
-    data = (b"--%s\r\nContent-Disposition: form-data; name=\"binData\"; filename=\"x.jpg\"\r\n\r\n" % content_type.split("=")[1].encode()
-            + part + b"\r\n" + data)
-    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(data)),
-               "wsgi.input": io.BytesIO(data), "SERVER_NAME": "x", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    data = (
+        b'--%s\r\nContent-Disposition: form-data; name="binData"; filename="x.jpg"\r\n\r\n'
+        % content_type.split("=")[1].encode()
+        + part
+        + b"\r\n"
+        + data
+    )
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(data)),
+        "wsgi.input": io.BytesIO(data),
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+    }
     stream = LimitedRequest(environ).files["binData"].stream
     assert isinstance(stream, io.BytesIO) and stream.getbuffer().nbytes == len(part)
 
@@ -208,7 +221,9 @@ def test_a_multipart_image_is_parsed_in_memory_not_spooled_to_tmp():
 def test_a_multipart_jpeg_upload_still_predicts(chart_server):
     from conftest import image_bytes
 
-    reply = requests.post(chart_server.url + PREDICT, files={"binData": ("parrot.jpg", image_bytes("parrot.jpg"))}, timeout=30)
+    reply = requests.post(
+        chart_server.url + PREDICT, files={"binData": ("parrot.jpg", image_bytes("parrot.jpg"))}, timeout=30
+    )
     assert reply.status_code == 200, reply.text
     assert reply.json()["jsonData"][0]["label"] == "macaw"
 
@@ -218,8 +233,12 @@ def test_a_multipart_jpeg_upload_still_predicts(chart_server):
 
 def test_cors_is_off_by_default(chart_server):
     for method in ("GET", "OPTIONS"):
-        reply = requests.request(method, chart_server.url + "/health/ping", timeout=10,
-                                 headers={"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"})
+        reply = requests.request(
+            method,
+            chart_server.url + "/health/ping",
+            timeout=10,
+            headers={"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"},
+        )
         assert "Access-Control-Allow-Origin" not in reply.headers, reply.headers
 
 
@@ -234,8 +253,13 @@ def _on_loopback_only(port: int) -> bool:
 def test_bind_address_and_cors_origins():
     """bind_address=127.0.0.1 (without the tests' loopback shim) puts REST and metrics on loopback only;
     cors_origins lets just the listed origins through."""
-    server = RestOnlyServer("TFLiteServer", {**CHART_ENV, "PYTHONPATH": ""}, model_uri=str(MOBILENET_V2),
-                            bind_address="127.0.0.1", cors_origins="http://camera.example").start()
+    server = RestOnlyServer(
+        "TFLiteServer",
+        {**CHART_ENV, "PYTHONPATH": ""},
+        model_uri=str(MOBILENET_V2),
+        bind_address="127.0.0.1",
+        cors_origins="http://camera.example",
+    ).start()
     try:
         assert _on_loopback_only(server.http_port), listening_hosts(server.http_port)
         assert _on_loopback_only(server.metrics_port), listening_hosts(server.metrics_port)
@@ -265,11 +289,24 @@ def _multipart_request(data: bytes, boundary: bytes = b"xyzboundary"):
 
     seldon_compat.install()  # what the component does in the server's main process
 
-    body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"binData\"; filename=\"a\"\r\n\r\n"
-            + data + b"\r\n--" + boundary + b"--\r\n")
-    environ = {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "multipart/form-data; boundary=" + boundary.decode(),
-               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "SERVER_NAME": "x",
-               "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    body = (
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="binData"; filename="a"\r\n\r\n'
+        + data
+        + b"\r\n--"
+        + boundary
+        + b"--\r\n"
+    )
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": "multipart/form-data; boundary=" + boundary.decode(),
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+    }
     return LimitedRequest(environ)
 
 
@@ -314,12 +351,24 @@ def test_make_serve_puts_rest_grpc_and_metrics_on_loopback():
     from bench.launcher import ROOT, free_port, stop_process_group
 
     rest, grpc_port, metrics = free_port(), free_port(), free_port()
-    dry = subprocess.run(["make", "-n", "serve", f"REST_PORT={rest}", f"GRPC_PORT={grpc_port}", f"METRICS_PORT={metrics}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
-    command = dry[dry.index("PREDICTIVE_UNIT_PARAMETERS="):]
+    dry = subprocess.run(
+        ["make", "-n", "serve", f"REST_PORT={rest}", f"GRPC_PORT={grpc_port}", f"METRICS_PORT={metrics}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    command = dry[dry.index("PREDICTIVE_UNIT_PARAMETERS=") :]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no loopback shim: the real binding
-    proc = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while ping(rest, timeout=1) != 200 or not listening_hosts(grpc_port):

@@ -14,13 +14,14 @@ import base64
 import grpc
 import numpy as np
 import pytest
-from conftest import MOBILENET_V2, ModelServer, image_bytes
 from seldon_core.proto import prediction_pb2
 
 from bench.hostile import PeakPss
 from bench.image_bombs import bmp_header, jpeg_bomb, png_bomb
 from edgeservers.errors import BadRequest, ModelLoadError, TooLarge
 from edgeservers.images import check_opencv_cap, decode_image, image_header
+
+from conftest import MOBILENET_V2, ModelServer, image_bytes
 
 MAX_GROWTH_MB = 100
 
@@ -32,7 +33,8 @@ def b64(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def server(start_server) -> ModelServer:
     return start_server(
-        "TFLiteServer", env={"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1", "GRPC_WORKERS": "1"},
+        "TFLiteServer",
+        env={"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1", "GRPC_WORKERS": "1"},
         model_uri=str(MOBILENET_V2),
     )
 
@@ -45,7 +47,10 @@ def _next_prediction_succeeds(server: ModelServer) -> None:
 
 # name -> (encoded image, words the answer must contain)
 BOMBS = {
-    "335-byte 10000 x 10000 JPEG": (lambda: jpeg_bomb(10000, 10000), ["binData is a 10000 x 10000 JPEG (100,000,000 pixels)"]),
+    "335-byte 10000 x 10000 JPEG": (
+        lambda: jpeg_bomb(10000, 10000),
+        ["binData is a 10000 x 10000 JPEG (100,000,000 pixels)"],
+    ),
     "20000 x 20000 PNG": (lambda: png_bomb(20000, 20000), ["binData is a 20000 x 20000 PNG (400,000,000 pixels)"]),
     "60000 x 60000 JPEG": (lambda: jpeg_bomb(60000, 60000), ["60000 x 60000 JPEG"]),
     "20000 x 20000 BMP header": (lambda: bmp_header(20000, 20000), ["20000 x 20000 BMP"]),
@@ -65,7 +70,9 @@ def test_image_bomb_is_refused_from_its_header_before_decoding(server, bomb, how
                 server.grpc(prediction_pb2.SeldonMessage(binData=data))
             status, info = error.value.code(), error.value.details()
         else:
-            kwargs = {"files": {"binData": ("bomb", data)}} if how == "REST multipart" else {"json": {"binData": b64(data)}}
+            kwargs = (
+                {"files": {"binData": ("bomb", data)}} if how == "REST multipart" else {"json": {"binData": b64(data)}}
+            )
             response = server.rest(**kwargs)
             status, info = response.status_code, response.json()["status"]["info"]
     if how == "gRPC binData":
@@ -108,7 +115,9 @@ def test_grpc_accepts_messages_up_to_max_request_bytes_not_grpcs_4_mib():
     noise = np.random.default_rng(0).integers(0, 256, (1600, 1800, 3), dtype=np.uint8)
     png = cv2.imencode(".png", noise, [cv2.IMWRITE_PNG_COMPRESSION, 0])[1].tobytes()
     assert 5 << 20 < len(png) < 16 << 20
-    server = ModelServer("TFLiteServer", env={"GRPC_WORKERS": "1"}, model_uri=str(MOBILENET_V2), max_request_bytes=12 << 20).start()
+    server = ModelServer(
+        "TFLiteServer", env={"GRPC_WORKERS": "1"}, model_uri=str(MOBILENET_V2), max_request_bytes=12 << 20
+    ).start()
     try:
         reply = server.grpc(prediction_pb2.SeldonMessage(binData=png))
         assert reply.jsonData.list_value.values[0].struct_value.fields["label"].string_value
@@ -150,11 +159,15 @@ def _listening_hosts(port: int) -> set[str]:
 
 
 def test_grpc_reflection_on_request_and_grpc_bound_to_the_chosen_address():
-    server = ModelServer("TFLiteServer", model_uri=str(MOBILENET_V2), grpc_reflection=True, bind_address="127.0.0.1").start()
+    server = ModelServer(
+        "TFLiteServer", model_uri=str(MOBILENET_V2), grpc_reflection=True, bind_address="127.0.0.1"
+    ).start()
     try:
         assert "seldon.protos.Model" in _reflected_services(server.channel())
         hosts = _listening_hosts(server.grpc_port)
-        assert hosts and hosts <= {"0100007F", "0000000000000000FFFF00000100007F"}, hosts  # 127.0.0.1 (or as IPv4-mapped IPv6)
+        assert hosts and hosts <= {"0100007F", "0000000000000000FFFF00000100007F"}, (
+            hosts
+        )  # 127.0.0.1 (or as IPv4-mapped IPv6)
     finally:
         server.stop()
 
@@ -183,7 +196,9 @@ def test_headers_of_jpeg_png_and_bmp_are_read_without_decoding():
 
 
 def test_a_max_image_pixels_over_opencvs_own_cap_stops_the_server_at_start():
-    with pytest.raises(ModelLoadError, match="max_image_pixels=50000000 exceeds .* OPENCV_IO_MAX_IMAGE_PIXELS=40000000"):
+    with pytest.raises(
+        ModelLoadError, match="max_image_pixels=50000000 exceeds .* OPENCV_IO_MAX_IMAGE_PIXELS=40000000"
+    ):
         check_opencv_cap(50_000_000)
     check_opencv_cap(40_000_000)
 

@@ -27,20 +27,23 @@ from contextlib import closing
 from pathlib import Path
 
 import jsonschema
-import k8s_validation as kv
 import pytest
 import requests
 import yaml
-from test_contract import PYTHON, Volumes, model_site  # noqa: F401 (model_site: a fixture)
 from test_oip import TritonClient, call, ok, output
 
 from bench.launcher import free_port, stop_process_group
 
+import k8s_validation as kv
+from test_contract import PYTHON, Volumes, model_site  # noqa: F401 (model_site: a fixture)
+
 ROOT = kv.ROOT
 KSERVE = ROOT / "charts" / "kserve"
 CRDS = ROOT / "tests" / "k8s" / "kserve"
-RUNTIMES = {"edgeservers-tflite": KSERVE / "clusterservingruntime-tflite.yaml",
-            "edgeservers-openvino": KSERVE / "clusterservingruntime-openvino.yaml"}
+RUNTIMES = {
+    "edgeservers-tflite": KSERVE / "clusterservingruntime-tflite.yaml",
+    "edgeservers-openvino": KSERVE / "clusterservingruntime-openvino.yaml",
+}
 FACE_MASK = KSERVE / "face-mask-raspberry.yaml"
 HTTP_PORT, GRPC_PORT = 8080, 8081
 MODEL_DIR = "/mnt/models"
@@ -59,14 +62,20 @@ def validator(crd_file: str, version: str) -> jsonschema.Draft4Validator:
 
 def schema_errors(doc: dict) -> list[str]:
     kinds = {
-        ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"): ("serving.kserve.io_clusterservingruntimes.yaml", "v1alpha1"),
+        ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"): (
+            "serving.kserve.io_clusterservingruntimes.yaml",
+            "v1alpha1",
+        ),
         ("serving.kserve.io/v1alpha1", "ServingRuntime"): ("serving.kserve.io_servingruntimes.yaml", "v1alpha1"),
         ("serving.kserve.io/v1beta1", "InferenceService"): ("serving.kserve.io_inferenceservices.yaml", "v1beta1"),
     }
     key = (doc.get("apiVersion"), doc.get("kind"))
     if key not in kinds:
         return [f"(root): not a KServe kind this test knows: {key}"]
-    errors = sorted(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in validator(*kinds[key]).iter_errors(doc))
+    errors = sorted(
+        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+        for e in validator(*kinds[key]).iter_errors(doc)
+    )
     return errors + [f"metadata/name: {m}" for m in kv._dns_errors(doc["metadata"].get("name", ""), 63)]
 
 
@@ -86,11 +95,21 @@ def kserve_pod(isvc: dict, runtime: dict) -> dict:
     model = predictor.pop("model")
     spec = copy.deepcopy(runtime["spec"])
     (container,) = [c for c in spec["containers"] if c["name"] == "kserve-container"]
-    for field in ("image", "imagePullPolicy", "resources", "securityContext", "readinessProbe", "livenessProbe", "command"):
+    for field in (
+        "image",
+        "imagePullPolicy",
+        "resources",
+        "securityContext",
+        "readinessProbe",
+        "livenessProbe",
+        "command",
+    ):
         if field in model:
             container[field] = model[field]
     container["env"] = _merge_by(container.get("env") or [], model.get("env") or [], "name")
-    container["volumeMounts"] = _merge_by(container.get("volumeMounts") or [], model.get("volumeMounts") or [], "mountPath")
+    container["volumeMounts"] = _merge_by(
+        container.get("volumeMounts") or [], model.get("volumeMounts") or [], "mountPath"
+    )
     container["args"] = (container.get("args") or []) + (model.get("args") or [])
     if not container["args"]:
         del container["args"]
@@ -108,7 +127,12 @@ def kserve_pod(isvc: dict, runtime: dict) -> dict:
             pod_spec[field] = value
     if not pod_spec["initContainers"]:
         del pod_spec["initContainers"]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{isvc['metadata']['name']}-predictor"}, "spec": pod_spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{isvc['metadata']['name']}-predictor"},
+        "spec": pod_spec,
+    }
 
 
 # --- schema and KServe-convention checks ---------------------------------------------------------------------
@@ -143,7 +167,9 @@ def test_runtimes_follow_kserves_conventions(name):
     ports = {p["containerPort"]: p.get("name") for p in container["ports"]}
     assert ports == {HTTP_PORT: "http1", GRPC_PORT: "h2c"}
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["PREDICTIVE_UNIT_HTTP_SERVICE_PORT"] == str(HTTP_PORT) and env["PREDICTIVE_UNIT_GRPC_SERVICE_PORT"] == str(GRPC_PORT)
+    assert env["PREDICTIVE_UNIT_HTTP_SERVICE_PORT"] == str(HTTP_PORT) and env[
+        "PREDICTIVE_UNIT_GRPC_SERVICE_PORT"
+    ] == str(GRPC_PORT)
     assert env["MODEL_NAME"] == ("TFLiteServer" if name.endswith("tflite") else "OpenVINOServer")
     assert int(env["GRPC_WORKERS"]) >= 1
     parameters = {p["name"]: p["value"] for p in json.loads(env["PREDICTIVE_UNIT_PARAMETERS"])}
@@ -178,7 +204,10 @@ def test_the_pod_kserve_builds_is_a_valid_pod(runtime_name):
     pod = kserve_pod(isvc, load(RUNTIMES[runtime_name]))
     assert kv.pod_errors(pod) == []
     (container,) = pod["spec"]["containers"]
-    parameters = {p["name"]: p["value"] for p in json.loads({e["name"]: e["value"] for e in container["env"]}["PREDICTIVE_UNIT_PARAMETERS"])}
+    parameters = {
+        p["name"]: p["value"]
+        for p in json.loads({e["name"]: e["value"] for e in container["env"]}["PREDICTIVE_UNIT_PARAMETERS"])
+    }
     assert parameters["model_name"] == "face-mask" and parameters["model_uri"] == MODEL_DIR
     assert {m["mountPath"] for m in container["volumeMounts"]} == {MODEL_DIR, "/tmp"}
 
@@ -203,10 +232,14 @@ def kserve_run(tmp_path, model_site):  # noqa: F811 (the imported fixture)
     volumes = Volumes(spec, tmp_path / "volumes")
     (init,) = spec["initContainers"]
     url = init["args"][0]
-    args = [model_site.url(url.rsplit('/', 1)[-1]), volumes.host_path(init, init["args"][1])]
+    args = [model_site.url(url.rsplit("/", 1)[-1]), volumes.host_path(init, init["args"][1])]
     tmp = volumes.host_path(init, "/tmp")
     result = subprocess.run(
-        [str(PYTHON), "-m", "edgeservers.storage", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [str(PYTHON), "-m", "edgeservers.storage", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": os.environ["PATH"], "HOME": tmp, "TMPDIR": tmp, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
@@ -225,16 +258,32 @@ def kserve_run(tmp_path, model_site):  # noqa: F811 (the imported fixture)
     env["PREDICTIVE_UNIT_PARAMETERS"] = json.dumps(parameters)
     tmp = volumes.host_path(container, "/tmp")
     process_env = {
-        "PATH": f"{PYTHON.parent}{os.pathsep}{os.environ['PATH']}", "LANG": "C.UTF-8", "HOME": tmp, "TMPDIR": tmp,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "loopback"), str(ROOT)]), **env,
+        "PATH": f"{PYTHON.parent}{os.pathsep}{os.environ['PATH']}",
+        "LANG": "C.UTF-8",
+        "HOME": tmp,
+        "TMPDIR": tmp,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "loopback"), str(ROOT)]),
+        **env,
     }
     # The image's ENTRYPOINT (tini aside) with the container's args, from its WORKDIR (here: the checkout).
     proc = subprocess.Popen(
-        ["sh", str(ROOT / "docker" / "entrypoint.sh"), *(container.get("args") or [])], cwd=ROOT, env=process_env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        ["sh", str(ROOT / "docker" / "entrypoint.sh"), *(container.get("args") or [])],
+        cwd=ROOT,
+        env=process_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
-    server = type("Run", (), {"http_port": http_port, "grpc_port": grpc_port, "url": f"http://127.0.0.1:{http_port}",
-                              "model_dir": Path(volumes.host_path(container, MODEL_DIR))})()
+    server = type(
+        "Run",
+        (),
+        {
+            "http_port": http_port,
+            "grpc_port": grpc_port,
+            "url": f"http://127.0.0.1:{http_port}",
+            "model_dir": Path(volumes.host_path(container, MODEL_DIR)),
+        },
+    )()
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -257,14 +306,16 @@ def test_the_kserve_pod_answers_oip_with_the_triton_client(kserve_run, tmp_path)
     assert [f.name for f in kserve_run.model_dir.iterdir()] == ["face_mask_detection.tflite"]
     triton = TritonClient(tmp_path)
     photo = [{"name": "data_1", "datatype": "BYTES", "files": [str(ROOT / "images" / "face_mask_demo.jpg")]}]
-    results = triton.run([
-        call(kserve_run, "http", "live"),
-        call(kserve_run, "grpc", "ready"),
-        call(kserve_run, "http", "model_ready", "face-mask"),
-        call(kserve_run, "grpc", "metadata", "face-mask"),
-        call(kserve_run, "http", "infer", "face-mask", inputs=photo, outputs=[{"name": "answer"}]),
-        call(kserve_run, "grpc", "infer", "face-mask", inputs=photo, outputs=[{"name": "answer"}]),
-    ])
+    results = triton.run(
+        [
+            call(kserve_run, "http", "live"),
+            call(kserve_run, "grpc", "ready"),
+            call(kserve_run, "http", "model_ready", "face-mask"),
+            call(kserve_run, "grpc", "metadata", "face-mask"),
+            call(kserve_run, "http", "infer", "face-mask", inputs=photo, outputs=[{"name": "answer"}]),
+            call(kserve_run, "grpc", "infer", "face-mask", inputs=photo, outputs=[{"name": "answer"}]),
+        ]
+    )
     live, ready, model_ready, meta = (ok(r[0]) for r in results[:4])
     assert live is True and ready is True and model_ready is True
     assert meta["name"] == "face-mask" and meta["platform"] == "tflite"

@@ -15,10 +15,11 @@ import re
 
 import pytest
 import requests
-from conftest import MOBILENET_V2, image_bytes
 from seldon_core.proto import prediction_pb2
 
 from bench.memory import measure
+
+from conftest import MOBILENET_V2, image_bytes
 
 # The goal is 150 MB for both. GUNICORN_THREADS=8 is above it (155 MB measured: two interpreters,
 # eight threads, and gunicorn's REST arbiter as a process of its own); its limit here guards the cuts made.

@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from seldon_core.proto import prediction_pb2
+
+from edgeservers.codecs import tensor_from_tf, tensor_to_tf
+
 from conftest import (
     FACE_MASK,
     IMAGES,
@@ -29,9 +33,6 @@ from conftest import (
     plain_image_tensor,
     plain_outputs,
 )
-from seldon_core.proto import prediction_pb2
-
-from edgeservers.codecs import tensor_from_tf, tensor_to_tf
 
 CLIENT_PYTHON = Path(os.environ.get("OIP_CLIENT_PYTHON") or ROOT / ".venv-client" / "bin" / "python")
 CLIENT = ROOT / "tests" / "oip_client.py"
@@ -45,7 +46,9 @@ class TritonClient:
 
     def __init__(self, tmp: Path):
         if not CLIENT_PYTHON.exists():
-            pytest.fail(f"{CLIENT_PYTHON} missing: run `make client-venv` (tritonclient in its own venv)", pytrace=False)
+            pytest.fail(
+                f"{CLIENT_PYTHON} missing: run `make client-venv` (tritonclient in its own venv)", pytrace=False
+            )
         self.tmp = tmp
         self.count = 0
 
@@ -68,7 +71,9 @@ class TritonClient:
         (work / "plan.json").write_text(json.dumps({"calls": calls, "parallel": parallel}))
         done = subprocess.run(
             [str(CLIENT_PYTHON), str(CLIENT), str(work / "plan.json"), str(work / "results.json")],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads((work / "results.json").read_text())
@@ -115,13 +120,15 @@ def random_uint8(seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_live_ready_and_metadata(mobilenet, triton, protocol):
-    results = triton.run([
-        call(mobilenet, protocol, "live"),
-        call(mobilenet, protocol, "ready"),
-        call(mobilenet, protocol, "model_ready", MOBILENET_NAME),
-        call(mobilenet, protocol, "server_metadata"),
-        call(mobilenet, protocol, "metadata", MOBILENET_NAME),
-    ])
+    results = triton.run(
+        [
+            call(mobilenet, protocol, "live"),
+            call(mobilenet, protocol, "ready"),
+            call(mobilenet, protocol, "model_ready", MOBILENET_NAME),
+            call(mobilenet, protocol, "server_metadata"),
+            call(mobilenet, protocol, "metadata", MOBILENET_NAME),
+        ]
+    )
     live, ready, model_ready, server, meta = (ok(r[0]) for r in results)
     assert live is True and ready is True and model_ready is True
     assert server["name"] == "edgeservers"
@@ -147,14 +154,16 @@ def test_metadata_over_plain_rest_with_curl_paths(mobilenet):
 
 
 def test_model_name_and_version_parameters(openvino, triton):
-    results = triton.run([
-        call(openvino, "http", "metadata", "classifier"),
-        call(openvino, "grpc", "metadata", "classifier", version="2"),
-        call(openvino, "http", "model_ready", "classifier", version="2"),
-        call(openvino, "http", "metadata", "classifier", version="3"),
-        call(openvino, "grpc", "metadata", "classifier", version="3"),
-        call(openvino, "grpc", "metadata", MOBILENET_NAME),
-    ])
+    results = triton.run(
+        [
+            call(openvino, "http", "metadata", "classifier"),
+            call(openvino, "grpc", "metadata", "classifier", version="2"),
+            call(openvino, "http", "model_ready", "classifier", version="2"),
+            call(openvino, "http", "metadata", "classifier", version="3"),
+            call(openvino, "grpc", "metadata", "classifier", version="3"),
+            call(openvino, "grpc", "metadata", MOBILENET_NAME),
+        ]
+    )
     http_meta, grpc_meta, ready = (ok(r[0]) for r in results[:3])
     for meta in (http_meta, grpc_meta):
         assert meta["name"] == "classifier" and meta["versions"] == ["2"] and meta["platform"] == "openvino"
@@ -172,12 +181,21 @@ def test_tensors_json_binary_and_grpc_raw_are_bit_exact(mobilenet, triton):
     tensor = random_uint8(1)
     expected = plain_outputs(MOBILENET_V2, tensor)[MOBILENET_OUTPUT]
     inputs = [{"name": "input", "datatype": "UINT8", "npy": triton.npy(tensor)}]
-    results = triton.run([
-        call(mobilenet, "http", "infer", MOBILENET_NAME, inputs=inputs, binary=True),  # binary in, binary out
-        call(mobilenet, "http", "infer", MOBILENET_NAME, inputs=inputs, binary=False,  # JSON in, JSON out
-             outputs=[{"name": MOBILENET_OUTPUT, "binary": False}]),
-        call(mobilenet, "grpc", "infer", MOBILENET_NAME, inputs=inputs),  # raw_input_contents
-    ])
+    results = triton.run(
+        [
+            call(mobilenet, "http", "infer", MOBILENET_NAME, inputs=inputs, binary=True),  # binary in, binary out
+            call(
+                mobilenet,
+                "http",
+                "infer",
+                MOBILENET_NAME,
+                inputs=inputs,
+                binary=False,  # JSON in, JSON out
+                outputs=[{"name": MOBILENET_OUTPUT, "binary": False}],
+            ),
+            call(mobilenet, "grpc", "infer", MOBILENET_NAME, inputs=inputs),  # raw_input_contents
+        ]
+    )
     for result in results:
         value = ok(result[0])
         assert list(value["outputs"]) == [MOBILENET_OUTPUT]  # tensors in: raw outputs, no answer unless asked
@@ -191,12 +209,14 @@ def test_float_model_several_outputs_and_output_selection(face_mask, triton):
     expected = plain_outputs(FACE_MASK, tensor)
     inputs = [{"name": "data_1", "datatype": "FP32", "npy": triton.npy(tensor)}]
     one = sorted(expected)[0]
-    results = triton.run([
-        call(face_mask, "http", "infer", FACE_MASK_NAME, inputs=inputs),
-        call(face_mask, "grpc", "infer", FACE_MASK_NAME, inputs=inputs),
-        call(face_mask, "http", "infer", FACE_MASK_NAME, inputs=inputs, outputs=[{"name": one}]),
-        call(face_mask, "grpc", "infer", FACE_MASK_NAME, inputs=inputs, outputs=[{"name": one}]),
-    ])
+    results = triton.run(
+        [
+            call(face_mask, "http", "infer", FACE_MASK_NAME, inputs=inputs),
+            call(face_mask, "grpc", "infer", FACE_MASK_NAME, inputs=inputs),
+            call(face_mask, "http", "infer", FACE_MASK_NAME, inputs=inputs, outputs=[{"name": one}]),
+            call(face_mask, "grpc", "infer", FACE_MASK_NAME, inputs=inputs, outputs=[{"name": one}]),
+        ]
+    )
     for result in results[:2]:
         value = ok(result[0])
         # postprocess=detection is set explicitly, so tensors get the answer too (as in v1)
@@ -215,10 +235,12 @@ def test_tensor_input_matches_the_v1_tftensor_answer_on_openvino(openvino, trito
     message.data.tftensor.CopyFrom(tensor_to_tf(tensor))
     expected = tensor_from_tf(openvino.grpc(message).data.tftensor)
     inputs = [{"name": "input", "datatype": "UINT8", "npy": triton.npy(tensor)}]
-    for result in triton.run([
-        call(openvino, "http", "infer", "classifier", version="2", inputs=inputs),
-        call(openvino, "grpc", "infer", "classifier", inputs=inputs),
-    ]):
+    for result in triton.run(
+        [
+            call(openvino, "http", "infer", "classifier", version="2", inputs=inputs),
+            call(openvino, "grpc", "infer", "classifier", inputs=inputs),
+        ]
+    ):
         np.testing.assert_array_equal(output(ok(result[0]), MOBILENET_OUTPUT), expected)
 
 
@@ -232,12 +254,14 @@ def test_image_as_bytes_with_class_count_gives_the_interpreters_top_label(mobile
     names = labels(MOBILENET_V2)
     inputs = [{"name": "input", "datatype": "BYTES", "files": [str(IMAGES / image)]}]
     outputs = [{"name": MOBILENET_OUTPUT, "class_count": 3}]
-    results = triton.run([
-        call(mobilenet, "http", "infer", MOBILENET_NAME, inputs=inputs, outputs=outputs),
-        call(mobilenet, "grpc", "infer", MOBILENET_NAME, inputs=inputs, outputs=outputs),
-        call(openvino, "http", "infer", "classifier", inputs=inputs, outputs=outputs),
-        call(openvino, "grpc", "infer", "classifier", inputs=inputs, outputs=outputs),
-    ])
+    results = triton.run(
+        [
+            call(mobilenet, "http", "infer", MOBILENET_NAME, inputs=inputs, outputs=outputs),
+            call(mobilenet, "grpc", "infer", MOBILENET_NAME, inputs=inputs, outputs=outputs),
+            call(openvino, "http", "infer", "classifier", inputs=inputs, outputs=outputs),
+            call(openvino, "grpc", "infer", "classifier", inputs=inputs, outputs=outputs),
+        ]
+    )
     for result in results:
         value = ok(result[0])
         entry = value["outputs"][MOBILENET_OUTPUT]
@@ -250,10 +274,12 @@ def test_image_as_bytes_with_class_count_gives_the_interpreters_top_label(mobile
 def test_image_default_outputs_include_the_post_processed_answer(mobilenet, face_mask, triton):
     parrot = [{"name": "input", "datatype": "BYTES", "files": [str(IMAGES / "parrot.jpg")]}]
     faces = [{"name": "data_1", "datatype": "BYTES", "files": [str(IMAGES / "face_mask_demo.jpg")]}]
-    results = triton.run([
-        call(mobilenet, "http", "infer", MOBILENET_NAME, inputs=parrot),
-        call(face_mask, "grpc", "infer", FACE_MASK_NAME, inputs=faces, outputs=[{"name": "answer"}]),
-    ])
+    results = triton.run(
+        [
+            call(mobilenet, "http", "infer", MOBILENET_NAME, inputs=parrot),
+            call(face_mask, "grpc", "infer", FACE_MASK_NAME, inputs=faces, outputs=[{"name": "answer"}]),
+        ]
+    )
     classified = ok(results[0][0])
     assert set(classified["outputs"]) == {MOBILENET_OUTPUT, "answer"}
     top = json.loads(output(classified, "answer")[0])
@@ -266,12 +292,17 @@ def test_image_default_outputs_include_the_post_processed_answer(mobilenet, face
 def test_binary_extension_by_hand_with_curl_style_request(mobilenet):
     """The wire format the README documents: header length, JSON header, 4-byte length + JPEG."""
     jpeg = image_bytes("parrot.jpg")
-    header = json.dumps({
-        "inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(jpeg) + 4}}],
-        "outputs": [{"name": MOBILENET_OUTPUT, "parameters": {"classification": 1, "binary_data": True}}],
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(jpeg) + 4}}
+            ],
+            "outputs": [{"name": MOBILENET_OUTPUT, "parameters": {"classification": 1, "binary_data": True}}],
+        }
+    ).encode()
     response = requests.post(
-        mobilenet.url + f"/v2/models/{MOBILENET_NAME}/infer", data=header + struct.pack("<I", len(jpeg)) + jpeg,
+        mobilenet.url + f"/v2/models/{MOBILENET_NAME}/infer",
+        data=header + struct.pack("<I", len(jpeg)) + jpeg,
         headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
         timeout=60,
     )
@@ -284,10 +315,16 @@ def test_binary_extension_by_hand_with_curl_style_request(mobilenet):
     (length,) = struct.unpack_from("<I", raw)
     assert raw[4 : 4 + length].decode().endswith(":89:macaw")
     # JSON only, with a base64 image ({"b64": ...}) and JSON outputs
-    response = requests.post(mobilenet.url + f"/v2/models/{MOBILENET_NAME}/infer", json={
-        "inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "data": [{"b64": base64.b64encode(jpeg).decode()}]}],
-        "outputs": [{"name": MOBILENET_OUTPUT, "parameters": {"classification": 1}}],
-    }, timeout=60)
+    response = requests.post(
+        mobilenet.url + f"/v2/models/{MOBILENET_NAME}/infer",
+        json={
+            "inputs": [
+                {"name": "input", "datatype": "BYTES", "shape": [1], "data": [{"b64": base64.b64encode(jpeg).decode()}]}
+            ],
+            "outputs": [{"name": MOBILENET_OUTPUT, "parameters": {"classification": 1}}],
+        },
+        timeout=60,
+    )
     assert response.json()["outputs"][0]["data"][0].endswith(":89:macaw")
 
 
@@ -299,28 +336,85 @@ def test_bad_inputs_answer_400_or_404_with_a_message_and_the_server_stays_up(mob
     good = random_uint8(2)
     bad, not_found = ("400", "404") if protocol == "http" else ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND")
     cases = [
-        ("wrong shape", MOBILENET_NAME, [{"name": "input", "datatype": "UINT8", "npy": triton.npy(good[:, :100])}], None,
-         bad, "expects shape [1, 224, 224, 3]"),
-        ("wrong datatype", MOBILENET_NAME, [{"name": "input", "datatype": "FP32", "npy": triton.npy(good.astype(np.float32))}], None,
-         bad, "expects datatype UINT8"),
-        ("unknown input", MOBILENET_NAME, [{"name": "pixels", "datatype": "UINT8", "npy": triton.npy(good)}], None,
-         bad, "unknown input 'pixels'"),
-        ("unknown model", "resnet50", [{"name": "input", "datatype": "UINT8", "npy": triton.npy(good)}], None,
-         not_found, "unknown model 'resnet50'"),
-        ("undecodable image", MOBILENET_NAME, [{"name": "input", "datatype": "BYTES", "files": [triton.file(b"not an image at all")]}], None,
-         bad, "not a decodable image"),
-        ("two images", MOBILENET_NAME, [{"name": "input", "datatype": "BYTES", "files": [str(IMAGES / "cat.bmp")] * 2}], None,
-         bad, "one encoded image per request"),
-        ("unknown output", MOBILENET_NAME, [{"name": "input", "datatype": "UINT8", "npy": triton.npy(good)}], [{"name": "logits"}],
-         bad, "unknown output 'logits'"),
+        (
+            "wrong shape",
+            MOBILENET_NAME,
+            [{"name": "input", "datatype": "UINT8", "npy": triton.npy(good[:, :100])}],
+            None,
+            bad,
+            "expects shape [1, 224, 224, 3]",
+        ),
+        (
+            "wrong datatype",
+            MOBILENET_NAME,
+            [{"name": "input", "datatype": "FP32", "npy": triton.npy(good.astype(np.float32))}],
+            None,
+            bad,
+            "expects datatype UINT8",
+        ),
+        (
+            "unknown input",
+            MOBILENET_NAME,
+            [{"name": "pixels", "datatype": "UINT8", "npy": triton.npy(good)}],
+            None,
+            bad,
+            "unknown input 'pixels'",
+        ),
+        (
+            "unknown model",
+            "resnet50",
+            [{"name": "input", "datatype": "UINT8", "npy": triton.npy(good)}],
+            None,
+            not_found,
+            "unknown model 'resnet50'",
+        ),
+        (
+            "undecodable image",
+            MOBILENET_NAME,
+            [{"name": "input", "datatype": "BYTES", "files": [triton.file(b"not an image at all")]}],
+            None,
+            bad,
+            "not a decodable image",
+        ),
+        (
+            "two images",
+            MOBILENET_NAME,
+            [{"name": "input", "datatype": "BYTES", "files": [str(IMAGES / "cat.bmp")] * 2}],
+            None,
+            bad,
+            "one encoded image per request",
+        ),
+        (
+            "unknown output",
+            MOBILENET_NAME,
+            [{"name": "input", "datatype": "UINT8", "npy": triton.npy(good)}],
+            [{"name": "logits"}],
+            bad,
+            "unknown output 'logits'",
+        ),
     ]
-    results = triton.run([call(mobilenet, protocol, "infer", model, inputs=inputs, outputs=outputs) for _, model, inputs, outputs, _, _ in cases])
+    results = triton.run(
+        [
+            call(mobilenet, protocol, "infer", model, inputs=inputs, outputs=outputs)
+            for _, model, inputs, outputs, _, _ in cases
+        ]
+    )
     for (what, *_, status, message), result in zip(cases, results, strict=True):
         assert not result[0]["ok"], what
         assert result[0]["status"] == status, (what, result)
         assert message in result[0]["message"], (what, result)
     assert mobilenet.alive()
-    value = ok(triton.one(call(mobilenet, protocol, "infer", MOBILENET_NAME, inputs=[{"name": "input", "datatype": "UINT8", "npy": triton.npy(good)}])))
+    value = ok(
+        triton.one(
+            call(
+                mobilenet,
+                protocol,
+                "infer",
+                MOBILENET_NAME,
+                inputs=[{"name": "input", "datatype": "UINT8", "npy": triton.npy(good)}],
+            )
+        )
+    )
     np.testing.assert_array_equal(output(value, MOBILENET_OUTPUT), plain_outputs(MOBILENET_V2, good)[MOBILENET_OUTPUT])
 
 
@@ -333,10 +427,30 @@ def _post(server, body: bytes, header_length: str | None) -> requests.Response:
 
 def test_malformed_binary_requests_answer_400(mobilenet):
     tensor = random_uint8(3).tobytes()
-    header = json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 224, 224, 3],
-                                     "parameters": {"binary_data_size": len(tensor)}}]}).encode()
-    short = json.dumps({"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 224, 224, 3],
-                                    "parameters": {"binary_data_size": 100}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "UINT8",
+                    "shape": [1, 224, 224, 3],
+                    "parameters": {"binary_data_size": len(tensor)},
+                }
+            ]
+        }
+    ).encode()
+    short = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "UINT8",
+                    "shape": [1, 224, 224, 3],
+                    "parameters": {"binary_data_size": 100},
+                }
+            ]
+        }
+    ).encode()
     cases = [
         ("header length not a number", header + tensor, "abc", "is not a byte count"),
         ("header length beyond the body", header + tensor, str(len(header) + len(tensor) + 1), "is not a byte count"),
@@ -347,9 +461,24 @@ def test_malformed_binary_requests_answer_400(mobilenet):
         ("binary data without the header", header + tensor, None, "must be a JSON inference request"),
         ("not JSON", b"\x00\x01garbage", None, "must be a JSON inference request"),
         ("no inputs", b'{"inputs": []}', None, '"inputs"'),
-        ("unknown datatype", b'{"inputs": [{"name": "input", "datatype": "FLOAT", "shape": [1], "data": [1]}]}', None, "not an OIP datatype"),
-        ("data count", b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [2], "data": [1]}]}', None, "1 values but shape [2] needs 2"),
-        ("uint8 out of range", b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1], "data": [300]}]}', None, "values from 0 to 255"),
+        (
+            "unknown datatype",
+            b'{"inputs": [{"name": "input", "datatype": "FLOAT", "shape": [1], "data": [1]}]}',
+            None,
+            "not an OIP datatype",
+        ),
+        (
+            "data count",
+            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [2], "data": [1]}]}',
+            None,
+            "1 values but shape [2] needs 2",
+        ),
+        (
+            "uint8 out of range",
+            b'{"inputs": [{"name": "input", "datatype": "UINT8", "shape": [1], "data": [300]}]}',
+            None,
+            "values from 0 to 255",
+        ),
     ]
     for what, body, length, message in cases:
         response = _post(mobilenet, body, length)
@@ -367,8 +496,14 @@ def test_eight_clients_mixing_v1_and_oip_get_the_sequential_answers(mobilenet, t
     image_answer = mobilenet.image("cat.bmp")["jsonData"]
     rounds = 6
     calls = [
-        call(mobilenet, protocol, "infer", MOBILENET_NAME, repeat=rounds,
-             inputs=[{"name": "input", "datatype": "UINT8", "npy": triton.npy(tensors[i])}])
+        call(
+            mobilenet,
+            protocol,
+            "infer",
+            MOBILENET_NAME,
+            repeat=rounds,
+            inputs=[{"name": "input", "datatype": "UINT8", "npy": triton.npy(tensors[i])}],
+        )
         for i, protocol in enumerate(["http", "grpc", "http", "grpc"])
     ]
     v1_results: list[list[Any]] = [[] for _ in range(4)]
@@ -409,7 +544,10 @@ def _prometheus_count(server, name: str) -> float:
 def test_confidence_threshold_marks_uncertain_answers_in_the_response_parameters(start_server):
     server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), confidence_threshold=0.999, model_name="m")
     jpeg = base64.b64encode(image_bytes("parrot.jpg")).decode()  # macaw at 0.996: below the threshold
-    body = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "data": [{"b64": jpeg}]}], "outputs": [{"name": "answer"}]}
+    body = {
+        "inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "data": [{"b64": jpeg}]}],
+        "outputs": [{"name": "answer"}],
+    }
     reply = requests.post(server.url + "/v2/models/m/infer", json=body, timeout=60).json()
     assert reply["parameters"] == {"uncertain": True}
 
@@ -417,10 +555,12 @@ def test_confidence_threshold_marks_uncertain_answers_in_the_response_parameters
 def test_oip_requests_reach_seldons_metrics(start_server, triton):
     server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), metrics_interval=0)
     inputs = [{"name": "input", "datatype": "UINT8", "npy": triton.npy(random_uint8(4))}]
-    for result in triton.run([
-        call(server, "http", "infer", MOBILENET_NAME, inputs=inputs, repeat=3),
-        call(server, "grpc", "infer", MOBILENET_NAME, inputs=inputs, repeat=2),
-    ]):
+    for result in triton.run(
+        [
+            call(server, "http", "infer", MOBILENET_NAME, inputs=inputs, repeat=3),
+            call(server, "grpc", "infer", MOBILENET_NAME, inputs=inputs, repeat=2),
+        ]
+    ):
         for r in result:
             ok(r)
     assert _prometheus_count(server, "edgeservers_inference_ms_count") == 5
@@ -435,8 +575,11 @@ def readme_examples() -> list[tuple[str, str]]:
     import re
 
     text = (ROOT / "README.md").read_text()
-    return [(code, out) for code, out in re.findall(r"```python\n((?:(?!```).)*?)```\n```text\n(.*?)```", text, re.S)
-            if "tritonclient" in code]
+    return [
+        (code, out)
+        for code, out in re.findall(r"```python\n((?:(?!```).)*?)```\n```text\n(.*?)```", text, re.S)
+        if "tritonclient" in code
+    ]
 
 
 def test_readme_tritonclient_examples_work_as_shown(mobilenet, tmp_path):
@@ -444,7 +587,9 @@ def test_readme_tritonclient_examples_work_as_shown(mobilenet, tmp_path):
     examples = readme_examples()
     assert len(examples) >= 2
     for i, (code, expected) in enumerate(examples):
-        code = code.replace("127.0.0.1:9000", f"127.0.0.1:{mobilenet.http_port}").replace("127.0.0.1:5000", f"127.0.0.1:{mobilenet.grpc_port}")
+        code = code.replace("127.0.0.1:9000", f"127.0.0.1:{mobilenet.http_port}").replace(
+            "127.0.0.1:5000", f"127.0.0.1:{mobilenet.grpc_port}"
+        )
         script = tmp_path / f"example{i}.py"
         script.write_text(code)
         done = subprocess.run([str(CLIENT_PYTHON), str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)

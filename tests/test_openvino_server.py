@@ -16,7 +16,8 @@ from seldon_core.proto import prediction_pb2
 from bench.precision import rounded_model_dir
 from edgeservers.codecs import tensor_from_tf, tensor_to_tf
 
-from conftest import FACE_MASK, IMAGES as IMAGES_DIR, MOBILENET_V2, plain_image_tensor, tflite_file
+from conftest import FACE_MASK, MOBILENET_V2, plain_image_tensor, tflite_file
+from conftest import IMAGES as IMAGES_DIR
 from test_startup_errors import start_and_fail
 
 IMAGES = ["parrot.jpg", "cat.bmp", "grace_hopper.bmp", "bird.bmp"]
@@ -52,7 +53,9 @@ def test_openvino_labels_match_tflite_for_the_tflite_file_and_the_ir(mobilenet_i
 
 def test_openvino_tensor_outputs_match_tflite(mobilenet_in_process, ov_tflite, ov_ir):
     tensor = plain_image_tensor(MOBILENET_V2, "cat.bmp")
-    expected = np.asarray(mobilenet_in_process.rest_ok({"data": {"ndarray": tensor.tolist()}})["data"]["ndarray"], np.float64)
+    expected = np.asarray(
+        mobilenet_in_process.rest_ok({"data": {"ndarray": tensor.tolist()}})["data"]["ndarray"], np.float64
+    )
     for server in (ov_tflite, ov_ir):
         got = np.asarray(server.rest_ok({"data": {"ndarray": tensor.tolist()}})["data"]["ndarray"], np.float64)
         assert got.shape == expected.shape
@@ -161,29 +164,41 @@ def test_metadata_says_which_precision_runs(ov_tflite, start_server):
 
 def test_auto_precision_stays_within_its_tolerance(mobilenet, face_mask, start_server):
     classifier = start_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision="auto")
-    detector = start_server("OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection", inference_precision="auto")
+    detector = start_server(
+        "OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection", inference_precision="auto"
+    )
     _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "f16"])
-def test_the_auto_tolerance_holds_for_bf16_and_f16_rounding(mobilenet, face_mask, start_server, tmp_path_factory, precision):
+def test_the_auto_tolerance_holds_for_bf16_and_f16_rounding(
+    mobilenet, face_mask, start_server, tmp_path_factory, precision
+):
     """On this CPU `auto` may be f32; models rounded to bf16 / f16 at every tensor show that the tolerance
     holds where it is not, and that it is needed (the rounded answers differ from f32 beyond its tolerance)."""
     classifier = start_server("OpenVINOServer", model_uri=str(_rounded_dir(MOBILENET_V2, tmp_path_factory, precision)))
-    detector = start_server("OpenVINOServer", model_uri=str(_rounded_dir(FACE_MASK, tmp_path_factory, precision)),
-                            postprocess="detection")
+    detector = start_server(
+        "OpenVINOServer", model_uri=str(_rounded_dir(FACE_MASK, tmp_path_factory, precision)), postprocess="detection"
+    )
     _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask)
-    differences = [abs(classifier.image(i)["jsonData"][0]["score"] - mobilenet.image(i)["jsonData"][0]["score"]) for i in IMAGES]
-    assert max(differences) > 0.03  # the f32 tolerance of test_openvino_labels_match_tflite_for_the_tflite_file_and_the_ir
+    differences = [
+        abs(classifier.image(i)["jsonData"][0]["score"] - mobilenet.image(i)["jsonData"][0]["score"]) for i in IMAGES
+    ]
+    assert (
+        max(differences) > 0.03
+    )  # the f32 tolerance of test_openvino_labels_match_tflite_for_the_tflite_file_and_the_ir
 
 
 @pytest.mark.parametrize("precision, capability", [("bf16", "BF16"), ("f16", "FP16")])
-def test_explicit_low_precision_runs_only_where_the_cpu_computes_in_it(mobilenet, face_mask, start_server, precision, capability):
+def test_explicit_low_precision_runs_only_where_the_cpu_computes_in_it(
+    mobilenet, face_mask, start_server, precision, capability
+):
     """OpenVINO would silently run f32 where the CPU lacks bf16 / f16: the server refuses instead."""
     if capability in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         classifier = start_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision=precision)
-        detector = start_server("OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection",
-                                inference_precision=precision)
+        detector = start_server(
+            "OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection", inference_precision=precision
+        )
         assert _metadata(classifier)["custom"]["inference_precision"] == precision
         _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask)
     else:

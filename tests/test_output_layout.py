@@ -64,8 +64,15 @@ def _image_input() -> tuple[ov.Node, list[ov.Output]]:
 
 
 def _serve(start_server, model_dir, **params) -> ModelServer:
-    return start_server("OpenVINOServer", model_uri=str(model_dir), postprocess="segmentation", channel_order="BGR",
-                        input_scale="0..255", return_mask=True, **params)
+    return start_server(
+        "OpenVINOServer",
+        model_uri=str(model_dir),
+        postprocess="segmentation",
+        channel_order="BGR",
+        input_scale="0..255",
+        return_mask=True,
+        **params,
+    )
 
 
 def _check(answer: dict, mask: np.ndarray) -> None:

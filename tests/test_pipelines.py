@@ -22,9 +22,11 @@ def _proto() -> str:
 
 def _fields(message: str) -> dict[str, str]:
     """JSON names of a proto3 message's fields (json_name where given, as eKuiper sends and reads them)."""
-    body = re.search(r"message %s \{(.*?)\n\}" % message, _proto(), re.S).group(1)
+    body = re.search(r"message " + message + r" \{(.*?)\n\}", _proto(), re.S).group(1)
     fields = {}
-    for kind, name, json_name in re.findall(r"^\s*(?:repeated )?(\w+) (\w+) = \d+(?: \[json_name = \"(\w+)\"\])?;", body, re.M):
+    for kind, name, json_name in re.findall(
+        r"^\s*(?:repeated )?(\w+) (\w+) = \d+(?: \[json_name = \"(\w+)\"\])?;", body, re.M
+    ):
         fields[json_name or re.sub(r"_(\w)", lambda m: m.group(1).upper(), name)] = kind
     return fields
 
@@ -34,13 +36,17 @@ def test_ekuiper_classify_posts_bindata_to_the_predictions_path_and_reads_typed_
     (interface,) = service["interfaces"].values()
     assert interface["protocol"] == "rest" and interface["schemaFile"] == "edgeservers.proto"
     assert (EKUIPER / "schemas" / interface["schemaFile"]).is_file()
-    rule = re.search(r"rpc classify\((\w+)\) returns \((\w+)\) \{\s*option \(google.api.http\) = \{post: \"([^\"]+)\" body: \"\*\"\};",
-                     _proto())
+    rule = re.search(
+        r"rpc classify\((\w+)\) returns \((\w+)\) \{\s*option \(google.api.http\) = \{post: \"([^\"]+)\" body: \"\*\"\};",
+        _proto(),
+    )
     request_message, response_message, path = rule.groups()
     assert _fields(request_message) == {"binData": "bytes"}
     # What eKuiper sends for classify(self) over a binary stream: the bytes field as base64 JSON.
     frame = {"binData": base64.b64encode(image_bytes("parrot.jpg")).decode()}
-    answer = requests.post(mobilenet.url + path, data=json.dumps(frame), headers=interface["options"]["headers"], timeout=60)
+    answer = requests.post(
+        mobilenet.url + path, data=json.dumps(frame), headers=interface["options"]["headers"], timeout=60
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert set(_fields(response_message)) <= set(body)
@@ -66,6 +72,8 @@ def test_knative_trigger_sends_ceph_object_creations_to_the_camera_loop_model():
     assert trigger["filter"]["attributes"]["type"] == "com.amazonaws.ObjectCreated:Put"
     model = yaml.safe_load((ROOT / "charts" / "examples" / "camera-loop.yaml").read_text())
     service = f"{model['metadata']['name']}-{model['spec']['predictors'][0]['name']}"
-    assert trigger["subscriber"]["uri"].startswith(f"http://{service}.default.svc.cluster.local:9000/api/v1.0/predictions")
+    assert trigger["subscriber"]["uri"].startswith(
+        f"http://{service}.default.svc.cluster.local:9000/api/v1.0/predictions"
+    )
     params = {p["name"]: p["value"] for p in model["spec"]["predictors"][0]["graph"]["parameters"]}
     assert params["image_store"].startswith("s3://") and params["uncertain_store"].startswith("s3://")

@@ -28,13 +28,16 @@ def _b64(data: bytes) -> dict:
     return {"binData": base64.b64encode(data).decode()}
 
 
-@pytest.mark.parametrize("size, fit, scale", [
-    ((4000, 3000), (224, 224), 8),  # 500 x 375: still at least the model's input
-    ((1920, 1080), (224, 224), 4),  # 480 x 270
-    ((640, 480), (224, 224), 2),
-    ((400, 300), (224, 224), 1),  # less than twice the input: a full decode
-    ((4000, 3000), (260, 260), 8),
-])
+@pytest.mark.parametrize(
+    "size, fit, scale",
+    [
+        ((4000, 3000), (224, 224), 8),  # 500 x 375: still at least the model's input
+        ((1920, 1080), (224, 224), 4),  # 480 x 270
+        ((640, 480), (224, 224), 2),
+        ((400, 300), (224, 224), 1),  # less than twice the input: a full decode
+        ((4000, 3000), (260, 260), 8),
+    ],
+)
 def test_a_jpeg_is_decoded_at_the_largest_scale_that_still_covers_the_input(size, fit, scale):
     width, height = size
     pixels, own_size = decode_image(camera_jpeg("parrot.jpg", width, height), fit=fit)

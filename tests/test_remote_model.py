@@ -8,8 +8,14 @@ from services import S3Server, tar_dir
 
 
 def test_model_from_an_s3_prefix(start_server, s3_server: S3Server):
-    s3_server.put("edge-models", {f"classifiers/mobilenet/{path.name}": path.read_bytes()
-                                  for path in MOBILENET_V2.iterdir() if path.suffix in (".tflite", ".txt")})
+    s3_server.put(
+        "edge-models",
+        {
+            f"classifiers/mobilenet/{path.name}": path.read_bytes()
+            for path in MOBILENET_V2.iterdir()
+            if path.suffix in (".tflite", ".txt")
+        },
+    )
     server = start_server("TFLiteServer", env=s3_server.env, model_uri="s3://edge-models/classifiers/mobilenet")
     assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
 

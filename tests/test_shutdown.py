@@ -4,9 +4,9 @@ clients predict. Every request the server received is answered 200; later ones f
 
 from __future__ import annotations
 
-from conftest import MOBILENET_V2, ModelServer
-
 from bench.hostile import CHART_ENV, normal_body, ping, sigterm_under_load
+
+from conftest import MOBILENET_V2, ModelServer
 
 
 class RestOnlyServer(ModelServer):

@@ -25,8 +25,7 @@ def _our_line(server_class: str, stderr: str) -> str:
 def start_and_fail(server_class: str, **params) -> str:
     """Run the real microservice; it must exit non-zero by itself. Returns its last stderr line."""
     server = ModelServer(server_class, **params)
-    proc = subprocess.run(server.command(), cwd=ROOT, env=server.env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(server.command(), cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0, proc.stderr[-2000:]
     return _our_line(server_class, proc.stderr)
 
@@ -81,15 +80,36 @@ def test_corrupt_model_file(fail, tmp_path):
 
 # (server class, parameters, words the line must contain): errors found in the parameters or the model's signature.
 SIGNATURE_CASES = {
-    "unknown tensor name lists the model's names (TFLite)": ("TFLiteServer", {"model_uri": str(FACE_MASK), "output_tensor_name": "scores"},
-        ["unknown output tensor name(s) scores", "loc_branch_concat_1/concat", "cls_branch_concat_1/concat"]),
-    "unknown tensor name lists the model's names (OpenVINO)": ("OpenVINOServer", {"model_uri": str(FACE_MASK), "output_tensor_name": "scores"},
-        ["unknown output tensor name(s) scores", "loc_branch_concat_1/concat", "cls_branch_concat_1/concat"]),
-    "unknown parameter is named": ("TFLiteServer", {"model_uri": str(MOBILENET_V2), "topk": 3}, ["unknown parameter(s) topk", "top_k"]),
-    "bad parameter value": ("TFLiteServer", {"model_uri": str(MOBILENET_V2), "postprocess": "boxes"}, ["postprocess='boxes'", "classification"]),
-    "post-processing that does not fit the model": ("TFLiteServer", {"model_uri": str(FACE_MASK), "postprocess": "classification"},
-        ["needs one output", "output_tensor_name"]),
-    "OpenVINO unknown device": ("OpenVINOServer", {"model_uri": str(MOBILENET_V2), "device": "NPU7"}, ["'NPU7' is not available", "CPU"]),
+    "unknown tensor name lists the model's names (TFLite)": (
+        "TFLiteServer",
+        {"model_uri": str(FACE_MASK), "output_tensor_name": "scores"},
+        ["unknown output tensor name(s) scores", "loc_branch_concat_1/concat", "cls_branch_concat_1/concat"],
+    ),
+    "unknown tensor name lists the model's names (OpenVINO)": (
+        "OpenVINOServer",
+        {"model_uri": str(FACE_MASK), "output_tensor_name": "scores"},
+        ["unknown output tensor name(s) scores", "loc_branch_concat_1/concat", "cls_branch_concat_1/concat"],
+    ),
+    "unknown parameter is named": (
+        "TFLiteServer",
+        {"model_uri": str(MOBILENET_V2), "topk": 3},
+        ["unknown parameter(s) topk", "top_k"],
+    ),
+    "bad parameter value": (
+        "TFLiteServer",
+        {"model_uri": str(MOBILENET_V2), "postprocess": "boxes"},
+        ["postprocess='boxes'", "classification"],
+    ),
+    "post-processing that does not fit the model": (
+        "TFLiteServer",
+        {"model_uri": str(FACE_MASK), "postprocess": "classification"},
+        ["needs one output", "output_tensor_name"],
+    ),
+    "OpenVINO unknown device": (
+        "OpenVINOServer",
+        {"model_uri": str(MOBILENET_V2), "device": "NPU7"},
+        ["'NPU7' is not available", "CPU"],
+    ),
 }
 
 
@@ -116,7 +136,6 @@ def test_openvino_corrupt_ir_stops_the_whole_wrapper(tmp_path):
     _corrupt_ir(tmp_path)
     line = start_and_fail("OpenVINOServer", model_uri=str(tmp_path))
     assert "OpenVINO cannot read" in line and "model.xml" in line
-
 
 
 def test_ambiguous_output_layout_asks_for_output_layout(tmp_path):

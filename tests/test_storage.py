@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from edgeservers import storage
+from edgeservers.storage import StorageError, download, is_remote
+
 from services import (
     LABELS,
     MODEL,
@@ -31,9 +35,6 @@ from services import (
     model_files,
     tree,
 )
-
-from edgeservers import storage
-from edgeservers.storage import StorageError, download, is_remote
 
 MODEL_BYTES = MODEL.read_bytes()
 MODEL_SHA = hashlib.sha256(MODEL_BYTES).hexdigest()
@@ -66,15 +67,18 @@ def _reset_hits(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="module")
 def s3_objects(s3_server: S3Server) -> S3Server:
-    s3_server.put(BUCKET, {
-        "mnv1/model.tflite": MODEL_BYTES,
-        "mnv1/meta/labels.txt": LABELS.read_bytes(),
-        "mnv1/meta/": b"",  # a "folder" marker, as consoles create them
-        "mnv1-old/stale.txt": b"must not be fetched with mnv1/",
-        "single/mobilenet.tflite": MODEL_BYTES,
-        "archives/model.tar.gz": make_tar(list(model_files().items()), "w:gz"),
-        "hostile/../../evil.txt": b"evil",
-    })
+    s3_server.put(
+        BUCKET,
+        {
+            "mnv1/model.tflite": MODEL_BYTES,
+            "mnv1/meta/labels.txt": LABELS.read_bytes(),
+            "mnv1/meta/": b"",  # a "folder" marker, as consoles create them
+            "mnv1-old/stale.txt": b"must not be fetched with mnv1/",
+            "single/mobilenet.tflite": MODEL_BYTES,
+            "archives/model.tar.gz": make_tar(list(model_files().items()), "w:gz"),
+            "hostile/../../evil.txt": b"evil",
+        },
+    )
     return s3_server
 
 
@@ -188,8 +192,14 @@ HOSTILE = {
     ),
     "tar-symlink-only.tgz": (lambda: make_tar([link("passwd", "../../../etc/passwd")], "w:gz"), "points outside"),
     "tar-symlink-abs.tar": (lambda: make_tar([link("passwd", "/etc/passwd")]), "absolute path"),
-    "tar-hardlink-out.tar": (lambda: make_tar([link("passwd", "../../etc/passwd", hard=True)]), "hard link 'passwd' points outside"),
-    "tar-hardlink-abs.tar": (lambda: make_tar([link("passwd", "/etc/passwd", hard=True)]), "hard link 'passwd' points outside"),
+    "tar-hardlink-out.tar": (
+        lambda: make_tar([link("passwd", "../../etc/passwd", hard=True)]),
+        "hard link 'passwd' points outside",
+    ),
+    "tar-hardlink-abs.tar": (
+        lambda: make_tar([link("passwd", "/etc/passwd", hard=True)]),
+        "hard link 'passwd' points outside",
+    ),
     # Each link lexically inside, together outside: s1 -> dest itself, s2 -> s1/.. = dest/..
     "tar-symlink-chain.tar": (
         lambda: make_tar([link("s1", "."), link("s2", "s1/..")]),
@@ -233,7 +243,9 @@ def test_hostile_archives_are_refused_and_nothing_is_written(tmp_path: Path, nam
 def test_benign_links_inside_an_archive_are_kept(tmp_path: Path) -> None:
     archive = tmp_path / "links.tar"
     archive.write_bytes(
-        make_tar([("v1/model.tflite", MODEL_BYTES), link("current", "v1"), link("v1/again.tflite", "../v1/model.tflite")])
+        make_tar(
+            [("v1/model.tflite", MODEL_BYTES), link("current", "v1"), link("v1/again.tflite", "../v1/model.tflite")]
+        )
     )
     dest = tmp_path / "dest"
     download(str(archive), str(dest))
@@ -250,8 +262,10 @@ BOMB = 64 << 20  # zeros: a 64 MiB entry compresses to 64 KiB
 def zip_bomb(nbytes: int) -> bytes:
     """One deflated entry of `nbytes` zeros, written in 1 MiB pieces (never whole in memory)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf, \
-            zf.open("zeros.bin", "w", force_zip64=True) as entry:
+    with (
+        zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        zf.open("zeros.bin", "w", force_zip64=True) as entry,
+    ):
         for _ in range(nbytes >> 20):
             entry.write(bytes(1 << 20))
     return buf.getvalue()
@@ -292,8 +306,11 @@ def test_archive_bombs_are_refused_before_writing(monkeypatch: pytest.MonkeyPatc
     archive = tmp_path / name
     archive.write_bytes(build(BOMB))
     dest = tmp_path / "dest"
-    with pytest.raises(StorageError, match=rf"^archive {name} (declares 64 MiB unpacked|unpacks to more than 16 MiB "
-                       r"\(entry 'zeros.bin' declares 64 MiB\)): limit 16 MiB \(set with --max-unpacked or STORAGE_MAX_UNPACKED\)$"):
+    with pytest.raises(
+        StorageError,
+        match=rf"^archive {name} (declares 64 MiB unpacked|unpacks to more than 16 MiB "
+        r"\(entry 'zeros.bin' declares 64 MiB\)): limit 16 MiB \(set with --max-unpacked or STORAGE_MAX_UNPACKED\)$",
+    ):
         download(str(archive), str(dest))
     assert listing(dest) == []
 
@@ -323,8 +340,11 @@ def test_too_many_entries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind:
         archive.write_bytes(make_zip({f"f{i}": b"" for i in range(51)}))
     else:
         many_files_tgz(archive, 51)
-    with pytest.raises(StorageError, match=rf"archive many.{kind} (holds more than 50 entries|holds 51 entries): "
-                       r"limit 50 files \(set with --max-files or STORAGE_MAX_FILES\)"):
+    with pytest.raises(
+        StorageError,
+        match=rf"archive many.{kind} (holds more than 50 entries|holds 51 entries): "
+        r"limit 50 files \(set with --max-files or STORAGE_MAX_FILES\)",
+    ):
         download(str(archive), str(tmp_path / "dest"))
     assert listing(tmp_path / "dest") == []
 
@@ -376,16 +396,23 @@ def test_http_body_without_content_length(web: FileServer, tmp_path: Path) -> No
     assert tree(tmp_path / "dest") == {"m.tflite": MODEL_BYTES}
 
 
-def test_http_endless_body_stops_at_the_download_limit(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_http_endless_body_stops_at_the_download_limit(
+    web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("STORAGE_MAX_DOWNLOAD", "4M")
     url = web.url("m.tflite", "endless")
-    with pytest.raises(StorageError, match=rf"^{url} is more than 4 MiB in all: limit 4 MiB \(set with --max-download or STORAGE_MAX_DOWNLOAD\)$"):
+    with pytest.raises(
+        StorageError,
+        match=rf"^{url} is more than 4 MiB in all: limit 4 MiB \(set with --max-download or STORAGE_MAX_DOWNLOAD\)$",
+    ):
         download(url, str(tmp_path / "dest"))
     assert web.hits["/endless/m.tflite"] == 1  # a limit is not retried
     assert listing(tmp_path / "dest") == []
 
 
-def test_http_content_length_over_the_limit_is_refused_before_the_body(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_http_content_length_over_the_limit_is_refused_before_the_body(
+    web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("STORAGE_MAX_DOWNLOAD", "100K")
     web.files["m.tflite"] = MODEL_BYTES
     with pytest.raises(StorageError, match=rf"\(Content-Length {len(MODEL_BYTES)}\) is more than 100 KiB in all"):
@@ -393,30 +420,41 @@ def test_http_content_length_over_the_limit_is_refused_before_the_body(web: File
     assert listing(tmp_path / "dest") == []
 
 
-def test_http_trickle_slower_than_the_stall_timeout_fails(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_http_trickle_slower_than_the_stall_timeout_fails(
+    web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("STORAGE_STALL_TIMEOUT", "1")
     web.files["six.bin"] = b"sixbyt"
     url = web.url("3/six.bin", "trickle")
-    with pytest.raises(StorageError, match=rf"^transfer from {url} stalled \(less than 64 KiB in that time\): limit 1 s "
-                       r"\(set with --stall-timeout or STORAGE_STALL_TIMEOUT\) \(gave up after 3 attempts\)$"):
+    with pytest.raises(
+        StorageError,
+        match=rf"^transfer from {url} stalled \(less than 64 KiB in that time\): limit 1 s "
+        r"\(set with --stall-timeout or STORAGE_STALL_TIMEOUT\) \(gave up after 3 attempts\)$",
+    ):
         download(url, str(tmp_path / "dest"))
     assert web.hits["/trickle/3/six.bin"] == 3
     assert listing(tmp_path / "dest") == []
 
 
-def test_http_trickle_of_bytes_within_the_stall_timeout_still_fails(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_http_trickle_of_bytes_within_the_stall_timeout_still_fails(
+    web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The issue's trickle in small: a byte every 0.4 s never leaves a 1 s gap, but 64 KiB do not
     arrive within 1 s, so the transfer is stalled all the same."""
     monkeypatch.setenv("STORAGE_STALL_TIMEOUT", "1")
     monkeypatch.setenv("STORAGE_RETRIES", "0")
     web.files["six.bin"] = b"sixbyt"
     url = web.url("0.4/six.bin", "trickle")
-    with pytest.raises(StorageError, match=rf"^transfer from {url} stalled .*: limit 1 s .*\(gave up after 1 attempt\)$"):
+    with pytest.raises(
+        StorageError, match=rf"^transfer from {url} stalled .*: limit 1 s .*\(gave up after 1 attempt\)$"
+    ):
         download(url, str(tmp_path / "dest"))
     assert listing(tmp_path / "dest") == []
 
 
-def test_http_trickle_within_the_stall_timeout_is_waited_for(web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_http_trickle_within_the_stall_timeout_is_waited_for(
+    web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("STORAGE_STALL_TIMEOUT", "5")
     web.files["six.bin"] = b"sixbyt"
     download(web.url("0.05/six.bin", "trickle"), str(tmp_path / "dest"))
@@ -512,7 +550,10 @@ def test_http_dropped_connection_is_retried(web, tmp_path: Path) -> None:
 def test_http_connection_that_keeps_dropping_leaves_no_complete_looking_file(web, tmp_path: Path) -> None:
     web.files["m.tflite"] = MODEL_BYTES
     dest = tmp_path / "dest"
-    with pytest.raises(StorageError, match=rf"closed after {len(MODEL_BYTES) // 2} of {len(MODEL_BYTES)} bytes.*gave up after 3 attempts"):
+    with pytest.raises(
+        StorageError,
+        match=rf"closed after {len(MODEL_BYTES) // 2} of {len(MODEL_BYTES)} bytes.*gave up after 3 attempts",
+    ):
         download(f"{web.base}/drop/99/m.tflite", str(dest))
     assert listing(dest) == []  # neither m.tflite nor a staging directory
     assert web.hits["/drop/99/m.tflite"] == 3
@@ -632,7 +673,9 @@ def test_s3_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 def test_gs_is_refused_with_the_way_to_reach_gcs(tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match=r"^gs:// is not supported: .*s3://.*AWS_ENDPOINT_URL=https://storage.googleapis.com.*HMAC"):
+    with pytest.raises(
+        StorageError, match=r"^gs:// is not supported: .*s3://.*AWS_ENDPOINT_URL=https://storage.googleapis.com.*HMAC"
+    ):
         download("gs://bucket/model.tflite", str(tmp_path / "dest"))
     assert listing(tmp_path) == []
 
@@ -655,8 +698,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def run_cli_measured(*args: str) -> tuple[subprocess.CompletedProcess[str], int]:
     """run_cli, plus the CLI process's own peak RSS in bytes (os.wait4: that child's rusage alone)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "edgeservers.storage", *args], cwd=ROOT, stdout=out, stderr=err,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeservers.storage", *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            text=True,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -667,8 +716,9 @@ def run_cli_measured(*args: str) -> tuple[subprocess.CompletedProcess[str], int]
 
 def test_cli_limits_from_flags_override_the_environment(web: FileServer, tmp_path: Path) -> None:
     web.files["m.tflite"] = MODEL_BYTES
-    result = run_cli(web.url("m.tflite"), str(tmp_path / "models"), "--max-download", "100K",
-                     env={"STORAGE_MAX_DOWNLOAD": "1G"})
+    result = run_cli(
+        web.url("m.tflite"), str(tmp_path / "models"), "--max-download", "100K", env={"STORAGE_MAX_DOWNLOAD": "1G"}
+    )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"storage-initializer: error: {web.url('m.tflite')} (Content-Length {len(MODEL_BYTES)}) is more than "
@@ -694,7 +744,9 @@ def test_cli_success_prints_one_line(web, tmp_path: Path) -> None:
 def test_cli_failure_is_one_line_on_stderr(web, tmp_path: Path) -> None:
     result = run_cli(f"{web.base}/status/404/m.tflite", str(tmp_path / "models"))
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [f"storage-initializer: error: HTTP 404 Not Found from {web.base}/status/404/m.tflite"]
+    assert result.stderr.splitlines() == [
+        f"storage-initializer: error: HTTP 404 Not Found from {web.base}/status/404/m.tflite"
+    ]
 
 
 def test_cli_retries_are_noted_on_stdout_and_the_error_stays_one_line(web, tmp_path: Path) -> None:
@@ -711,7 +763,9 @@ def test_cli_usage_error_is_one_line(tmp_path: Path) -> None:
     result = run_cli("s3://bucket/model")
     assert result.returncode == 2
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("storage-initializer: error: the following arguments are required: dest_dir")
+    assert len(lines) == 1 and lines[0].startswith(
+        "storage-initializer: error: the following arguments are required: dest_dir"
+    )
 
 
 def test_cli_s3_errors_never_show_credentials(s3, tmp_path: Path) -> None:
@@ -733,6 +787,13 @@ def test_cli_s3_errors_never_show_credentials(s3, tmp_path: Path) -> None:
 
 def test_module_imports_nothing_heavy() -> None:
     code = "import sys, edgeservers.storage; print(sorted(m for m in ('numpy','cv2','seldon_core','boto3','urllib3','requests') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "[]"
     assert storage.PARTIAL_PREFIX.startswith(".")

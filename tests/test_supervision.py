@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import MOBILENET_V2, ModelServer
 
 from bench.launcher import process_tree
+
+from conftest import MOBILENET_V2, ModelServer
 
 DEADLINE = 60.0  # seconds for anything to happen; polled, never asserted as a timing
 

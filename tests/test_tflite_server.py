@@ -10,6 +10,7 @@ import base64
 
 import numpy as np
 import pytest
+import requests
 from google.protobuf import json_format
 from seldon_core.proto import prediction_pb2
 
@@ -27,7 +28,12 @@ from conftest import (
 )
 
 # Top-1 classes the plain interpreter gives for these photos (../models/README.md, shared/models/README.md).
-IMAGENET_TOP1 = {"parrot.jpg": "macaw", "cat.bmp": "Egyptian cat", "grace_hopper.bmp": "military uniform", "bird.bmp": "chickadee"}
+IMAGENET_TOP1 = {
+    "parrot.jpg": "macaw",
+    "cat.bmp": "Egyptian cat",
+    "grace_hopper.bmp": "military uniform",
+    "bird.bmp": "chickadee",
+}
 
 
 @pytest.mark.parametrize("image", sorted(IMAGENET_TOP1))
@@ -81,7 +87,9 @@ def test_ndarray_answers_the_exact_output_of_the_plain_interpreter(mobilenet_in_
 def test_tensor_form_answers_in_tensor_form_rest_and_grpc(mobilenet_in_process):
     tensor = _tensor("bird.bmp")
     (expected,) = plain_outputs(MOBILENET_V2, tensor).values()
-    rest = mobilenet_in_process.rest_ok({"data": {"tensor": {"shape": list(tensor.shape), "values": tensor.ravel().tolist()}}})
+    rest = mobilenet_in_process.rest_ok(
+        {"data": {"tensor": {"shape": list(tensor.shape), "values": tensor.ravel().tolist()}}}
+    )
     assert rest["data"]["tensor"]["shape"] == list(expected.shape)
     np.testing.assert_array_equal(np.asarray(rest["data"]["tensor"]["values"]).reshape(expected.shape), expected)
 
@@ -89,7 +97,9 @@ def test_tensor_form_answers_in_tensor_form_rest_and_grpc(mobilenet_in_process):
     message.data.tensor.shape.extend(tensor.shape)
     message.data.tensor.values.extend(tensor.ravel().tolist())
     reply = mobilenet_in_process.grpc(message)
-    np.testing.assert_array_equal(np.asarray(reply.data.tensor.values).reshape(reply.data.tensor.shape), expected.ravel().reshape(expected.shape))
+    np.testing.assert_array_equal(
+        np.asarray(reply.data.tensor.values).reshape(reply.data.tensor.shape), expected.ravel().reshape(expected.shape)
+    )
 
 
 def test_tftensor_keeps_binary_and_dtype_over_grpc_and_rest(mobilenet_in_process):
@@ -103,7 +113,9 @@ def test_tftensor_keeps_binary_and_dtype_over_grpc_and_rest(mobilenet_in_process
     np.testing.assert_array_equal(got, expected)
 
     rest = mobilenet_in_process.rest_ok({"data": {"tftensor": json_format.MessageToDict(tensor_to_tf(tensor))}})
-    np.testing.assert_array_equal(tensor_from_tf(json_format.ParseDict(rest["data"]["tftensor"], type(message.data.tftensor)())), expected)
+    np.testing.assert_array_equal(
+        tensor_from_tf(json_format.ParseDict(rest["data"]["tftensor"], type(message.data.tftensor)())), expected
+    )
 
 
 def test_batch_dimension_may_be_left_out(mobilenet_in_process):
@@ -148,8 +160,12 @@ def test_several_outputs_of_a_tftensor_request_stay_binary_over_grpc(raw_face_ma
 
 
 def test_output_tensor_name_selects_one_output(load_server):
-    server = load_server("TFLiteServer", model_uri=str(FACE_MASK), input_tensor_name="data_1",
-                         output_tensor_name="cls_branch_concat_1/concat")
+    server = load_server(
+        "TFLiteServer",
+        model_uri=str(FACE_MASK),
+        input_tensor_name="data_1",
+        output_tensor_name="cls_branch_concat_1/concat",
+    )
     tensor = plain_image_tensor(FACE_MASK, "grace_hopper.bmp", scale=1 / 255)
     expected = plain_outputs(FACE_MASK, tensor)["cls_branch_concat_1/concat"]
     reply = server.rest_ok({"data": {"ndarray": tensor.tolist()}})
@@ -178,8 +194,9 @@ def test_detection_finds_one_mask_face_and_one_bare_face(face_mask_in_process):
 def test_segmentation_counts_regions_and_returns_the_mask(load_server):
     import cv2
 
-    server = load_server("TFLiteServer", model_uri=str(DEEPLAB), postprocess="segmentation",
-                         segmentation_class="bird", return_mask=True)
+    server = load_server(
+        "TFLiteServer", model_uri=str(DEEPLAB), postprocess="segmentation", segmentation_class="bird", return_mask=True
+    )
     answer = server.image("bird_segmentation.bmp")["jsonData"]
     (class_map,) = plain_outputs(DEEPLAB, plain_image_tensor(DEEPLAB, "bird_segmentation.bmp")).values()
     bird = labels(DEEPLAB).index("bird")
@@ -215,8 +232,9 @@ def test_metadata_health_tags_and_metrics(mobilenet):
 
 
 def test_confidence_threshold_marks_uncertain_answers_and_counts_them(load_server):
-    server = load_server("TFLiteServer", own_metrics=True, model_uri=str(MOBILENET_V2), confidence_threshold=0.9,
-                         metrics_interval=0.0)
+    server = load_server(
+        "TFLiteServer", own_metrics=True, model_uri=str(MOBILENET_V2), confidence_threshold=0.9, metrics_interval=0.0
+    )
     sure = server.image("parrot.jpg")  # macaw, 0.996
     unsure = server.image("cat.bmp")  # Egyptian cat, ~0.8
     assert sure["meta"]["tags"]["uncertain"] is False
@@ -253,6 +271,8 @@ def test_pool_and_threads_adapt_to_the_wrapper_threads_and_the_cpus(start_server
     cpus = len(os.sched_getaffinity(0))
     assert (int(custom["pool_size"]), int(custom["num_threads"])) == (min(8, cpus), max(1, cpus // min(8, cpus)))
     assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
+
+
 def _allowing_fp16(target):
     """The face-mask detector with the metadata the converter writes for
     `_experimental_supported_accumulation_type = tf.float16`, which lets XNNPACK compute it in fp16 on
@@ -283,15 +303,21 @@ def test_inference_precision_of_a_model_that_allows_fp16(start_server, tmp_path,
     model_dir = _allowing_fp16(tmp_path)
     server = start_server("TFLiteServer", model_uri=str(model_dir), inference_precision=precision, num_threads=1)
     resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if precision == "f32" else OpResolverType.AUTO
-    interpreter = Interpreter(model_path=str(tflite_file(model_dir)), num_threads=1, experimental_op_resolver_type=resolver)
+    interpreter = Interpreter(
+        model_path=str(tflite_file(model_dir)), num_threads=1, experimental_op_resolver_type=resolver
+    )
     interpreter.allocate_tensors()
     tensor = plain_image_tensor(FACE_MASK, "face_mask_demo.jpg", scale=1 / 255)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor)
     interpreter.invoke()
     reply = server.rest_ok({"data": {"ndarray": tensor.tolist()}})
     for detail in interpreter.get_output_details():
-        np.testing.assert_array_equal(np.asarray(reply["jsonData"][detail["name"]], np.float32), interpreter.get_tensor(detail["index"]))
+        np.testing.assert_array_equal(
+            np.asarray(reply["jsonData"][detail["name"]], np.float32), interpreter.get_tensor(detail["index"])
+        )
     metadata = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()
     # XNNPACK computes in fp16 only on CPUs with native fp16 arithmetic (ARM), never on x86.
-    expected = "f32" if precision == "f32" or platform.machine() == "x86_64" else metadata["custom"]["inference_precision"]
+    expected = (
+        "f32" if precision == "f32" or platform.machine() == "x86_64" else metadata["custom"]["inference_precision"]
+    )
     assert metadata["custom"]["inference_precision"] == expected

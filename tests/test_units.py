@@ -29,7 +29,9 @@ def test_face_mask_anchor_layout_gives_5972_anchors_centred_on_their_cells():
 
 def test_zero_deltas_decode_to_the_anchor_itself():
     anchors = np.array([[0.1, 0.2, 0.3, 0.5]], np.float32)
-    np.testing.assert_allclose(decode_boxes(anchors, np.zeros((1, 4), np.float32), (0.1, 0.1, 0.2, 0.2)), anchors, rtol=1e-6)
+    np.testing.assert_allclose(
+        decode_boxes(anchors, np.zeros((1, 4), np.float32), (0.1, 0.1, 0.2, 0.2)), anchors, rtol=1e-6
+    )
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes_and_distant_ones():
@@ -73,7 +75,9 @@ def test_settings_name_the_bad_parameter(parameters, words):
 
 
 def test_settings_accept_strings_for_typed_values():
-    settings = Settings.from_parameters({"model_uri": "m", "top_k": "3", "return_mask": "true", "confidence_threshold": "0.7"})
+    settings = Settings.from_parameters(
+        {"model_uri": "m", "top_k": "3", "return_mask": "true", "confidence_threshold": "0.7"}
+    )
     assert (settings.top_k, settings.return_mask, settings.confidence_threshold) == (3, True, 0.7)
 
 
@@ -99,12 +103,15 @@ def test_openvino_reads_the_same_quantization_as_tflite(model_dir):
     assert OpenVINORuntime.inspect(model, options) == TFLiteRuntime.inspect(model, options)
 
 
-@pytest.mark.parametrize("requests_at_once, cpus, expected", [
-    (1, 2, {"pool_size": 1, "num_threads": 2}),  # the chart's one REST thread: one request gets both cores
-    (8, 2, {"pool_size": 2, "num_threads": 1}),  # many threads: one single-threaded slot per core
-    (2, 4, {"pool_size": 2, "num_threads": 2}),
-    (3, 4, {"pool_size": 3, "num_threads": 1}),  # never more inference threads than cores
-])
+@pytest.mark.parametrize(
+    "requests_at_once, cpus, expected",
+    [
+        (1, 2, {"pool_size": 1, "num_threads": 2}),  # the chart's one REST thread: one request gets both cores
+        (8, 2, {"pool_size": 2, "num_threads": 1}),  # many threads: one single-threaded slot per core
+        (2, 4, {"pool_size": 2, "num_threads": 2}),
+        (3, 4, {"pool_size": 3, "num_threads": 1}),  # never more inference threads than cores
+    ],
+)
 def test_adaptive_concurrency_shares_the_cores_without_oversubscribing(requests_at_once, cpus, expected):
     from edgeservers.settings import adaptive_concurrency
 
@@ -132,6 +139,8 @@ def test_the_wrapper_thread_settings_give_the_requests_one_worker_runs_at_once(m
     assert concurrent_requests() == 4
     monkeypatch.setenv("GRPC_WORKERS", "0")
     assert concurrent_requests() == 1
+
+
 @pytest.mark.parametrize(
     "shape, model_layout, wanted, expected",
     [
@@ -189,5 +198,7 @@ def test_classification_ranks_raw_unsigned_scores_best_first():
     from edgeservers.runtime import TensorSpec
 
     spec = TensorSpec("scores", np.dtype(np.uint8), (1, 4))
-    answer = Classification([spec], ["a", "b", "c", "d"], top_k=2)({"scores": np.array([[3, 200, 0, 90]], np.uint8)}, (1, 1))
+    answer = Classification([spec], ["a", "b", "c", "d"], top_k=2)(
+        {"scores": np.array([[3, 200, 0, 90]], np.uint8)}, (1, 1)
+    )
     assert [a["label"] for a in answer.body] == ["b", "d"] and answer.top_score == 200

@@ -22,8 +22,12 @@ def test_the_chart_is_versioned_with_the_package():
 
 
 def test_every_image_reference_in_charts_and_dockerfiles_uses_the_package_version():
-    files = [*ROOT.glob("charts/**/*.yaml"), *ROOT.glob("Dockerfile*"), *ROOT.glob("docker/*Dockerfile*"),
-             *ROOT.glob("storage-initializer/Dockerfile*")]
+    files = [
+        *ROOT.glob("charts/**/*.yaml"),
+        *ROOT.glob("Dockerfile*"),
+        *ROOT.glob("docker/*Dockerfile*"),
+        *ROOT.glob("storage-initializer/Dockerfile*"),
+    ]
     found = {}
     for path in files:
         text = path.read_text()

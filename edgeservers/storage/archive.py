@@ -23,7 +23,8 @@ import os
 import tarfile
 import zipfile
 import zlib
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 from .common import CHUNK, Limits, StorageError, human, prefixes, safe_relpath
 
@@ -126,7 +127,9 @@ class _Writer:
                 named = named or part
             elif named:
                 kind = "the link " if os.path.islink(os.path.join(os.path.dirname(self.path_of(rel)), named)) else ""
-                raise self.refused(f"symlink '{name}' climbs out of {kind}'{named}' ('{target}'): only leading '..' are allowed")
+                raise self.refused(
+                    f"symlink '{name}' climbs out of {kind}'{named}' ('{target}'): only leading '..' are allowed"
+                )
             elif depth == 0:
                 raise self.refused(f"symlink '{name}' points outside the destination ('{target}')")
             else:

@@ -44,8 +44,12 @@ def _parser() -> _Parser:
     parser.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of a single-file download")
     for name, knob in KNOBS.items():
         # Kept as text and parsed by Limits.resolve(), like the environment variable, so the messages agree.
-        parser.add_argument(knob.flag, dest=name, metavar=knob.parse.__name__.upper(),
-                            help=f"{knob.help} (env {knob.env}, default {knob.default})")
+        parser.add_argument(
+            knob.flag,
+            dest=name,
+            metavar=knob.parse.__name__.upper(),
+            help=f"{knob.help} (env {knob.env}, default {knob.default})",
+        )
     return parser
 
 
@@ -84,5 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         log.removeHandler(handler)
-    print(f"{PROG}: wrote {files} file{'s' if files != 1 else ''} ({nbytes} bytes) from {redact(args.model_uri.strip())} to {dest}")
+    print(
+        f"{PROG}: wrote {files} file{'s' if files != 1 else ''} ({nbytes} bytes) from {redact(args.model_uri.strip())} to {dest}"
+    )
     return 0

@@ -7,8 +7,9 @@ import os
 import posixpath
 import re
 import urllib.parse
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 CHUNK = 1 << 20
 USER_AGENT = "edgeservers-storage/1"
@@ -79,11 +80,26 @@ class Knob:
 # RAM next to the runtime on a 1 GB node, so nothing near these is a real model.
 KNOBS: dict[str, Knob] = {
     "max_download": Knob("--max-download", "STORAGE_MAX_DOWNLOAD", "512M", size, human, "most bytes fetched in all"),
-    "max_unpacked": Knob("--max-unpacked", "STORAGE_MAX_UNPACKED", "1G", size, human, "most bytes an archive may unpack to"),
-    "max_files": Knob("--max-files", "STORAGE_MAX_FILES", "10000", count, lambda n: f"{int(n)} files",
-                      "most files fetched or archive entries unpacked"),
-    "stall_timeout": Knob("--stall-timeout", "STORAGE_STALL_TIMEOUT", "60", seconds, lambda s: f"{s:g} s",
-                          "fail when 64 KiB take longer than this (HTTP) or no byte comes (S3)", "STORAGE_TIMEOUT"),
+    "max_unpacked": Knob(
+        "--max-unpacked", "STORAGE_MAX_UNPACKED", "1G", size, human, "most bytes an archive may unpack to"
+    ),
+    "max_files": Knob(
+        "--max-files",
+        "STORAGE_MAX_FILES",
+        "10000",
+        count,
+        lambda n: f"{int(n)} files",
+        "most files fetched or archive entries unpacked",
+    ),
+    "stall_timeout": Knob(
+        "--stall-timeout",
+        "STORAGE_STALL_TIMEOUT",
+        "60",
+        seconds,
+        lambda s: f"{s:g} s",
+        "fail when 64 KiB take longer than this (HTTP) or no byte comes (S3)",
+        "STORAGE_TIMEOUT",
+    ),
 }
 
 
@@ -97,7 +113,7 @@ class Limits:
     stall_timeout: float
 
     @classmethod
-    def resolve(cls, given: dict[str, str | None] | None = None) -> "Limits":
+    def resolve(cls, given: dict[str, str | None] | None = None) -> Limits:
         """Each limit from `given` (the CLI's flags), else its environment variable, else its default."""
         values: dict[str, Any] = {}
         for name, knob in KNOBS.items():

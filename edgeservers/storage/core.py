@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 from .archive import archive_kind, unpack
 from .common import CHUNK, Budget, Limits, StorageError, os_reason, redact, scheme
@@ -16,8 +16,13 @@ from .common import CHUNK, Budget, Limits, StorageError, os_reason, redact, sche
 REMOTE_SCHEMES = ("s3", "gs", "http", "https")
 PARTIAL_PREFIX = ".partial-"
 # scheme -> (module, the package it needs)
-_FETCHERS = {"": ("local", ""), "file": ("local", ""), "http": ("http", "urllib3"), "https": ("http", "urllib3"),
-             "s3": ("s3", "boto3")}
+_FETCHERS = {
+    "": ("local", ""),
+    "file": ("local", ""),
+    "http": ("http", "urllib3"),
+    "https": ("http", "urllib3"),
+    "s3": ("s3", "boto3"),
+}
 _GS = (
     "gs:// is not supported: reach Google Cloud Storage through its S3-compatible XML API, "
     "s3://<bucket>/<path> with AWS_ENDPOINT_URL=https://storage.googleapis.com and an HMAC key "
@@ -142,7 +147,4 @@ def _verify_sha256(path: str, expected: str) -> None:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
     if h.hexdigest() != expected:
-        raise StorageError(
-            f"sha256 mismatch for {os.path.basename(path)}: expected {expected}, got {h.hexdigest()}"
-        )
-
+        raise StorageError(f"sha256 mismatch for {os.path.basename(path)}: expected {expected}, got {h.hexdigest()}")

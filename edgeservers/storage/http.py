@@ -60,14 +60,21 @@ def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str:
     headers = {"User-Agent": USER_AGENT}
     if parts.username is not None or parts.password is not None:  # https://user:password@host/...: basic auth
         pair = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()  # dropped on redirects to another host
+        headers["Authorization"] = (
+            "Basic " + base64.b64encode(pair.encode()).decode()
+        )  # dropped on redirects to another host
         uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
     limits = budget.limits
     retries = int(env_number("STORAGE_RETRIES", 4))
     # Statuses are retried here rather than by urllib3's status_forcelist, which reads the whole
     # error body into memory before retrying (an endless 503 body would fill it).
     retry = Retry(
-        total=None, connect=retries, read=retries, status=retries, other=0, redirect=10,
+        total=None,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        redirect=10,
         backoff_factor=env_number("STORAGE_RETRY_DELAY", 1.0) / 2,
         respect_retry_after_header=False,  # a Retry-After of a day would be a stall
     )
@@ -78,7 +85,13 @@ def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str:
     try:
         while True:
             response = pool.request(
-                "GET", uri, headers=headers, retries=retry, timeout=timeout, preload_content=False, decode_content=False,
+                "GET",
+                uri,
+                headers=headers,
+                retries=retry,
+                timeout=timeout,
+                preload_content=False,
+                decode_content=False,
                 enforce_content_length=False,  # _save() compares with Content-Length, the same in urllib3 1.26 and 2.x
             )
             retry = response.retries or retry  # what connection errors and redirects used up
@@ -106,7 +119,9 @@ def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str:
             raise StorageError(f"{stalled} ({attempts})") from None
         if isinstance(reason, SSLError):
             cert = next((c for c in causes(reason) if isinstance(c, ssl.SSLCertVerificationError)), None)
-            raise StorageError(f"TLS error with {shown}: {cert.verify_message if cert else os_reason(reason)}") from None
+            raise StorageError(
+                f"TLS error with {shown}: {cert.verify_message if cert else os_reason(reason)}"
+            ) from None
         raise StorageError(f"cannot reach {shown}: {os_reason(reason) if reason else e} ({attempts})") from None
     except LocationValueError as e:
         raise StorageError(f"bad URL {shown}: {e}") from None
@@ -172,7 +187,7 @@ class _StallWatch:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="storage-stall-watch", daemon=True)
 
-    def __enter__(self) -> "_StallWatch":
+    def __enter__(self) -> _StallWatch:
         self._thread.start()
         return self
 

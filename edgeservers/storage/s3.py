@@ -7,7 +7,8 @@ that breaks off; the stall timeout is botocore's read timeout.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import boto3
 from boto3.exceptions import Boto3Error, RetriesExceededError
@@ -58,7 +59,9 @@ def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str | None:
     except (bx.BotoCoreError, bx.ClientError) as e:
         raise _error(e, uri, where, bucket, budget.limits) from None
     except (RetriesExceededError, TransferRetriesExceeded):
-        raise StorageError(f"connection to S3 endpoint {where} failed while fetching {uri} (gave up after retries)") from None
+        raise StorageError(
+            f"connection to S3 endpoint {where} failed while fetching {uri} (gave up after retries)"
+        ) from None
     except (Boto3Error, S3DownloadFailedError) as e:
         raise StorageError(f"S3 transfer of {uri} from {where} failed: {e}") from None
 
@@ -86,7 +89,7 @@ def _plan(
             budget.check(nbytes, uri)
             return [(name, safe_name(name))], True
         if name.startswith(under) and not name.endswith("/"):
-            children.append((name, safe_relpath(name[len(under):], f"object key in {uri}")))
+            children.append((name, safe_relpath(name[len(under) :], f"object key in {uri}")))
             total += nbytes
             if len(children) > budget.limits.max_files:
                 raise budget.limits.breach("max_files", f"{uri} holds more than {budget.limits.max_files} objects")
@@ -114,7 +117,10 @@ def client(timeout: float, retries: int | None = None) -> tuple[Any, str]:
     config = Config(
         connect_timeout=min(timeout, 15.0),
         read_timeout=timeout,
-        retries={"max_attempts": (int(env_number("STORAGE_RETRIES", 4)) if retries is None else retries) + 1, "mode": "standard"},
+        retries={
+            "max_attempts": (int(env_number("STORAGE_RETRIES", 4)) if retries is None else retries) + 1,
+            "mode": "standard",
+        },
         user_agent_extra=USER_AGENT,
     )
     try:
