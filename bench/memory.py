@@ -30,6 +30,8 @@ import numpy as np
 
 from bench.launcher import ROOT, Server, process_tree
 
+from harness import children, socket_inodes
+
 MODEL = ROOT / "models" / "mobilenet_v2_quant"
 IMAGE = ROOT / "images" / "parrot.jpg"
 
@@ -161,29 +163,6 @@ def _unix_listeners() -> set[int]:
     return inodes
 
 
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(int(target[8:-1]))
-    except OSError:
-        pass
-    return inodes
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
 def roles(server: Server) -> dict[int, str]:
     """pid -> role in the wrapper's tree, from the ports each process listens on."""
     assert server.proc is not None
@@ -191,16 +170,16 @@ def roles(server: Server) -> dict[int, str]:
     tcp, unix = _listening_ports(), _unix_listeners()
     named = {server.http_port: "REST", server.grpc_port: "gRPC", server.metrics_port: "metrics"}
     result = {}
-    root_inodes = _socket_inodes(root)
+    root_inodes = socket_inodes(root)
     for pid in process_tree(root):
         # A forked process also holds the listeners its parent opened before the fork: a child is named
         # by the REST socket it serves or by the sockets it opened itself.
-        inodes = _socket_inodes(pid)
+        inodes = socket_inodes(pid)
         rest = any(named.get(tcp.get(i, -1)) == "REST" for i in inodes)
         if pid != root:
             inodes -= root_inodes
         ports = sorted({named[tcp[i]] for i in inodes if tcp.get(i) in named})
-        parent = bool(_children(pid))
+        parent = bool(children(pid))
         if pid == root:
             role = "main (REST arbiter)" if "REST" in ports else "main"
             extra = ["metrics Manager"] if inodes & unix else []

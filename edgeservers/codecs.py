@@ -136,7 +136,7 @@ def tensor_to_json(array: np.ndarray) -> dict[str, Any]:
     return json_format.MessageToDict(tensor_to_tf(array))
 
 
-def _numbers(values: Any, where: str) -> np.ndarray:
+def numbers(values: Any, where: str) -> np.ndarray:
     """An array of numbers from JSON lists, or a BadRequest for ragged or non-numeric input."""
     try:
         array = np.asarray(values)
@@ -161,7 +161,7 @@ def _default_data_rest(data: Any) -> Payload:
     if not isinstance(data, Mapping):
         raise BadRequest(f"data must be an object with ndarray, tensor or tftensor, got {type(data).__name__}")
     if "ndarray" in data:
-        return Payload("ndarray", {None: _numbers(data["ndarray"], "data.ndarray")})
+        return Payload("ndarray", {None: numbers(data["ndarray"], "data.ndarray")})
     if "tensor" in data:
         tensor = data["tensor"]
         if not isinstance(tensor, Mapping) or "shape" not in tensor or "values" not in tensor:
@@ -177,8 +177,8 @@ def _default_data_rest(data: Any) -> Payload:
 
 
 def _shaped(values: Any, shape: Any, where: str) -> np.ndarray:
-    array = _numbers(values, f"{where}.values").reshape(-1)
-    shape_array = _numbers(shape, f"{where}.shape")
+    array = numbers(values, f"{where}.values").reshape(-1)
+    shape_array = numbers(shape, f"{where}.shape")
     if shape_array.dtype.kind not in "iu" or shape_array.ndim != 1 or (shape_array < 0).any():
         raise BadRequest(f"{where}.shape must be a list of non-negative integers")
     if array.size != int(np.prod(shape_array)):
@@ -195,7 +195,7 @@ def _json_inputs(obj: Any) -> Payload:
         return event
     if not isinstance(obj, Mapping) or not obj:
         raise BadRequest("jsonData must be an object with one entry per input name, each a nested list of numbers")
-    return Payload("jsonData", {str(k): _numbers(v, f"jsonData[{k!r}]") for k, v in obj.items()})
+    return Payload("jsonData", {str(k): numbers(v, f"jsonData[{k!r}]") for k, v in obj.items()})
 
 
 def decode_rest(request: Any) -> Payload:
@@ -247,7 +247,7 @@ def _decode_grpc(request: prediction_pb2.SeldonMessage) -> Payload:
                 "tensor", {None: _shaped(request.data.tensor.values, list(request.data.tensor.shape), "data.tensor")}
             )
         if form == "ndarray":
-            return Payload("ndarray", {None: _numbers(json_format.MessageToDict(request.data.ndarray), "data.ndarray")})
+            return Payload("ndarray", {None: numbers(json_format.MessageToDict(request.data.ndarray), "data.ndarray")})
         raise BadRequest("data has none of ndarray, tensor, tftensor")
     raise BadRequest(f"the request has no payload: {EXPECTED_PAYLOAD}")
 

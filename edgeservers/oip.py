@@ -195,11 +195,9 @@ def tensor_from_values(datatype: str, shape: list[int], values: Any, where: str)
             raise OipError(f"{where}: {len(elements)} values but shape {shape} needs {count}")
         return elements
     try:
-        array = np.asarray(values)
-    except ValueError:
-        array = np.empty(0, dtype=object)
-    if array.dtype.kind not in "biuf":
-        raise OipError(f"{where}: data must be numbers (a flat or nested list of {datatype}), got {array.dtype.name}")
+        array = codecs.numbers(values, f"{where}: data ({datatype})")
+    except BadRequest as e:
+        raise OipError(str(e)) from None
     if array.size != count:
         raise OipError(f"{where}: {array.size} values but shape {shape} needs {count}")
     spec = TensorSpec(where, DTYPES[datatype], tuple(shape))

@@ -117,7 +117,35 @@ def listening_hosts(port: int) -> set[str]:
     return hosts
 
 
-def _children(pid: int) -> list[int]:
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process `pid` holds open (to match against /proc/net listeners)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return inodes
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Inodes of the TCP sockets listening on `port` (IPv4 and IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if os.path.exists(table):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(int(fields[9]))
+    return inodes
+
+
+def children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
@@ -130,7 +158,7 @@ def process_tree(pid: int) -> list[int]:
     while todo:
         p = todo.pop()
         pids.append(p)
-        todo.extend(_children(p))
+        todo.extend(children(p))
     return pids
 
 

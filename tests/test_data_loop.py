@@ -236,15 +236,21 @@ def _prometheus(server, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_server, s3):
-    server = start_server(
+def _sending_home(start_server, s3, store: str, **params):
+    """A classifier that finds every photo uncertain (threshold above any score) and sends it to `store`."""
+    return start_server(
         "TFLiteServer",
         env=s3.env,
         model_uri=str(MOBILENET_V2),
         confidence_threshold=0.999,
         metrics_interval=0.0,
-        uncertain_store="s3://retraining/uncertain/",
+        uncertain_store=store,
+        **params,
     )
+
+
+def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_server, s3):
+    server = _sending_home(start_server, s3, "s3://retraining/uncertain/")
     reply = server.rest_ok(
         {
             "binData": base64.b64encode(image_bytes("cat.bmp")).decode(),
@@ -265,15 +271,7 @@ def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_se
 
 
 def test_a_dead_store_never_slows_predictions_and_uploads_resume_when_it_is_back(start_server, s3):
-    server = start_server(
-        "TFLiteServer",
-        env=s3.env,
-        model_uri=str(MOBILENET_V2),
-        confidence_threshold=0.999,
-        metrics_interval=0.0,
-        uncertain_store="s3://retraining/outage/",
-        uncertain_queue_size=2,
-    )
+    server = _sending_home(start_server, s3, "s3://retraining/outage/", uncertain_queue_size=2)
     with s3.outage():
         frames = [image_bytes(n) for n in ("cat.bmp", "bird.bmp") * 10]
         with ThreadPoolExecutor(2) as pool:  # every prediction answered while uploads cannot go anywhere

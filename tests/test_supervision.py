@@ -19,37 +19,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench.launcher import process_tree
-
 from conftest import MOBILENET_V2, ModelServer
+from harness import listening_inodes, process_tree, socket_inodes
 
 DEADLINE = 60.0  # seconds for anything to happen; polled, never asserted as a timing
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(int(link[8:-1]))
-    except OSError:
-        pass
-    return inodes
-
-
-def _tcp_listeners(port: int) -> set[int]:
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in list(f)[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(int(fields[9]))
-    return inodes
 
 
 def _unix_listeners(path_part: str) -> set[int]:
@@ -77,14 +50,14 @@ def part(server: ModelServer, which: str) -> int:
     assert server.proc is not None
     main = server.proc.pid
     listeners = {
-        "grpc": _tcp_listeners(server.grpc_port),
-        "rest": _tcp_listeners(server.http_port),
-        "rest worker": _tcp_listeners(server.http_port),
-        "metrics": _tcp_listeners(server.metrics_port),
+        "grpc": listening_inodes(server.grpc_port),
+        "rest": listening_inodes(server.http_port),
+        "rest worker": listening_inodes(server.http_port),
+        "metrics": listening_inodes(server.metrics_port),
         "manager": _unix_listeners("listener-"),
     }[which]
     tree = process_tree(main)
-    found = [p for p in tree if _socket_inodes(p) & listeners]
+    found = [p for p in tree if socket_inodes(p) & listeners]
     # gunicorn's arbiter and its workers share the listening socket: the arbiter is the one whose parent does not
     if which in ("rest", "metrics"):
         found = [p for p in found if _ppid(p) not in found]
