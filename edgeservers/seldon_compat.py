@@ -467,26 +467,6 @@ def json_values_limit(input_elements: int | None) -> int | None:
     return None if input_elements is None else 2 * input_elements + JSON_VALUES_SLACK
 
 
-def _manager_ignoring_termination() -> SyncManager:
-    """multiprocessing.Manager() whose process ignores SIGTERM/SIGINT: a process-group SIGTERM (the pod
-    stopping) no longer kills it under the requests in flight. It ends when the main process exits
-    (multiprocessing's exit handler shuts it down; on Linux it also gets SIGKILL if its parent dies)."""
-    manager = SyncManager(ctx=multiprocessing.get_context())
-    manager.start(_ignore_termination)
-    return manager
-
-
-def _ignore_termination() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _linear_multipart_data() -> None:
     """Backport of the fix for CVE-2023-46136 (Werkzeug 2.3.8 / 3.0.1) to the 2.2.3 that seldon-core pins.
 
@@ -513,7 +493,6 @@ def _install_rest_serving() -> None:
     microservice.UserModelApplication = EdgeUserModelApplication
     microservice.StandaloneApplication = EdgeStandaloneApplication
     wrapper.get_request = _get_request
-    seldon_metrics_module.Manager = _manager_ignoring_termination
 
 
 # --- supervision: crash-only processes, readiness that tells the truth ------------------------
@@ -924,12 +903,19 @@ def fixed_mmap_threshold() -> bool:
 
 def _serve_metrics_in_main_process() -> None:
     seldon_metrics_module.Manager = _metrics_manager
-    microservice._make_rest_metrics_server = _make_rest_metrics_server
+    _replace(microservice, "_make_rest_metrics_server", _make_rest_metrics_server)
 
 
 # --- installation ------------------------------------------------------------------------------
 
 _installed = False
+
+
+def _replace(owner: Any, name: str, replacement: Callable[..., Any]) -> None:
+    """Put `replacement` in the wrapper's place of `name`, keeping the wrapper's own function reachable as
+    `__wrapped__` (tests/test_seldon_compat.py hashes that one)."""
+    replacement.__wrapped__ = getattr(owner, name)  # type: ignore[attr-defined]
+    setattr(owner, name, replacement)
 
 
 def install() -> None:
@@ -942,8 +928,8 @@ def install() -> None:
     _grpc_status_codes()
     wrapper.get_grpc_server = _get_grpc_server_limited
     SeldonMetrics.__init__ = _remember_metrics(SeldonMetrics.__init__)
-    microservice._make_grpc_server = _make_grpc_server
-    microservice.start_servers = start_servers
+    _replace(microservice, "_make_grpc_server", _make_grpc_server)
+    _replace(microservice, "start_servers", start_servers)
     wrapper.get_rest_microservice = _get_rest_microservice
     _install_rest_serving()
     _serve_metrics_in_main_process()  # after _install_rest_serving: its Manager is replaced here
