@@ -926,11 +926,11 @@ def install() -> None:
     _installed = True
     _skip_empty_metric_updates()
     _grpc_status_codes()
-    wrapper.get_grpc_server = _get_grpc_server_limited
+    _replace(wrapper, "get_grpc_server", _get_grpc_server_limited)
     SeldonMetrics.__init__ = _remember_metrics(SeldonMetrics.__init__)
     _replace(microservice, "_make_grpc_server", _make_grpc_server)
     _replace(microservice, "start_servers", start_servers)
-    wrapper.get_rest_microservice = _get_rest_microservice
+    _replace(wrapper, "get_rest_microservice", _get_rest_microservice)
     _install_rest_serving()
     _serve_metrics_in_main_process()  # after _install_rest_serving: its Manager is replaced here
     fixed_mmap_threshold()

@@ -286,7 +286,10 @@ class Microservice(ServerProcess):
         return self.argv
 
     def ready(self) -> bool:
-        return http_ok(f"http://127.0.0.1:{self.http_port}/health/ping") and grpc_ready(f"127.0.0.1:{self.grpc_port}")
+        """REST answers its ping, and gRPC accepts connections unless GRPC_WORKERS=0 turned it off."""
+        rest = http_ok(f"http://127.0.0.1:{self.http_port}/health/ping")
+        grpc_on = self.env.get("GRPC_WORKERS", "1").strip() != "0"
+        return rest and (not grpc_on or grpc_ready(f"127.0.0.1:{self.grpc_port}"))
 
     def start(
         self, ready: Callable[[], bool] | None = None, timeout: float = 120.0, poll: float = 0.05

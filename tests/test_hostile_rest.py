@@ -37,16 +37,9 @@ LIMIT = 16 << 20  # max_request_bytes' default
 GROWTH_MB = 100
 
 
-class RestOnlyServer(ModelServer):
-    """ModelServer with gRPC off (GRPC_WORKERS=0, as the chart): ready when REST answers."""
-
-    def _ready(self) -> bool:
-        return ping(self.http_port, timeout=1) == 200
-
-
 @pytest.fixture(scope="module")
 def chart_server():
-    server = RestOnlyServer("TFLiteServer", dict(CHART_ENV), model_uri=str(MOBILENET_V2)).start()
+    server = ModelServer("TFLiteServer", dict(CHART_ENV), model_uri=str(MOBILENET_V2)).start()
     yield server
     server.stop()
 
@@ -253,7 +246,7 @@ def _on_loopback_only(port: int) -> bool:
 def test_bind_address_and_cors_origins():
     """bind_address=127.0.0.1 (without the tests' loopback shim) puts REST and metrics on loopback only;
     cors_origins lets just the listed origins through."""
-    server = RestOnlyServer(
+    server = ModelServer(
         "TFLiteServer",
         {**CHART_ENV, "PYTHONPATH": ""},
         model_uri=str(MOBILENET_V2),

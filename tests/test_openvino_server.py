@@ -138,7 +138,10 @@ def _rounded_dir(model_dir, tmp_path_factory, precision: str):
 
 
 def _metadata(server) -> dict:
-    return requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()
+    """The metadata of a server end to end (its URL) or in-process (Seldon's app's test client)."""
+    if hasattr(server, "url"):
+        return requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()
+    return server.get("/api/v1.0/metadata").json()
 
 
 def _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask) -> None:

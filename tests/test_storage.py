@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -696,7 +697,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def run_cli_measured(*args: str) -> tuple[subprocess.CompletedProcess[str], int]:
-    """run_cli, plus the CLI process's own peak RSS in bytes (os.wait4: that child's rusage alone)."""
+    """run_cli, plus the CLI process's own peak RSS in bytes: VmHWM of its own memory map, sampled until it
+    exits. (Not rusage: Linux carries the high-water mark across exec, so a child of a large test process
+    would report the parent's RSS.)"""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgeservers.storage", *args],
@@ -706,12 +709,21 @@ def run_cli_measured(*args: str) -> tuple[subprocess.CompletedProcess[str], int]
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             text=True,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak_kb = 0
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if b"edgeservers.storage" in Path(f"/proc/{proc.pid}/cmdline").read_bytes():  # after exec only
+                    status = Path(f"/proc/{proc.pid}/status").read_text()
+                    peak_kb = max(peak_kb, int(status.split("\nVmHWM:")[1].split()[0]))
+            except (OSError, ValueError, IndexError):
+                pass
+            time.sleep(0.02)
+        proc.wait(timeout=5)
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
-    return result, usage.ru_maxrss * 1024  # kilobytes on Linux
+    return result, peak_kb * 1024
 
 
 def test_cli_limits_from_flags_override_the_environment(web: FileServer, tmp_path: Path) -> None:
