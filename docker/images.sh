@@ -1,31 +1,48 @@
-#!/bin/sh
+#!/bin/bash
 # Builds the edgeservers images with buildah/podman (mk/images.mk calls this; docs/images.md explains).
 #   docker/images.sh base ARCH...      local Debian bookworm bases (only when BASE_IMAGE=local)
 #   docker/images.sh build ARCH...     server, server-openvino (amd64, arm64) and initializer, per arch
+#   docker/images.sh test ARCH...      docker/image_test.py on the built images (arm ones under qemu)
+#   docker/images.sh sizes ARCH...     each image's size, uncompressed and compressed (gzip layers, as pulled)
 #   docker/images.sh manifest ARCH...  manifest lists REPO:VERSION, REPO:VERSION-openvino, INIT_REPO:VERSION
 #   docker/images.sh export FILE       the manifest lists into one OCI archive (an OCI layout, tarred)
 #   docker/images.sh push REGISTRY     the manifest lists, all arches, to REGISTRY
 # ARCH: amd64, arm64, armv7. Environment (defaults from mk/images.mk): VERSION, REPO, INIT_REPO,
 # BASE_IMAGE (python:3.11-slim-bookworm, or "local" for bases made here by debootstrap), PIP_CA (a CA
 # bundle to mount into RUN steps for pip behind a TLS-intercepting proxy), SOURCE_URL.
-set -eu
+set -euo pipefail
 : "${VERSION:?}" "${REPO:=localhost/edgeservers}" "${INIT_REPO:=localhost/edgeservers-storage-initializer}"
 : "${BASE_IMAGE:=python:3.11-slim-bookworm}" "${PIP_CA:=}" "${SOURCE_URL:=}"
 LOCAL_BASE=localhost/edgeservers-base:bookworm
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$(pwd)/.cache/containers.conf}"
 [ -f "$CONTAINERS_CONF" ] || { mkdir -p "$(dirname "$CONTAINERS_CONF")"; printf '[containers]\ndefault_ulimits = []\n' > "$CONTAINERS_CONF"; }
 
-platform() { case $1 in amd64) echo linux/amd64 ;; arm64) echo linux/arm64 ;; armv7) echo linux/arm/v7 ;; *) echo "unknown arch $1" >&2; exit 2 ;; esac; }
-debarch() { case $1 in amd64) echo amd64 ;; arm64) echo arm64 ;; armv7) echo armhf ;; esac; }
-dockerfile() { case $1 in amd64) echo Dockerfile.amd64 ;; arm64) echo Dockerfile.arm64v8 ;; armv7) echo Dockerfile.arm32v7 ;; esac; }
-host_arch() { case $(uname -m) in x86_64) echo amd64 ;; aarch64) echo arm64 ;; armv7l) echo armv7 ;; esac; }
+# The one arch map: our name -> OCI platform, Debian arch, whether an OpenVINO image exists.
+arch_info() {
+	case $1 in
+	amd64) echo "linux/amd64 amd64 openvino" ;;
+	arm64) echo "linux/arm64 arm64 openvino" ;;
+	armv7) echo "linux/arm/v7 armhf -" ;;
+	*) echo "unknown arch $1 (amd64, arm64, armv7)" >&2; exit 2 ;;
+	esac
+}
+platform() { local i; i=$(arch_info "$1"); set -- $i; echo "$1"; }
+debarch() { local i; i=$(arch_info "$1"); set -- $i; echo "$2"; }
+has_openvino() { local i; i=$(arch_info "$1"); set -- $i; [ "$3" = openvino ]; }
+host_arch() { local a; for a in amd64 arm64 armv7; do if [ "$(debarch $a)" = "$(dpkg --print-architecture)" ]; then echo $a; fi; done; }
 base_of() { if [ "$BASE_IMAGE" = local ]; then echo "$LOCAL_BASE-$(debarch "$1")"; else echo "$BASE_IMAGE"; fi; }
+images_of() { # ARCH: every image built for it
+	echo "$REPO:$VERSION-$1"
+	if has_openvino "$1"; then echo "$REPO:$VERSION-openvino-$1"; fi
+	echo "$INIT_REPO:$VERSION-$1"
+}
 now() { date +%s; }
 
 bud() { # ARCH DOCKERFILE TAG [more buildah args]
 	arch=$1 file=$2 tag=$3
 	shift 3
-	set -- --isolation chroot --layers --platform "$(platform "$arch")" \
+	t0=$(now)
+	set -- --isolation chroot --layers --jobs "${BUILD_JOBS:-2}" --platform "$(platform "$arch")" \
 		--build-arg VERSION="$VERSION" --build-arg SOURCE_URL="$SOURCE_URL" \
 		--build-arg BASE_IMAGE="$(base_of "$arch")" -f "$file" -t "$tag" "$@"
 	[ "$BASE_IMAGE" = local ] && set -- --pull=never "$@"
@@ -33,38 +50,58 @@ bud() { # ARCH DOCKERFILE TAG [more buildah args]
 		set -- -v "$PIP_CA:/etc/ssl/host-ca.crt:ro" --build-arg PIP_CERT=/etc/ssl/host-ca.crt "$@"
 	fi
 	buildah bud "$@" .
+	echo "images: $tag built in $(($(now) - t0)) s"
 }
 
 cmd=$1
 shift
 case $cmd in
 base)
-	for a in "$@" $(host_arch); do
+	for a in $(printf '%s\n' "$@" "$(host_arch)" | sort -u); do
 		docker/make-base.sh "$(debarch "$a")" "$LOCAL_BASE-$(debarch "$a")"
 	done
 	;;
 build)
+	# The OpenCV compile stage runs on the build machine's arch: buildah ignores
+	# FROM --platform=$BUILDPLATFORM, so it gets the build machine's image by ID (an ID is taken
+	# whatever its platform). The OpenCV version is requirements.txt's pin.
+	b=$(base_of "$(host_arch)")
+	[ "$BASE_IMAGE" = local ] || podman pull --arch "$(debarch "$(host_arch)")" "$b" >/dev/null
+	opencv=$(sed -n 's/^opencv-python-headless==\([^ ;]*\).*/\1/p' requirements.txt)
+	common="--build-arg BUILD_IMAGE=$(podman image inspect --format '{{.Id}}' "$b") --build-arg OPENCV_PYTHON_VERSION=$opencv"
 	for a in "$@"; do
-		t0=$(now)
-		extra=
-		if [ "$a" = armv7 ]; then
-			# buildah ignores FROM --platform=$BUILDPLATFORM: give the cross-compile stage the
-			# build machine's image by ID (an ID is taken whatever its platform).
-			b=$(base_of "$(host_arch)")
-			[ "$BASE_IMAGE" = local ] || podman pull --arch "$(host_arch)" "$b" >/dev/null
-			extra="--build-arg BUILD_IMAGE=$(podman image inspect --format '{{.Id}}' "$b")"
-		fi
 		# shellcheck disable=SC2086
-		bud "$a" "$(dockerfile "$a")" "$REPO:$VERSION-$a" $extra
-		t1=$(now)
-		echo "images: $REPO:$VERSION-$a built in $((t1 - t0)) s"
-		if [ "$a" != armv7 ]; then
-			buildah bud --isolation chroot --pull=never --platform "$(platform "$a")" \
-				--build-arg IMAGE="$REPO:$VERSION-$a" -f docker/openvino.Dockerfile -t "$REPO:$VERSION-openvino-$a" .
+		bud "$a" Dockerfile "$REPO:$VERSION-$a" $common
+		if has_openvino "$a"; then
+			# shellcheck disable=SC2086
+			bud "$a" Dockerfile "$REPO:$VERSION-openvino-$a" $common --target openvino
 		fi
-		t2=$(now)
 		bud "$a" storage-initializer/Dockerfile "$INIT_REPO:$VERSION-$a"
-		echo "images: $INIT_REPO:$VERSION-$a built in $(($(now) - t2)) s"
+	done
+	;;
+test)
+	ov=
+	for a in "$@"; do if has_openvino "$a"; then ov="$ov $a"; fi; done
+	# shellcheck disable=SC2086
+	python3 docker/image_test.py --version "$VERSION" --repo "$REPO" --init-repo "$INIT_REPO" \
+		--host-arch "$(host_arch)" --openvino-arches="${ov# }" "$@"
+	;;
+sizes)
+	# Uncompressed: podman's size of the image. Compressed: the gzip'd layers a pull downloads
+	# (skopeo copies the image into an OCI layout, compressing each layer as a push does).
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	printf '%-58s %12s %12s\n' image uncompressed compressed
+	for a in "$@"; do
+		for img in $(images_of "$a"); do
+			podman image exists "$img" || { printf '%-58s %12s\n' "$img" "not built"; continue; }
+			size=$(podman image inspect --format '{{.Size}}' "$img")
+			rm -rf "$tmp/oci"
+			skopeo copy -q "containers-storage:$img" "oci:$tmp/oci:x" >/dev/null
+			manifest=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"].split(":")[1])' "$tmp/oci/index.json")
+			gz=$(python3 -c 'import json,sys; print(sum(l["size"] for l in json.load(open(sys.argv[1]))["layers"]))' "$tmp/oci/blobs/sha256/$manifest")
+			printf '%-58s %9s MB %9s MB\n' "$img" $((size / 1000000)) $((gz / 1000000))
+		done
 	done
 	;;
 manifest)
@@ -74,7 +111,7 @@ manifest)
 		for a in "$@"; do
 			case $list in
 			"$REPO:$VERSION") img=$REPO:$VERSION-$a ;;
-			"$REPO:$VERSION-openvino") [ "$a" = armv7 ] && continue; img=$REPO:$VERSION-openvino-$a ;;
+			"$REPO:$VERSION-openvino") has_openvino "$a" || continue; img=$REPO:$VERSION-openvino-$a ;;
 			*) img=$INIT_REPO:$VERSION-$a ;;
 			esac
 			buildah manifest add "$list" "containers-storage:$img" >/dev/null
@@ -101,7 +138,7 @@ push)
 	done
 	;;
 *)
-	echo "usage: $0 base|build|manifest|export|push ..." >&2
+	echo "usage: $0 base|build|test|sizes|manifest|export|push ..." >&2
 	exit 2
 	;;
 esac

@@ -1,11 +1,11 @@
-#!/bin/sh
+#!/bin/bash
 # Build a local stand-in for python:3.11-slim-bookworm when Docker Hub is out of reach:
 # a Debian bookworm minbase root file system (Debian's python3 3.11 + venv + CA certificates)
 # made with debootstrap (foreign arches run under qemu-user-static via binfmt_misc),
 # trimmed and imported into podman's storage as IMAGE.
 #   usage: docker/make-base.sh amd64|arm64|armhf IMAGE [MIRROR]
 # Reruns are free while IMAGE exists (remove it with `podman rmi IMAGE` to rebuild).
-set -eu
+set -euo pipefail
 arch=$1
 image=$2
 mirror=${3:-http://deb.debian.org/debian}
