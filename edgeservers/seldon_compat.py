@@ -932,7 +932,7 @@ def install() -> None:
     _replace(microservice, "start_servers", start_servers)
     _replace(wrapper, "get_rest_microservice", _get_rest_microservice)
     _install_rest_serving()
-    _serve_metrics_in_main_process()  # after _install_rest_serving: its Manager is replaced here
+    _serve_metrics_in_main_process()  # the metrics Manager and endpoint on threads of this process
     fixed_mmap_threshold()
 
 
