@@ -67,6 +67,7 @@ class Payload:
     form: str  # "ndarray" | "tensor" | "tftensor" | "jsonData" | "image" | "image_uri" | "s3_event"
     tensors: dict[str | None, np.ndarray] = field(default_factory=dict)
     image: bytes = b""
+    image_field: str = "binData"  # what the request called the image, for messages
     image_uris: tuple[Any, ...] = ()  # image_uri: the one URI as sent; s3_event: each created object's
     tags: dict[str, Any] = field(default_factory=dict)
 

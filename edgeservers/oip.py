@@ -33,7 +33,6 @@ from flask import Blueprint, Response, request
 from . import __version__, codecs, postprocess, seldon_compat
 from .errors import BadRequest
 from .metrics import PREPROCESS, RequestMetrics
-from .modelfiles import read_labels
 from .runtime import TensorSpec
 
 if TYPE_CHECKING:
@@ -260,7 +259,7 @@ class OipModel:
         self.image_input = component._image is not None
         self.has_answer = component._postprocessor is not None
         self.answer_for_tensors = settings.postprocess != "auto"
-        self.labels = read_labels(component._model_path, settings.labels)
+        self.labels = component._labels
         self._classifiers: dict[tuple[str, int], postprocess.Classification] = {}
 
     # --- identity, health, metadata
@@ -322,10 +321,7 @@ class OipModel:
         try:
             prediction = self.component.predict_payload(payload, wants_answer, metrics)
         except BadRequest as e:
-            message = str(e)
-            if payload.form == "image":  # the image checks name v1's field
-                message = message.replace("binData", f"input {req.inputs[0].name} (BYTES)")
-            raise OipError(message) from None
+            raise OipError(str(e)) from None
         outputs = []
         for out in requested:
             binary = req.binary_output if out.binary is None else out.binary
@@ -392,7 +388,7 @@ class OipModel:
             raise OipError(
                 f"input {tensor.name}: one encoded image per request (BYTES shape [1]); got shape {tensor.shape}"
             )
-        return codecs.Payload("image", image=tensor.value[0])
+        return codecs.Payload("image", image=tensor.value[0], image_field=f"input {tensor.name} (BYTES)")
 
     def _classify(self, spec: TensorSpec, raw: np.ndarray, k: int) -> tuple[list[bytes], list[int]]:
         """Triton's classification extension, through postprocess.Classification: "score:index[:label]"."""

@@ -92,7 +92,7 @@ class EdgeModelServer(SeldonComponent):
             inputs=select(inputs, settings.input_names, "input"),
             outputs=select(outputs, settings.output_names, "output"),
         )
-        labels = read_labels(self._model_path, settings.labels)
+        self._labels = labels = read_labels(self._model_path, settings.labels)
         self._image, self._not_image = self._image_preprocessor()
         self._postprocess_kind = postprocess.resolve(settings.postprocess, self._signature.outputs, labels)
         if self._postprocess_kind in ("detection", "segmentation") and self._image is None:
@@ -310,7 +310,7 @@ class EdgeModelServer(SeldonComponent):
             if self._image is None:
                 raise BadRequest(f"this model does not take images ({self._not_image}): send tensors instead")
             fit = (self._image.geometry.height, self._image.geometry.width)
-            pixels, image_size = decode_image(payload.image, self._settings.max_image_pixels, fit=fit)
+            pixels, image_size = decode_image(payload.image, self._settings.max_image_pixels, payload.image_field, fit)
             return {self._image.spec.name: self._image(pixels)}, image_size
         size = (self._image.geometry.height, self._image.geometry.width) if self._image else None
         if payload.form == "jsonData":
