@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import functools
 import io
 import math
@@ -67,8 +66,7 @@ RELIED_ON = {
         "runs the module global UserModelApplication with bind 0.0.0.0 and its gunicorn options; builds the REST "
         "app with wrapper.get_rest_microservice(user_object, seldon_metrics), looked up as a module attribute"
     ),
-    "seldon_core.microservice:_make_rest_metrics_server": "runs the module global StandaloneApplication with bind 0.0.0.0",
-    "seldon_core.gunicorn_utils:StandaloneApplication.load_config": "copies the wrapper's options into gunicorn's cfg",
+    "seldon_core.microservice:_make_rest_metrics_server": "replaced: ran a gunicorn arbiter + worker for the metrics app on 0.0.0.0",
     "seldon_core.gunicorn_utils:UserModelApplication.load": "calls user_object.load() in each worker and returns the Flask app",
     "seldon_core.metrics:SeldonMetrics.__init__": "starts its Manager (self._manager) through the module global Manager",
     "seldon_core.wrapper:get_metrics_microservice": "calls CORS(app) on the metrics app",
@@ -212,8 +210,7 @@ def _get_grpc_server_limited(
 
 def _grpc_host(user_model: Any) -> str:
     settings = getattr(user_model, "settings", None)
-    host = settings.bind_address if settings is not None else "0.0.0.0"
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return _host(settings.bind_address if settings is not None else "0.0.0.0")
 
 
 # HTTP status of our errors -> the gRPC status the same error gets (else UNKNOWN, "Exception calling application").
@@ -316,44 +313,29 @@ def rest_options() -> RestOptions:
     return _rest_options
 
 
+def _host(address: str) -> str:
+    """An address as a host in "host:port" (an IPv6 address in brackets)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
 def _bind(bind: str, address: str) -> str:
-    port = bind.rsplit(":", 1)[1]
-    host = f"[{address}]" if ":" in address and not address.startswith("[") else address
-    return f"{host}:{port}"
+    """A gunicorn bind "host:port" with the host replaced by `address`."""
+    return f"{_host(address)}:{bind.rsplit(':', 1)[1]}"
 
 
-class _EdgeGunicorn:
-    """What both gunicorn applications change in the wrapper's options."""
+class EdgeUserModelApplication(gunicorn_utils.UserModelApplication):
+    """The wrapper's REST application, on EdgeWorker, with the component's RestOptions and bind address."""
 
-    rest_options: RestOptions
+    rest_options: RestOptions  # read by the worker (http_worker.EdgeWorker) through its app
 
-    def _edge_config(self) -> None:
-        cfg = self.cfg  # type: ignore[attr-defined]
+    def load_config(self) -> None:
+        self.rest_options = options = getattr(self.user_object, "rest_options", None) or _rest_options
+        super().load_config()
+        cfg = self.cfg
         cfg.set("worker_class", WORKER_CLASS)
         cfg.set("timeout", WORKER_TIMEOUT)
-        cfg.set("graceful_timeout", math.ceil(self.rest_options.graceful_timeout))
-        cfg.set("bind", [_bind(b, self.rest_options.bind_address) for b in cfg.bind])
-
-
-class EdgeUserModelApplication(_EdgeGunicorn, gunicorn_utils.UserModelApplication):
-    """The wrapper's REST application, on EdgeWorker, with the component's RestOptions."""
-
-    def load_config(self) -> None:
-        self.rest_options = getattr(self.user_object, "rest_options", None) or _rest_options
-        super().load_config()
-        self._edge_config()
-
-
-class EdgeStandaloneApplication(_EdgeGunicorn, gunicorn_utils.StandaloneApplication):
-    """The wrapper's metrics application, on EdgeWorker: small bodies, the REST bind address, no CORS."""
-
-    def load_config(self) -> None:
-        self.rest_options = dataclasses.replace(
-            METRICS_OPTIONS, bind_address=_rest_options.bind_address, graceful_timeout=_rest_options.graceful_timeout
-        )
-        super().load_config()
-        self._edge_config()
-        _set_cors(self.application, ())
+        cfg.set("graceful_timeout", math.ceil(options.graceful_timeout))
+        cfg.set("bind", [_bind(b, options.bind_address) for b in cfg.bind])
 
 
 class LimitedRequest(Request):
@@ -491,7 +473,6 @@ def _linear_multipart_data() -> None:
 def _install_rest_serving() -> None:
     _linear_multipart_data()
     microservice.UserModelApplication = EdgeUserModelApplication
-    microservice.StandaloneApplication = EdgeStandaloneApplication
     wrapper.get_request = _get_request
 
 
@@ -869,8 +850,8 @@ _seldon_make_rest_metrics_server = microservice._make_rest_metrics_server
 @functools.wraps(_seldon_make_rest_metrics_server)
 def _make_rest_metrics_server(seldon_metrics: SeldonMetrics, args: Any) -> Callable[[], None] | None:
     """Serve the metrics from a thread of the main process and have the wrapper start no metrics process
-    (None); the wrapper's own server in debug mode (Flask's development server) or for another Manager."""
-    if args.debug or not isinstance(getattr(seldon_metrics, "_manager", None), MetricsManager):
+    (None); the wrapper's own server in debug mode (Flask's development server)."""
+    if args.debug:
         return _seldon_make_rest_metrics_server(seldon_metrics, args)
     labels = dict(seldon_metrics._extra_default_labels)
     _serve_metrics(_rest_options.bind_address.strip("[]"), args.metrics_port, bool(args.access_log), labels)

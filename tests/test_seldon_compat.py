@@ -24,7 +24,6 @@ SOURCE_SHA256 = {
     # REST serving
     "seldon_core.microservice:_make_rest_server_prod": "d1abe4bd738bde6b",
     "seldon_core.microservice:_make_rest_metrics_server": "6459ff2f1b453fcf",
-    "seldon_core.gunicorn_utils:StandaloneApplication.load_config": "b2150a20ddd6220f",
     "seldon_core.gunicorn_utils:UserModelApplication.load": "1cca8c411f3b0ff2",
     "seldon_core.metrics:SeldonMetrics.__init__": "af793ef047852eb4",
     "seldon_core.wrapper:get_metrics_microservice": "71829aeb328669a8",
