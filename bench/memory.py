@@ -10,7 +10,7 @@ predictions of images/parrot.jpg (multipart, as the README's curl; 8 clients at 
 GUNICORN_THREADS=8, so that every thread has worked), reads /health/status and the
 Prometheus endpoint once, and then reads /proc/<pid>/smaps_rollup of every process in the tree.
 Each process is named by its role, found from the listening sockets it holds and its place in the tree
-(the wrapper's main process is also the REST gunicorn arbiter). Memory, not time, is measured here:
+(the wrapper's main process was the REST gunicorn arbiter; edgeservers' serves REST itself when it has one worker). Memory, not time, is measured here:
 it does not depend on the machine's load.
 """
 
@@ -171,17 +171,22 @@ def roles(server: Server) -> dict[int, str]:
     named = {server.http_port: "REST", server.grpc_port: "gRPC", server.metrics_port: "metrics"}
     result = {}
     root_inodes = socket_inodes(root)
+
+    def holds_rest(pid: int) -> bool:
+        return any(named.get(tcp.get(i, -1)) == "REST" for i in socket_inodes(pid))
+
     for pid in process_tree(root):
         # A forked process also holds the listeners its parent opened before the fork: a child is named
         # by the REST socket it serves or by the sockets it opened itself.
         inodes = socket_inodes(pid)
-        rest = any(named.get(tcp.get(i, -1)) == "REST" for i in inodes)
+        rest = holds_rest(pid)
         if pid != root:
             inodes -= root_inodes
         ports = sorted({named[tcp[i]] for i in inodes if tcp.get(i) in named})
         parent = bool(children(pid))
         if pid == root:
-            role = "main (REST arbiter)" if "REST" in ports else "main"
+            arbiter = any(holds_rest(c) for c in children(pid))  # the wrapper's own start_servers
+            role = ("main (REST arbiter)" if arbiter else "main (REST)") if rest else "main"
             extra = ["metrics Manager"] if inodes & unix else []
             extra += [f"{p} endpoint" for p in ports if p != "REST"]
             if extra:

@@ -31,7 +31,7 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from multiprocessing.managers import AcquirerProxy, DictProxy, State, SyncManager  # type: ignore[attr-defined]
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import grpc
 import orjson
@@ -39,6 +39,7 @@ import seldon_core
 from flask import Blueprint, Flask, Request, Response, request
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
+from gunicorn import sock as gunicorn_sock
 from seldon_core import flask_utils, gunicorn_utils, microservice, wrapper
 from seldon_core import metrics as seldon_metrics_module
 from seldon_core.flask_utils import ANNOTATION_GRPC_MAX_MSG_SIZE, SeldonMicroserviceException
@@ -47,7 +48,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.sansio.multipart import MultipartDecoder
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from .http_worker import RestOptions
+from .http_worker import EdgeWorker, RestOptions
 
 WRAPPER_VERSION = "1.17.1"
 
@@ -78,6 +79,10 @@ RELIED_ON = {
     ),
     "tornado.tcpserver:TCPServer._handle_connection": "wraps an accepted socket in an IOStream (used to take the backlog at stop)",
     "gunicorn.arbiter:Arbiter.stop": "closes the listeners, SIGTERMs the workers, waits graceful_timeout, then SIGKILL",
+    "gunicorn.workers.base:Worker.__init__": "(age, ppid, sockets, app, timeout, cfg, log): does nothing to the process",
+    "gunicorn.workers.base:Worker.init_process": (
+        "signal handlers, app.wsgi() (the wrapper's load()), post_worker_init, then run(): also without an arbiter"
+    ),
     "werkzeug.wrappers.request:Request.make_form_data_parser": "passes _get_file_stream, max_form_memory_size and max_form_parts to the parser",
     "werkzeug.sansio.multipart:MultipartDecoder.next_event": "in DATA without a full boundary, keeps the buffer from last_newline() on",
     # gRPC limits, reflection, bind address; supervision (sections below)
@@ -88,7 +93,10 @@ RELIED_ON = {
         "_make_rest_metrics_server(seldon_metrics, args) (section memory: None, no metrics process) and "
         "start_servers(rest, grpc, custom, metrics)"
     ),
-    "seldon_core.microservice:start_servers": "replaced (its targets kept): REST ran in the main process, nothing watched",
+    "seldon_core.microservice:start_servers": (
+        "replaced (its targets kept): REST's arbiter ran in the main process, nothing watched; the REST target "
+        "is the closure _make_rest_server_prod returns"
+    ),
     "seldon_core.microservice:_make_grpc_server": "replaced: reserved the port, bound 0.0.0.0, forked and joined the workers",
     "seldon_core.microservice:_run_grpc_server": (
         "a gRPC worker: get_grpc_server(user_object, seldon_metrics, annotations=...), load(), add_insecure_port(bind_address), "
@@ -327,6 +335,7 @@ class EdgeUserModelApplication(gunicorn_utils.UserModelApplication):
     """The wrapper's REST application, on EdgeWorker, with the component's RestOptions and bind address."""
 
     rest_options: RestOptions  # read by the worker (http_worker.EdgeWorker) through its app
+    in_main_process: ClassVar[bool] = False  # set by start_servers for one worker that never restarts
 
     def load_config(self) -> None:
         self.rest_options = options = getattr(self.user_object, "rest_options", None) or _rest_options
@@ -336,6 +345,33 @@ class EdgeUserModelApplication(gunicorn_utils.UserModelApplication):
         cfg.set("timeout", WORKER_TIMEOUT)
         cfg.set("graceful_timeout", math.ceil(options.graceful_timeout))
         cfg.set("bind", [_bind(b, options.bind_address) for b in cfg.bind])
+
+    def run(self) -> None:
+        """gunicorn's arbiter and its workers; or, when start_servers runs REST in the main process (one
+        worker that never restarts), the one worker right here: no arbiter, no fork."""
+        if not self.in_main_process:
+            super().run()
+            return
+        log = self.cfg.logger_class(self.cfg)
+        worker = EdgeWorker(
+            0, os.getppid(), gunicorn_sock.create_sockets(self.cfg, log), self, WORKER_TIMEOUT, self.cfg, log
+        )
+        worker.pid = os.getpid()
+        worker.init_process()  # loads the model (the wrapper's load()), serves until SIGTERM, then stops gracefully
+
+
+_seldon_make_rest_server_prod = microservice._make_rest_server_prod
+
+
+@functools.wraps(_seldon_make_rest_server_prod)
+def _make_rest_server_prod(
+    user_object: Any, seldon_metrics: SeldonMetrics, args: Any, **kwargs: Any
+) -> Callable[[], None]:
+    """The wrapper's REST server, marked for start_servers: one worker that never restarts (GUNICORN_WORKERS=1,
+    GUNICORN_MAX_REQUESTS=0, the chart's defaults) needs no arbiter and can run in the main process."""
+    server = _seldon_make_rest_server_prod(user_object, seldon_metrics, args, **kwargs)
+    server.one_worker = args.workers == 1 and not args.max_requests
+    return server
 
 
 class LimitedRequest(Request):
@@ -473,6 +509,7 @@ def _linear_multipart_data() -> None:
 def _install_rest_serving() -> None:
     _linear_multipart_data()
     microservice.UserModelApplication = EdgeUserModelApplication
+    _replace(microservice, "_make_rest_server_prod", _make_rest_server_prod)
     wrapper.get_request = _get_request
 
 
@@ -481,14 +518,16 @@ def _install_rest_serving() -> None:
 # The wrapper's start_servers runs gunicorn's arbiter (REST) in the main process and the gRPC parent
 # (which only join()s its workers), the metrics server and a custom server as children; nothing
 # watches them, and gunicorn's SIGCHLD handler reaps every child of the main process, so a dead one
-# is never even noticed. Here the main process is a supervisor and nothing else: REST, each gRPC
-# worker, the metrics server (and a custom server) are its children, and so is Seldon's metrics
-# Manager. When any of them ends unexpectedly the supervisor writes one line naming it and how it
-# ended, marks the server down (readiness fails), stops the others and exits 1, so that the kubelet
-# restarts the container. Inside each part, what heals stays as it was: gunicorn restarts a dead
-# worker, unless the new worker cannot boot (then the REST part ends, and with it the server).
-# SIGTERM or SIGINT to the main process stops every part in order (REST and metrics gracefully,
-# the Manager last) and exits 0.
+# is never even noticed. Here the main process supervises: each gRPC worker (and a custom server) is
+# its child, and so is REST's gunicorn arbiter when REST has several workers or restarts them
+# (GUNICORN_WORKERS > 1, GUNICORN_MAX_REQUESTS); one REST worker that never restarts (the chart's
+# defaults) needs no arbiter and is served by the main process itself, the supervisor then watching
+# from a thread (section "memory"). When a part ends unexpectedly the supervisor writes one line
+# naming it and how it ended, marks the server down (readiness fails), stops the others and exits 1,
+# so that the kubelet restarts the container; REST in the main process dies with it. Inside the
+# REST part, what heals stays as it was: gunicorn restarts a dead worker, unless the new worker cannot
+# boot (then the REST part ends, and with it the server). SIGTERM or SIGINT to the main process stops
+# every part (REST gracefully) and exits 0.
 
 STOP_TIMEOUT = 30.0  # seconds the parts get to stop (gunicorn's graceful timeout) before SIGKILL
 _FORK = multiprocessing.get_context(
@@ -642,10 +681,8 @@ class _Supervisor:
             if process.pid and process.exitcode is None:
                 self.family[process.pid] = set(_descendants(process.pid))
 
-    def run(self) -> int:
-        """Watch every part until one ends (exit 1) or a stop signal arrives (exit 0)."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+    def watch(self) -> str | None:
+        """Wait until a part ends (then the line naming it and how it ended) or a stop is asked (None)."""
         watched = list(self.parts) + [
             ("Seldon's metrics Manager", m._manager._process) for m in _metrics if getattr(m._manager, "_process", None)
         ]  # a MetricsManager (section "memory") has no process: it runs on threads of this one
@@ -665,13 +702,42 @@ class _Supervisor:
                             file=sys.stderr,
                             flush=True,
                         )
-                        self.stop_all(signal.SIGTERM)
-                        return 1
-            self.stop_all(self.stop_signal)
-            return 0
+                        return line
+            return None
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def run(self) -> int:
+        """Watch every part (REST among them) until one ends (exit 1) or a stop signal arrives (exit 0)."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        if self.watch():
+            self.stop_all(signal.SIGTERM)
+            return 1
+        self.stop_all(self.stop_signal or signal.SIGTERM)
+        return 0
+
+    def run_with_rest(self, rest: Callable[[], None]) -> int:
+        """Serve REST in this process, whose worker owns SIGTERM and SIGINT, and watch the parts from a
+        thread: a part that ends stops REST as SIGTERM does (gracefully), and the server exits 1."""
+        ended: list[str] = []
+
+        def watch() -> None:
+            line = self.watch()
+            if line:
+                ended.append(line)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        watcher = threading.Thread(target=watch, name="supervisor", daemon=True)
+        watcher.start()
+        try:
+            rest()
+        finally:
+            self.stop_signal = self.stop_signal or signal.SIGTERM
+            watcher.join()
+            self.stop_all(signal.SIGTERM)
+        return 1 if ended else 0
 
     def stop_all(self, signum: int) -> None:
         """Ask every live part, and the orphans of a dead one, to stop (REST and metrics finish their
@@ -727,8 +793,12 @@ def start_servers(
             supervisor.start("custom server", target3)
         if metrics_target:
             supervisor.start("metrics server", metrics_target)
-        supervisor.start("REST server", target1)
-        code = supervisor.run()
+        if getattr(target1, "one_worker", False):  # section "memory": REST in this process, no arbiter
+            EdgeUserModelApplication.in_main_process = True
+            code = supervisor.run_with_rest(target1)
+        else:
+            supervisor.start("REST server", target1)
+            code = supervisor.run()
     sys.exit(code)
 
 
@@ -745,6 +815,15 @@ def start_servers(
 # proxies and socket, as before; the threads are blocked in accept/select when the supervisor forks,
 # and a forked part never touches their objects. They end with the main process, after the parts have
 # stopped (so requests in flight still hand their metrics over).
+#
+# REST the same way: with one worker that never restarts (the chart's GUNICORN_WORKERS=1 and no
+# GUNICORN_MAX_REQUESTS), gunicorn's arbiter only forks that worker and waits; both copy pages of the
+# main process as they write them (Python's reference counts write to every object they touch): about
+# 25 MB of the tree. Then start_servers has EdgeUserModelApplication run the worker in the main process
+# (after the gRPC workers are forked, before the model is loaded, as the arbiter's worker did) and the
+# supervisor watches the parts from a thread. What the arbiter did for one worker is not lost: its
+# signals are the worker's own; a dead worker was restarted, now the process ends and the kubelet
+# restarts it (crash-only, as for every other part).
 
 
 class MetricsManager(SyncManager):

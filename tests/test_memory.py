@@ -40,9 +40,9 @@ def test_tflite_tree_fits_its_memory_limit_after_predictions(config):
     assert result["pss_mb"] <= tree_mb + 0.5  # the kernel's PSS can only be lower
     # every request's metrics reached Prometheus from the REST worker, through the Manager in the main process
     assert result["metrics_ok"]
-    # the main process (supervisor, metrics Manager and endpoint), gunicorn's REST arbiter and its worker
+    # one process: the main process serves REST (one worker, no arbiter) beside the metrics Manager and endpoint
     roles = sorted(p["role"] for p in result["processes"])
-    assert roles == ["REST arbiter", "REST worker", "main + metrics Manager, metrics endpoint"], roles
+    assert roles == ["main (REST) + metrics Manager, metrics endpoint"], roles
 
 
 def test_metrics_of_rest_and_grpc_workers_reach_prometheus_through_the_main_process(start_server):

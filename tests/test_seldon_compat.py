@@ -32,6 +32,8 @@ SOURCE_SHA256 = {
     "tornado.http1connection:HTTP1Connection._read_message_inner": "823ab7277a0b5056",
     "tornado.tcpserver:TCPServer._handle_connection": "9c38c32e7f22ee10",
     "gunicorn.arbiter:Arbiter.stop": "8f62d8857b595156",
+    "gunicorn.workers.base:Worker.__init__": "e0f1de2d60574066",
+    "gunicorn.workers.base:Worker.init_process": "350cf06610586641",
     "werkzeug.wrappers.request:Request.make_form_data_parser": "c0c9d74d8f10b1c4",
     "werkzeug.sansio.multipart:MultipartDecoder.next_event": "5536f59ee7fca495",
     "seldon_core.wrapper:SeldonModelGRPC.Predict": "74e3f66d4ef872a2",

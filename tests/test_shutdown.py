@@ -4,15 +4,20 @@ clients predict. Every request the server received is answered 200; later ones f
 
 from __future__ import annotations
 
+import pytest
+
 from bench.hostile import CHART_ENV, normal_body, sigterm_under_load
 
 from conftest import MOBILENET_V2, ModelServer
 
 
-def test_sigterm_under_load_loses_no_request_and_exits_0():
+# One REST worker (the chart's) is served by the main process itself; two run under gunicorn's arbiter.
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_load_loses_no_request_and_exits_0(workers):
     # metrics_interval=0: every request hands its metrics to Seldon's Manager process, which used to die
     # first on the group's SIGTERM and fail the requests in flight with 500 "Broken pipe".
-    server = ModelServer("TFLiteServer", dict(CHART_ENV), model_uri=str(MOBILENET_V2), metrics_interval=0.0).start()
+    env = {**CHART_ENV, "GUNICORN_WORKERS": workers}
+    server = ModelServer("TFLiteServer", env, model_uri=str(MOBILENET_V2), metrics_interval=0.0).start()
     try:
         result = sigterm_under_load(server.proc.pid, server.http_port, normal_body(), clients=4, load_s=2.0, limit_s=60)
         exit_code = server.proc.wait(timeout=30)

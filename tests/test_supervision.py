@@ -45,7 +45,7 @@ def _ppid(pid: int) -> int:
 
 def part(server: ModelServer, which: str) -> int:
     """The pid of one part: "grpc" (a gRPC worker), "manager" (Seldon's metrics Manager), "rest" and
-    "metrics" (their gunicorn arbiters), "rest worker" (the gunicorn worker serving REST). Found by what
+    "metrics" (their gunicorn arbiters), "rest worker" (a gunicorn worker serving REST). Found by what
     they listen on, wherever they are in the tree."""
     assert server.proc is not None
     main = server.proc.pid
@@ -62,7 +62,7 @@ def part(server: ModelServer, which: str) -> int:
     if which in ("rest", "metrics"):
         found = [p for p in found if _ppid(p) not in found]
     elif which == "rest worker":
-        found = [p for p in found if _ppid(p) in found]
+        found = [p for p in found if _ppid(p) in found][:1]  # one of them
     assert len(found) == 1, f"{which}: {found} in {tree}"
     return found[0]
 
@@ -108,8 +108,9 @@ def one_line(stderr: str, pattern: str) -> str:
 def served():
     servers: list[ModelServer] = []
 
-    def start(**params) -> ModelServer:
-        env = {"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1", "GRPC_WORKERS": "1"}
+    def start(workers: int = 1, **params) -> ModelServer:
+        # one REST worker (the chart's default) runs in the main process; more run under gunicorn's arbiter
+        env = {"GUNICORN_WORKERS": str(workers), "GUNICORN_THREADS": "1", "GRPC_WORKERS": "1"}
         server = ModelServer("TFLiteServer", env=env, **{"model_uri": str(MOBILENET_V2), **params}).start()
         servers.append(server)
         return server
@@ -135,7 +136,7 @@ def _status(server: ModelServer) -> tuple[int, str]:
     ],
 )
 def test_readiness_fails_while_a_part_is_down_and_the_server_then_exits(served, which, name, words):
-    server = served()
+    server = served(2)  # REST in a process of its own, answering while the main process is stopped
     assert _status(server)[0] == 200
     victim = part(server, which)
     os.kill(server.proc.pid, signal.SIGSTOP)  # the supervisor cannot act: the part stays down
@@ -156,15 +157,17 @@ def test_readiness_fails_while_a_part_is_down_and_the_server_then_exits(served, 
 
 
 @pytest.mark.parametrize(
-    "which, name",
+    "which, workers, name",
     [
-        ("rest", r"REST server \(pid \d+\) was killed by SIGKILL"),
+        # with one REST worker REST is served by the main process itself (seldon_compat, section "memory")
+        ("rest", 2, r"REST server \(pid \d+\) was killed by SIGKILL"),
         # the metrics endpoint is a thread of the main process (seldon_compat, section "memory"): no part to kill
-        ("grpc", r"gRPC worker 1 of 1 \(pid \d+\) was killed by SIGKILL"),
+        ("grpc", 1, r"gRPC worker 1 of 1 \(pid \d+\) was killed by SIGKILL"),
+        ("grpc", 2, r"gRPC worker 1 of 1 \(pid \d+\) was killed by SIGKILL"),
     ],
 )
-def test_a_killed_part_takes_the_whole_server_down(served, which, name):
-    server = served()
+def test_a_killed_part_takes_the_whole_server_down(served, which, workers, name):
+    server = served(workers)
     os.kill(part(server, which), signal.SIGKILL)
     code, stderr = wait_for_exit(server)
     assert code == 1
@@ -175,7 +178,7 @@ def test_a_killed_part_takes_the_whole_server_down(served, which, name):
 def test_a_worker_that_cannot_load_the_model_after_a_restart_takes_the_server_down(served, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(MOBILENET_V2, model_dir)
-    server = served(model_uri=str(model_dir))
+    server = served(2, model_uri=str(model_dir))  # gunicorn's arbiter restarts workers
     assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
     (model_file,) = Path(model_dir).glob("*.tflite")
     model_file.write_bytes(b"not a model any more")
@@ -186,9 +189,10 @@ def test_a_worker_that_cannot_load_the_model_after_a_restart_takes_the_server_do
     assert_nothing_left(server)
 
 
-def test_sigterm_to_the_main_process_alone_stops_every_part_with_exit_0(served):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_to_the_main_process_alone_stops_every_part_with_exit_0(served, workers):
     """What the kubelet does: SIGTERM to the container's first process only."""
-    server = served()
+    server = served(workers)
     os.kill(server.proc.pid, signal.SIGTERM)
     code, stderr = wait_for_exit(server)
     assert code == 0, stderr[-3000:]
