@@ -7,7 +7,6 @@ Binary forms (binData, tftensor's tensor_content) are never round-tripped throug
 
 from __future__ import annotations
 
-import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import numpy as np
+import pybase64
 from google.protobuf import json_format, struct_pb2
 from seldon_core.proto import prediction_pb2
 from seldon_core.proto.tensorflow.core.framework import tensor_pb2, types_pb2
@@ -153,7 +153,7 @@ def _image_bytes(value: Any, field_name: str) -> bytes:
     if not isinstance(value, (str, bytes)):
         raise BadRequest(f"{field_name} must be a base64 string of an encoded image, got {type(value).__name__}")
     try:
-        return base64.b64decode(value, validate=True)
+        return pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest(f"{field_name} is not valid base64: expected a base64-encoded JPEG, PNG or BMP") from None
 

@@ -20,6 +20,7 @@ INVALID_ARGUMENT / NOT_FOUND with the same message.
 
 from __future__ import annotations
 
+import binascii
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 import orjson
+import pybase64
 from flask import Blueprint, Response, request
 
 from . import __version__, codecs, postprocess, seldon_compat
@@ -216,11 +218,8 @@ def _flatten(values: Any) -> list:
 
 
 def _b64(text: str, where: str) -> bytes:
-    import base64
-    import binascii
-
     try:
-        return base64.b64decode(text, validate=True)
+        return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise OipError(f"{where}: b64 is not valid base64") from None
 

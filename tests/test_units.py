@@ -107,16 +107,16 @@ def test_openvino_reads_the_same_quantization_as_tflite(model_dir):
     "requests_at_once, cpus, expected",
     [
         (1, 2, {"pool_size": 1, "num_threads": 2}),  # the chart's one REST thread: one request gets both cores
-        (8, 2, {"pool_size": 2, "num_threads": 1}),  # many threads: one single-threaded slot per core
-        (2, 4, {"pool_size": 2, "num_threads": 2}),
-        (3, 4, {"pool_size": 3, "num_threads": 1}),  # never more inference threads than cores
+        (8, 2, {"pool_size": 2, "num_threads": 2}),  # many threads: a slot per core, each with every core
+        (2, 4, {"pool_size": 2, "num_threads": 4}),
+        (3, 1, {"pool_size": 1, "num_threads": 1}),
     ],
 )
-def test_adaptive_concurrency_shares_the_cores_without_oversubscribing(requests_at_once, cpus, expected):
+def test_adaptive_concurrency_gives_one_request_every_core(requests_at_once, cpus, expected):
     from edgeservers.settings import adaptive_concurrency
 
     chosen = adaptive_concurrency(requests_at_once, cpus)
-    assert chosen == expected and chosen["pool_size"] * chosen["num_threads"] <= cpus
+    assert chosen == expected and chosen["pool_size"] <= min(requests_at_once, cpus)
 
 
 def test_explicit_parameters_win_over_adaptive_defaults():
