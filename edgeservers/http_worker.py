@@ -242,6 +242,9 @@ class RequestReader(httputil.HTTPMessageDelegate):
             request = httputil.HTTPServerRequest(connection=self.conn, start_line=self.start_line, headers=self.headers)
             request.body = body
             environ = self.owner.container.environ(request)
+            # The whole body is in wsgi.input: werkzeug then reads it as it is (no LimitedStream copying it
+            # twice in 64 KiB pieces) and sees a chunked body at all (else empty for want of a Content-Length).
+            environ["wsgi.input_terminated"] = True
             del request
             try:
                 status, headers, data = await asyncio.get_running_loop().run_in_executor(

@@ -211,6 +211,24 @@ def test_a_multipart_image_is_parsed_in_memory_not_spooled_to_tmp():
     assert isinstance(stream, io.BytesIO) and stream.getbuffer().nbytes == len(part)
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "multipart"])
+def test_a_chunked_request_under_the_limit_is_read_whole(chart_server, body, content_type):
+    """A body without Content-Length (Transfer-Encoding: chunked) reaches the app whole (it used to arrive
+    empty: 400 "Can't find JSON in data")."""
+    if content_type == "multipart":
+        from urllib3 import encode_multipart_formdata
+
+        from conftest import image_bytes
+
+        data, content_type = encode_multipart_formdata({"binData": ("parrot.jpg", image_bytes("parrot.jpg"))})
+    else:
+        data = body
+    pieces = [data[i : i + 100_000] for i in range(0, len(data), 100_000)]
+    reply = raw_request(chart_server.http_port, post_head(PREDICT, content_type, None), chunked(pieces), timeout=60)
+    assert reply.status == 200, reply
+    assert b'"macaw"' in reply.body
+
+
 def test_a_multipart_jpeg_upload_still_predicts(chart_server):
     from conftest import image_bytes
 
