@@ -201,6 +201,13 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Targets (issue 5)", "", "| target | model | measured | met |", "|---|---|---:|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['model']} | {_fmt(t['value'])} | {'yes' if t['met'] else 'NO'} |")
+    for title, part in (
+        ("Defaults (issue 13)", _defaults_lines(report)),
+        ("Memory per configuration", _memory_lines(report)),
+        ("Image sizes", _image_lines(report)),
+    ):
+        if part:
+            lines += ["", f"## {title}", "", *part]
     if report.get("sweep"):
         lines += [
             "",
@@ -220,6 +227,100 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{srv['memory']['rss_mb']:g} / {srv['memory']['pss_mb']:g} | {srv['cold_start_s']} | {srv['loadavg_before'][0]} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _memory_lines(report: dict[str, Any]) -> list[str]:
+    if not report.get("memory"):
+        return []
+    lines = [
+        "| server | configuration | processes | PSS as if alone MB | PSS MB | anonymous MB | load |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["memory"]:
+        env = " ".join(f"{k}={v}" for k, v in r["env"].items())
+        lines.append(
+            f"| {r['server']} | {r['config']} ({env}) | {r['processes']} | {_fmt(r['alone_pss_mb'])} | {_fmt(r['pss_mb'])} "
+            f"| {_fmt(r['anon_mb'])} | {r['loadavg']} |"
+        )
+    return lines
+
+
+def _image_lines(report: dict[str, Any]) -> list[str]:
+    images = report.get("images")
+    if not images:
+        return ["Not measured: `make image-sizes` writes bench/results/images.json."]
+    lines = [
+        f"Measured by `make image-sizes` on {images['date']} at commit {images['commit']} (local Debian bases).",
+        "",
+        "| image | arch | uncompressed MB | compressed (pull) MB |",
+        "|---|---|---:|---:|",
+    ]
+    for r in images["images"]:
+        lines.append(f"| {r['image']} | {r['arch']} | {r['uncompressed_mb']} | {r['compressed_mb']} |")
+    return lines
+
+
+def _defaults_lines(report: dict[str, Any]) -> list[str]:
+    d = report.get("defaults")
+    if not d:
+        return []
+    return [
+        "| only `model_uri` set, GUNICORN_THREADS=4, REST binData JPEG | server | in-process | ratio | target |",
+        "|---|---:|---:|---:|---|",
+        f"| p50 at concurrency 1, ms | {d['p50_ms']} | {d['in_process_p50_ms']} (its defaults) | {d['p50_ratio']} | <= 1.25 |",
+        f"| req/s at concurrency 4 | {d['rps_4']} | {d['in_process_rps_4']} (2 x 1 thread) | {d['rps_4_ratio']} | >= 0.85 |",
+    ]
+
+
+README_CASES = ("invoke", "pipeline", "rest_image", "grpc_image", "grpc_tftensor", "rest_ndarray")
+
+
+def readme_block(report: dict[str, Any]) -> str:
+    """The README's Benchmarks tables: p50 per model and payload, the defaults, memory and image sizes."""
+    m = report["machine"]
+    rows = report["rows"]
+    lines = [
+        f"`make bench` of {report['date'][:10]}, commit {report['source']['commit'][:7]}, {m['cpu']} ({m['cores']} cores), "
+        f"load average {report['loadavg_start'][0]} at start, {report['loadavg_end'][0]} at end; "
+        f"p50 ms at concurrency 1, TFLiteServer, {report['config']}:",
+        "",
+        "| model | " + " | ".join(CASE_TEXT[c] for c in README_CASES) + " | naive REST data.ndarray |",
+        "|---|" + "---:|" * (len(README_CASES) + 1),
+    ]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for model in models:
+        cells = []
+        for case in README_CASES:
+            target = "in-process" if case in ("invoke", "pipeline") else "TFLiteServer"
+            r = next(
+                (x for x in rows if x["model"] == model and x["case"] == case and x["target"].startswith(target)), None
+            )
+            cells.append(_fmt(r and r.get("p50_ms")))
+        naive = _find(rows, model, "naive", "rest_ndarray")
+        cells.append(_fmt(naive and naive.get("p50_ms")))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    for title, part in (
+        ("Defaults (issue 13), mobilenet_v2_quant:", _defaults_lines(report)),
+        (
+            "Memory per configuration (`bench/memory.py`, mobilenet_v2_quant, after 41 REST JPEG predictions):",
+            _memory_lines(report),
+        ),
+        ("Image sizes per arch:", _image_lines(report)),
+    ):
+        if part:
+            lines += ["", title, "", *part]
+    return "\n".join(lines) + "\n"
+
+
+BEGIN = "<!-- bench-results: written by `python -m bench.report --readme README.md` from bench/results/bench.json -->"
+END = "<!-- /bench-results -->"
+
+
+def update_readme(readme: Path, report: dict[str, Any]) -> None:
+    text = readme.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + BEGIN + "\n" + readme_block(report) + END + tail)
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
@@ -295,3 +396,22 @@ def write(report: dict[str, Any], out: Path, chart_png: bool = True, **kwargs: A
         paths["png"] = out / "bench.png"
         chart(report, paths["png"])
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Regenerate bench.md, or the README's tables, from bench.json")
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "bench.json")
+    parser.add_argument("--readme", type=Path, help="replace the README's generated Benchmarks tables")
+    args = parser.parse_args(argv)
+    report = json.loads(args.results.read_text())
+    if args.readme:
+        update_readme(args.readme, report)
+    else:
+        print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -20,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import load
+from . import defaults, load, memory
 from .launcher import ROOT, Server
 from .limits import Limits
 
@@ -331,6 +332,39 @@ def machine() -> dict[str, Any]:
     }
 
 
+# Memory per configuration (bench/memory.py): server, configuration of bench.memory.CONFIGS.
+MEMORY_CASES = (("TFLiteServer", "defaults"), ("TFLiteServer", "threads8"), ("OpenVINOServer", "defaults"))
+IMAGE_SIZES = ROOT / "bench" / "results" / "images.json"  # written by `make image-sizes`
+
+
+def memory_per_configuration() -> list[dict[str, Any]]:
+    rows = []
+    for interface, config in MEMORY_CASES:
+        print(f"memory: {interface}, {config}", flush=True)
+        m = memory.measure(interface, config)
+        rows.append(
+            {
+                "server": interface,
+                "config": config,
+                "env": m["env"],
+                "processes": len(m["processes"]),
+                "alone_pss_mb": m["alone_pss_mb"],
+                "pss_mb": m["pss_mb"],
+                "anon_mb": round(m["total"]["Pss_Anon"] / 1024, 1),
+                "loadavg": loadavg()[0],
+            }
+        )
+    return rows
+
+
+def image_sizes() -> dict[str, Any] | None:
+    """The sizes `make image-sizes` measured (images are not built by `make bench`), with when and at which commit."""
+    try:
+        return json.loads(IMAGE_SIZES.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a few requests per case, one model, a few cases")
@@ -445,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 r["sweep"] = config.name
                 report["sweep"].append(r)
+    if not args.smoke:
+        report["memory"] = memory_per_configuration()
+        print("defaults: issue 13's throughput check (bench.defaults)", flush=True)
+        report["defaults"] = defaults.measure()
+    report["images"] = image_sizes()
     report["loadavg_end"] = loadavg()
     report["source_end"] = source()
     report["duration_s"] = round(time.time() - started, 1)

@@ -70,3 +70,12 @@ def test_bench_smoke_writes_results(tmp_path: Path) -> None:
     ):
         assert heading in markdown
     assert report["machine"]["cpu"] in markdown and f"seldon-core {report['versions']['seldon-core']}" in markdown
+
+
+def test_the_readme_tables_are_the_committed_results() -> None:
+    """The README's Benchmarks tables are generated from bench/results/bench.json, not typed in."""
+    from bench.report import BEGIN, END, readme_block
+
+    report = json.loads((ROOT / "bench" / "results" / "bench.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert readme.split(BEGIN + "\n", 1)[1].split(END, 1)[0] == readme_block(report)
