@@ -943,30 +943,42 @@ def _make_rest_metrics_server(seldon_metrics: SeldonMetrics, args: Any) -> Calla
 
 # --- memory: large buffers go back to the system ---------------------------------------------------
 
-MMAP_THRESHOLD = 4 << 20  # glibc's initial value, kept
+MMAP_THRESHOLD = 4 << 20  # larger buffers get mappings of their own, returned to the system at free()
+TRIM_THRESHOLD = 4 << 20  # free memory an arena keeps at its top instead of giving it back
 ARENA_MAX = 2  # malloc arenas shared by the request threads
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
 def tuned_malloc() -> bool:
-    """Keep glibc's malloc from holding on to freed request buffers (True when set).
+    """Fixed limits for glibc's malloc, so freed request buffers neither stay nor churn (True when set).
 
-    glibc serves allocations above its mmap threshold (128 KiB at first) with their own mappings, which
-    free() returns to the system, but each such free() raises the threshold to the size freed (up to
-    32 MiB). After the first requests a worker's bodies, base64 text, decoded images and tensors
-    (hundreds of KiB to a few MiB each) then come from the heaps of its threads' malloc arenas, and
-    stay there once freed: with GUNICORN_THREADS=8 about 45 MB more in the REST worker. Setting the
-    threshold (as MALLOC_MMAP_THRESHOLD_ would) fixes it at 128 KiB; the cost is an mmap/munmap and
-    page faults per large buffer, well under a millisecond for a camera JPEG. And each request thread
-    would get an arena of its own (up to 8 per core), each keeping its freed small chunks: two arenas
-    (as MALLOC_ARENA_MAX=2) take 3-4 MB less with GUNICORN_THREADS=8 (bench.memory); Python objects
-    come from its own allocator under the GIL, so the threads hardly contend for malloc's locks. Set in
-    the main process before any request thread starts or any worker is forked.
+    By default glibc serves allocations above its mmap threshold (128 KiB at first) with mappings of
+    their own, but each free() of one raises the threshold to its size (up to 32 MiB), and with it the
+    trim threshold to twice that: after the first requests, bodies, base64 text, decoded images and
+    tensors come from the arenas' heaps and stay resident once freed (45 MB more in a worker with
+    GUNICORN_THREADS=8). Fixed thresholds (as MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ would
+    set them) stop that growth. Both at 4 MiB: a camera request's buffers (under 1 MiB each for a
+    VGA-to-1080p JPEG) come from the heap, and an arena keeps up to 4 MiB free at its top for the next
+    request instead of giving the pages back and faulting them in again (with glibc's 128 KiB trim
+    threshold about 530 page faults and 4 ms of CPU more per parrot.jpg request, bench.memory's
+    figures unchanged). And each request thread would get an arena of its own (up to 8 per core), each
+    keeping its freed small chunks: two arenas (as MALLOC_ARENA_MAX=2) take 3-4 MB less with
+    GUNICORN_THREADS=8 (bench.memory); Python objects come from its own allocator under the GIL, so the
+    threads hardly contend for malloc's locks. Set in the main process before any request thread
+    starts or any worker is forked.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
-        return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_ARENA_MAX, ARENA_MAX))
+        return all(
+            mallopt(option, value)
+            for option, value in (
+                (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+                (_M_ARENA_MAX, ARENA_MAX),
+            )
+        )
     except (OSError, AttributeError):  # not glibc (musl has no mallopt of this kind)
         return False
 
