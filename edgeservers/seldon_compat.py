@@ -34,6 +34,7 @@ from multiprocessing.managers import AcquirerProxy, DictProxy, State, SyncManage
 from typing import IO, Any, ClassVar
 
 import grpc
+import numpy as np
 import orjson
 import pybase64
 import seldon_core
@@ -129,11 +130,63 @@ class OrjsonProvider(DefaultJSONProvider):
         return orjson.dumps(obj, default=self.default, option=_ORJSON_OPTIONS).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        single = one_string_member(s) if isinstance(s, bytes) else None
+        if single is not None:
+            return single
         return orjson.loads(s)  # orjson.JSONDecodeError is a ValueError: Flask answers 400 as before
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         body = orjson.dumps(self._prepare_response_obj(args, kwargs), default=self.default, option=_ORJSON_OPTIONS)
         return self._app.response_class(body, mimetype=self.mimetype)
+
+
+_JSON_SPACE = frozenset(b" \t\r\n")
+ONE_STRING_MIN_BYTES = 64 << 10  # below this orjson is as quick
+
+
+def one_string_member(body: bytes) -> dict[str, str] | None:
+    """`{"<key>": "<string>"}` split without a parser, when the string holds no escape and only printable
+    ASCII (what base64 is); None for any other body, which the caller parses.
+
+    The body of a camera JPEG sent as JSON binData is one such member: orjson would reserve a parse
+    buffer of 12 times the body (a mapping of its own, 9.5 MB for parrot.jpg) and validate every byte
+    in Python's lock, 1.3 ms per request, where finding the quotes and checking the bytes with numpy
+    takes 0.1 ms. The result is what orjson.loads returns for the same body (tests/test_seldon_compat.py).
+    """
+    if len(body) < ONE_STRING_MIN_BYTES:
+        return None
+    try:
+        start, end = _skip_space(body, 0, 1), _skip_space(body, len(body) - 1, -1)
+        if body[start] != ord("{") or body[end] != ord("}"):
+            return None
+        start, end = _skip_space(body, start + 1, 1), _skip_space(body, end - 1, -1)
+        key_end = body.find(b'"', start + 1, end)
+        colon = _skip_space(body, key_end + 1, 1)
+        value = _skip_space(body, colon + 1, 1)
+    except IndexError:  # nothing but space
+        return None
+    if (body[start], body[end], body[colon], body[value]) != tuple(b'"":"') or not start < key_end < value < end:
+        return None
+    key, text = (start + 1, key_end), (value + 1, end)  # without their quotes
+    if body.find(b'"', *text) >= 0 or any(
+        body.find(b"\\", *part) >= 0 or not _printable(body, *part) for part in (key, text)
+    ):
+        return None
+    view = memoryview(body)
+    return {str(view[slice(*key)], "ascii"): str(view[slice(*text)], "ascii")}
+
+
+def _skip_space(body: bytes, at: int, step: int) -> int:
+    """The first index from `at` (going by `step`) that is not JSON whitespace."""
+    while body[at] in _JSON_SPACE:
+        at += step
+    return at
+
+
+def _printable(body: bytes, start: int, end: int) -> bool:
+    """body[start:end] is printable ASCII (no control characters, which a JSON string may not hold raw)."""
+    codes = np.frombuffer(body, np.uint8, end - start, start)
+    return not codes.size or bool(codes.min() >= 0x20 and codes.max() <= 0x7E)
 
 
 def rest_blueprint(*routes: Blueprint) -> Blueprint:
@@ -422,7 +475,9 @@ _seldon_get_request = flask_utils.get_request
 
 
 def _count_values(text: bytes | str) -> int:
-    return (text.count(b",") if isinstance(text, bytes) else text.count(",")) + 1
+    if isinstance(text, bytes):  # numpy compares 16-32 bytes at a time: 0.08 ms for 0.8 MB, bytes.count 0.3 ms
+        return int(np.count_nonzero(np.frombuffer(text, np.uint8) == ord(","))) + 1
+    return text.count(",") + 1
 
 
 def _check_values(count: int, where: str) -> None:
