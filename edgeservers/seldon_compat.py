@@ -14,6 +14,7 @@ wrapper forks its REST, gRPC and metrics processes, so every one of them inherit
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import functools
@@ -62,6 +63,7 @@ RELIED_ON = {
         "seldon.io/grpc-max-message-size annotation; reflection through the module global `reflection`"
     ),
     "seldon_core.metrics:SeldonMetrics.update": "called after every request, even with no metrics",
+    "seldon_core.metrics:SeldonMetrics._update_hist": "(x, vals, sumv) -> (vals + the bucket of x by numpy.histogram over BINS, sumv + x)",
     "seldon_core.seldon_methods:health_status": "returns user_model.health_status_raw() when present",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "reads meta.metrics of a predict_raw response",
     # REST serving (section "REST serving" below)
@@ -347,6 +349,26 @@ def _skip_empty_metric_updates() -> None:
             update(self, custom_metrics, method)
 
     SeldonMetrics.update = update_unless_empty
+
+
+def _bucket_timers_by_bisection() -> None:
+    """Put a TIMER value in its histogram bucket by bisection instead of numpy.histogram.
+
+    Seldon's update calls `_update_hist` once per TIMER value: numpy.histogram of a one-element list
+    over its 52 bucket edges, then a new array of the counts; about 0.1 ms each, three per request
+    (0.3 ms of each request's time under Python's lock, handed over in batches). The same buckets
+    (numpy's: [edge, next edge), the last one closed) come from one bisection.
+    """
+
+    def update_hist(x: float, vals: list, sumv: float) -> tuple[list, float]:
+        edges = seldon_metrics_module.BINS
+        bucket = min(bisect.bisect_right(edges, x), len(edges) - 1) - 1  # x == the last edge: the last bucket
+        vals = list(vals)
+        if bucket >= 0:  # below the first edge: in no bucket, as numpy counts it
+            vals[bucket] += 1
+        return vals, sumv + x
+
+    _replace(SeldonMetrics, "_update_hist", staticmethod(update_hist))
 
 
 # --- REST serving: worker, limits, bind address, CORS, shutdown -------------------------------------
@@ -1048,10 +1070,11 @@ def _serve_metrics_in_main_process() -> None:
 _installed = False
 
 
-def _replace(owner: Any, name: str, replacement: Callable[..., Any]) -> None:
+def _replace(owner: Any, name: str, replacement: Callable[..., Any] | staticmethod) -> None:
     """Put `replacement` in the wrapper's place of `name`, keeping the wrapper's own function reachable as
     `__wrapped__` (tests/test_seldon_compat.py hashes that one)."""
-    replacement.__wrapped__ = getattr(owner, name)  # type: ignore[attr-defined]
+    function = getattr(replacement, "__func__", replacement)  # a staticmethod's function: what getattr finds
+    function.__wrapped__ = getattr(owner, name)  # type: ignore[union-attr]
     setattr(owner, name, replacement)
 
 
@@ -1062,6 +1085,7 @@ def install() -> None:
         return
     _installed = True
     _skip_empty_metric_updates()
+    _bucket_timers_by_bisection()
     _grpc_status_codes()
     _replace(wrapper, "get_grpc_server", _get_grpc_server_limited)
     SeldonMetrics.__init__ = _remember_metrics(SeldonMetrics.__init__)

@@ -19,6 +19,7 @@ SOURCE_SHA256 = {
     "seldon_core.wrapper:get_rest_microservice": "83ef203c4f7cfc96",
     "seldon_core.wrapper:get_grpc_server": "acbb23017329a8c3",
     "seldon_core.metrics:SeldonMetrics.update": "1c71ad114bf12494",
+    "seldon_core.metrics:SeldonMetrics._update_hist": "97aea11bcd6ccf39",
     "seldon_core.seldon_methods:health_status": "eafb8377db12964d",
     "seldon_core.seldon_methods:handle_raw_custom_metrics": "7a7449219b47c5b2",
     # REST serving
@@ -65,3 +66,18 @@ def test_relied_on_wrapper_code_is_unchanged(key):
     assert hashlib.sha256(source.encode()).hexdigest()[:16] == SOURCE_SHA256[key], (
         f"{key} changed in the installed seldon-core: re-check what seldon_compat relies on ({seldon_compat.RELIED_ON[key]})"
     )
+
+
+def test_timers_land_in_the_buckets_numpy_histogram_gives():
+    """seldon_compat's bisection puts every TIMER value where Seldon's numpy.histogram put it."""
+    import numpy as np
+    from seldon_core.metrics import BINS, SeldonMetrics
+
+    seldon_compat.install()
+    original = SeldonMetrics._update_hist.__wrapped__
+    start = list(np.zeros(len(BINS) - 1))
+    values = [0.0, 1e-4, *BINS[1:-1], *(np.nextafter(b, 0) for b in BINS[1:-1]), 0.0123, 29.9, 30.0, 31.0, 1e9, -1.0]
+    for x in values:
+        vals, total = SeldonMetrics._update_hist(x, start, 2.5)
+        expected_vals, expected_total = original(x, start, 2.5)
+        assert vals == list(expected_vals) and total == expected_total, x
