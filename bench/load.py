@@ -9,9 +9,9 @@ status is checked in the loop; one response per case is parsed and checked for i
 from __future__ import annotations
 
 import base64
-import http.client
 import itertools
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +25,7 @@ from seldon_core.proto import prediction_pb2
 from edgeservers.codecs import tensor_from_tf, tensor_to_tf
 
 PREDICT_METHOD = "/seldon.protos.Model/Predict"
+JSON_HEADERS = {"Content-Type": "application/json"}
 OIP_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 OIP_HEADER = "Inference-Header-Content-Length"
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -161,30 +162,65 @@ def check_oip_grpc(raw: bytes) -> str:
 
 
 class RestClient:
-    """POST pre-encoded JSON over one keep-alive connection (re-opened when the server closes it)."""
+    """POST a pre-encoded request over one keep-alive connection (re-opened when the server closes it).
+
+    The request (request line, headers and body) is built once and sent with one sendall; the answer
+    is read by its Content-Length, which the servers always send. http.client would copy the body
+    into a new message for every request and parse each answer's headers with email.parser: about
+    0.9 ms of CPU per parrot.jpg request at 4 clients, taken from the cores the server runs on.
+    """
 
     def __init__(
         self, port: int, body: bytes, path: str = "/api/v1.0/predictions", headers: dict[str, str] | None = None
     ):
-        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        self._body = body
-        self._path = path
-        self._headers = headers or {"Content-Type": "application/json"}
+        self._address = ("127.0.0.1", port)
+        fields = {"Host": f"127.0.0.1:{port}", "Content-Length": str(len(body)), **(headers or JSON_HEADERS)}
+        head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
+        self._request = head.encode() + body
+        self._sock: socket.socket | None = None
+        self._pending = b""
 
     def __call__(self) -> tuple[bool, bytes]:
         try:
-            self._conn.request("POST", self._path, self._body, self._headers)
-            response = self._conn.getresponse()
-            data = response.read()
-            if response.will_close:
-                self._conn.close()
-            return response.status == 200, data
-        except (OSError, http.client.HTTPException):
-            self._conn.close()
+            if self._sock is None:
+                self._sock = socket.create_connection(self._address, timeout=120)
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock.sendall(self._request)
+            status, length, close = self._head()
+            data = self._take(length)
+            if close:
+                self.close()
+            return status == 200, data
+        except (OSError, ValueError, IndexError):
+            self.close()
             return False, b""
 
+    def _head(self) -> tuple[int, int, bool]:
+        """Status, Content-Length and whether the server closes the connection, from the answer's head."""
+        while b"\r\n\r\n" not in self._pending:
+            self._receive()
+        head, self._pending = self._pending.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        return int(lines[0].split()[1]), int(fields["content-length"]), fields.get("connection", "").lower() == "close"
+
+    def _take(self, length: int) -> bytes:
+        while len(self._pending) < length:
+            self._receive()
+        data, self._pending = self._pending[:length], self._pending[length:]
+        return data
+
+    def _receive(self) -> None:
+        assert self._sock is not None
+        chunk = self._sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        self._pending += chunk
+
     def close(self) -> None:
-        self._conn.close()
+        if self._sock is not None:
+            self._sock.close()
+        self._sock, self._pending = None, b""
 
 
 class GrpcClient:
