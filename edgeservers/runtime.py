@@ -10,7 +10,7 @@ import queue
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -121,11 +121,17 @@ class ModelRuntime(ABC, Generic[OptionsT]):
         """The precision float models will be computed in (f32, bf16, f16), as the runtime and device
         report it without compiling: metadata says it, and a precision the device lacks stops the server."""
 
-    def __init__(self, model_path: Path, options: OptionsT, signature: ModelSignature):
+    @classmethod
+    def slot_threads(cls, options: OptionsT, cpus: int) -> tuple[int, ...]:
+        """The threads of each slot, first to last (free slots are taken in this order): num_threads each."""
+        return (options.num_threads,) * max(1, options.pool_size)
+
+    def __init__(self, model_path: Path, options: OptionsT, signature: ModelSignature, cpus: int):
         self.signature = signature
-        self._slots: queue.Queue = queue.Queue()
-        for _ in range(max(1, options.pool_size)):
-            self._slots.put(self._new_slot(model_path, options))
+        # (rank, slot): a request takes the first free slot, so one alone always gets the first
+        self._slots: queue.PriorityQueue = queue.PriorityQueue()
+        for rank, threads in enumerate(self.slot_threads(options, cpus)):
+            self._slots.put((rank, self._new_slot(model_path, replace(options, num_threads=threads))))
 
     @abstractmethod
     def _new_slot(self, model_path: Path, options: OptionsT) -> Any:
@@ -137,11 +143,11 @@ class ModelRuntime(ABC, Generic[OptionsT]):
 
     @contextmanager
     def _slot(self) -> Iterator[Any]:
-        slot = self._slots.get()
+        rank, slot = self._slots.get()
         try:
             yield slot
         finally:
-            self._slots.put(slot)
+            self._slots.put((rank, slot))
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one inference; waits for a free slot when all are busy (thread-safe)."""

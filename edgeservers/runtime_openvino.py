@@ -143,7 +143,7 @@ class OpenVINORuntime(ModelRuntime[OpenVINOOptions]):
             )
         return wanted
 
-    def __init__(self, model_path: Path, options: OpenVINOOptions, signature: ModelSignature):
+    def __init__(self, model_path: Path, options: OpenVINOOptions, signature: ModelSignature, cpus: int):
         core = ov.Core()
         device = options.device
         config = {
@@ -158,7 +158,7 @@ class OpenVINORuntime(ModelRuntime[OpenVINOOptions]):
             self._compiled = core.compile_model(_read(core, model_path), device, config)
         except RuntimeError as e:
             raise ModelLoadError(f"OpenVINO cannot compile {model_path} for {device}: {_first_line(e)}") from None
-        super().__init__(model_path, options, signature)
+        super().__init__(model_path, options, signature, cpus)
 
     def _new_slot(self, model_path: Path, options: OpenVINOOptions) -> ov.InferRequest:
         return self._compiled.create_infer_request()

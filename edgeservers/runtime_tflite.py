@@ -79,12 +79,25 @@ class TFLiteRuntime(ModelRuntime[RuntimeOptions]):
             return "f16"
         return "f32"
 
-    def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature):
+    @classmethod
+    def slot_threads(cls, options: RuntimeOptions, cpus: int) -> tuple[int, ...]:
+        """num_threads for the first slot, which a request alone always gets; at most a share of the CPUs
+        (cpus // pool_size) for each further one, so that a full pool runs about one thread per core.
+
+        Each interpreter has its own XNNPACK thread pool, whose threads spin while they wait for work:
+        two slots of every core on 2 cores (4 threads) answered 3 % fewer requests/s at 4 clients than
+        2 + 1 threads, where one request alone is as fast (bench.defaults' model; one thread alone: 1.5x
+        slower). Each slot is an interpreter of its own, so adding one for the lone request costs
+        memory (10 MB for mobilenet_v2)."""
+        share = max(1, cpus // max(1, options.pool_size))
+        return (options.num_threads,) + (min(options.num_threads, share),) * (max(1, options.pool_size) - 1)
+
+    def __init__(self, model_path: Path, options: RuntimeOptions, signature: ModelSignature, cpus: int):
         # f32 for a model that allows fp16: TFLite's own float kernels, without the XNNPACK delegate
         # (which would compute it in fp16 on ARM CPUs with fp16 arithmetic).
         f32_only = options.inference_precision == "f32" and _allows_fp16(model_path)
         self._resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if f32_only else OpResolverType.AUTO
-        super().__init__(model_path, options, signature)
+        super().__init__(model_path, options, signature, cpus)
 
     def _new_slot(
         self, model_path: Path, options: RuntimeOptions

@@ -75,7 +75,8 @@ class EdgeModelServer(SeldonComponent):
         seldon_compat.add_grpc_services(oip.grpc_registrar(self))
 
     def _prepare(self, parameters: Mapping[str, Any]) -> None:
-        defaults = adaptive_concurrency(seldon_compat.concurrent_requests(), available_cpus())
+        self._cpus = available_cpus()
+        defaults = adaptive_concurrency(seldon_compat.concurrent_requests(), self._cpus)
         settings = Settings.from_parameters(parameters, defaults)
         self._settings = settings
         if settings.inference_precision not in self.runtime_class.precisions:
@@ -160,7 +161,7 @@ class EdgeModelServer(SeldonComponent):
     def load(self) -> None:
         """Create this worker's inference pool and run one inference, so the first request is not the slow one."""
         try:
-            self._runtime = self.runtime_class(self._model_path, self._options, self._signature)
+            self._runtime = self.runtime_class(self._model_path, self._options, self._signature, self._cpus)
             self._runtime.infer(self._zeros())
         except ModelLoadError as e:
             _stop(type(self).__name__, e, code=3)
@@ -278,6 +279,7 @@ class EdgeModelServer(SeldonComponent):
                 "image_input": "yes" if self._image else f"no: {self._not_image}",
                 "pool_size": str(self._settings.pool_size),
                 "num_threads": str(self._settings.num_threads),
+                "slot_threads": ",".join(map(str, self.runtime_class.slot_threads(self._options, self._cpus))),
             },
         }
 

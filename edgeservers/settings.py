@@ -250,8 +250,7 @@ def _cgroup_quota() -> float | None:
 
 def adaptive_concurrency(concurrent_requests: int, cpus: int) -> dict[str, int]:
     """Defaults for pool_size and num_threads: as many inference slots as requests may run at once (at
-    most one per CPU), each with every CPU, so that one request alone gets every core. Several at once
-    then run more inference threads than cores; measured (bench.defaults' model, 2 cores, 4 clients),
-    two slots of two threads answer 2-5 % fewer requests per second than two of one thread, where one
-    request alone with one thread takes 1.5x as long."""
+    most one per CPU), num_threads every CPU, so that one request alone gets every core; the runtime
+    gives the further slots only their share (TFLiteRuntime.slot_threads), so several at once share
+    the cores without running many more threads than there are."""
     return {"pool_size": max(1, min(concurrent_requests, cpus)), "num_threads": cpus}

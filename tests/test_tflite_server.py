@@ -269,7 +269,9 @@ def test_pool_and_threads_adapt_to_the_wrapper_threads_and_the_cpus(start_server
     server = start_server("TFLiteServer", env={"GUNICORN_THREADS": "8"}, model_uri=str(MOBILENET_V2))
     custom = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()["custom"]
     cpus = len(os.sched_getaffinity(0))
-    assert (int(custom["pool_size"]), int(custom["num_threads"])) == (min(8, cpus), cpus)
+    pool = min(8, cpus)
+    assert (int(custom["pool_size"]), int(custom["num_threads"])) == (pool, cpus)
+    assert custom["slot_threads"] == ",".join(map(str, [cpus] + [max(1, cpus // pool)] * (pool - 1)))
     assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
 
 

@@ -13,6 +13,8 @@ from edgeservers.postprocess import decode_boxes, non_max_suppression, ssd_ancho
 from edgeservers.runtime import Quantization
 from edgeservers.settings import Settings
 
+from conftest import MOBILENET_V1
+
 
 def test_face_mask_anchor_layout_gives_5972_anchors_centred_on_their_cells():
     maps, sizes, ratios, _ = Settings(model_uri="x").anchor_layout
@@ -246,3 +248,38 @@ def test_small_bodies_are_left_to_the_parser():
     from edgeservers.seldon_compat import one_string_member
 
     assert one_string_member(b'{"binData": "QUJD"}') is None  # orjson is as quick there
+
+
+@pytest.mark.parametrize(
+    "cpus, pool_size, num_threads, expected",
+    [
+        (2, 1, 2, (2,)),  # the chart's one REST thread: one slot with both cores
+        (2, 2, 2, (2, 1)),  # GUNICORN_THREADS >= 2 on 2 cores: a lone request gets both, two at once 3 threads
+        (2, 2, 1, (1, 1)),
+        (4, 4, 4, (4, 1, 1, 1)),
+        (8, 2, 8, (8, 4)),
+    ],
+)
+def test_tflite_slots_after_the_first_get_their_share_of_the_cpus(cpus, pool_size, num_threads, expected):
+    from edgeservers.runtime import RuntimeOptions
+    from edgeservers.runtime_tflite import TFLiteRuntime
+
+    assert TFLiteRuntime.slot_threads(RuntimeOptions(num_threads=num_threads, pool_size=pool_size), cpus) == expected
+
+
+def test_a_request_takes_the_first_free_slot():
+    """So one request alone always runs on the slot with the most threads."""
+    from edgeservers.runtime import ModelSignature, RuntimeOptions
+    from edgeservers.runtime_tflite import TFLiteRuntime
+
+    model = find_model(MOBILENET_V1, (".tflite",))
+    inputs, outputs = TFLiteRuntime.inspect(model, RuntimeOptions(num_threads=1, pool_size=1))
+    runtime = TFLiteRuntime(
+        model, RuntimeOptions(num_threads=2, pool_size=2), ModelSignature(tuple(inputs), tuple(outputs)), 2
+    )
+    zeros = {inputs[0].name: np.zeros(inputs[0].shape, inputs[0].dtype)}
+    for _ in range(3):
+        runtime.infer(zeros)
+        rank, slot = runtime._slots.get()  # the slot the next request would take
+        assert rank == 0
+        runtime._slots.put((rank, slot))
