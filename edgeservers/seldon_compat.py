@@ -51,7 +51,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.sansio.multipart import MultipartDecoder
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
-from .http_worker import EdgeWorker, RestOptions
+from .http_worker import EdgeWorker, RestOptions, error_body
 
 WRAPPER_VERSION = "1.17.1"
 
@@ -201,9 +201,22 @@ def rest_blueprint(*routes: Blueprint) -> Blueprint:
     hook = Blueprint("edgeservers", __name__)
     hook.record_once(_use_orjson)
     hook.record_once(_limit_rest_app)
+    hook.app_errorhandler(HTTPException)(_http_error)
     for child in routes:
         hook.register_blueprint(child)
     return hook
+
+
+def _http_error(e: HTTPException) -> Response:
+    """A routing miss with its own status: the wrapper's handler of every Exception answered 404 and 405 as 500."""
+    code = e.code or 500
+    methods = getattr(e, "valid_methods", None)  # MethodNotAllowed's
+    allowed = f"; allowed here: {', '.join(methods)}" if methods else ""
+    info = (
+        f"{request.method} {request.path}: {e.name}{allowed}; the endpoints are POST /api/v1.0/predictions, "
+        "GET /api/v1.0/metadata, GET /health/ping, GET /health/status and /v2/... (README)"
+    )
+    return Response(error_body(code, e.name.upper().replace(" ", "_"), info), code, mimetype="application/json")
 
 
 def _use_orjson(state: Any) -> None:

@@ -131,3 +131,19 @@ def test_grpc_bad_request_gets_an_error_status_with_the_message(mobilenet, case)
         prediction_pb2.SeldonMessage(binData=(FACE_MASK.parent.parent / "images" / "parrot.jpg").read_bytes())
     )
     assert ok.jsonData.list_value.values[0].struct_value.fields["label"].string_value == "macaw"
+
+
+@pytest.mark.parametrize(
+    "method, path, code, words",
+    [
+        ("get", "/nope", 404, ["GET /nope", "Not Found", "POST /api/v1.0/predictions"]),
+        ("put", "/api/v1.0/predictions", 405, ["PUT /api/v1.0/predictions", "allowed here", "POST"]),
+    ],
+)
+def test_an_unknown_endpoint_or_method_answers_its_own_4xx(mobilenet_in_process, method, path, code, words):
+    """Seldon's app answered a routing miss 500 (its handler of every Exception)."""
+    reply = mobilenet_in_process.client.open(path, method=method.upper())
+    assert reply.status_code == code, reply.get_data(as_text=True)
+    info = reply.get_json()["status"]["info"]
+    assert all(w in info for w in words), info
+    assert mobilenet_in_process.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
