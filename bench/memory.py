@@ -152,13 +152,14 @@ def _listening_ports() -> dict[int, int]:
 
 
 def _unix_listeners() -> set[int]:
-    """Inodes of listening unix sockets bound to a multiprocessing path (a Manager's listener)."""
+    """Inodes of listening unix sockets of a metrics Manager: Seldon's (a multiprocessing path in TMPDIR)
+    or edgeservers' (the abstract @edgeservers-metrics-...)."""
     inodes = set()
     with open("/proc/net/unix") as f:
         next(f)
         for line in f:
             cols = line.split()
-            if len(cols) >= 8 and cols[5] == "01" and "pymp-" in cols[7]:
+            if len(cols) >= 8 and cols[5] == "01" and ("pymp-" in cols[7] or cols[7].startswith("@edgeservers-metrics-")):
                 inodes.add(int(cols[6]))
     return inodes
 

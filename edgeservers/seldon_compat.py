@@ -24,6 +24,7 @@ import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -1024,8 +1025,11 @@ def _serve_metrics(host: str, port: int, access_log: bool, extra_default_labels:
 
 
 def _metrics_manager() -> MetricsManager:
-    """What SeldonMetrics gets for `Manager()`."""
-    manager = MetricsManager()
+    """What SeldonMetrics gets for `Manager()`: on Linux listening on an abstract unix socket (no file, so no
+    limit from a long TMPDIR: a socket path is at most 107 bytes, and multiprocessing puts it in TMPDIR);
+    clients still authenticate with the Manager's key."""
+    address = f"\0edgeservers-metrics-{os.getpid()}-{secrets.token_hex(8)}" if sys.platform == "linux" else None
+    manager = MetricsManager(address=address)
     manager.start_in_process()
     return manager
 

@@ -82,3 +82,12 @@ def test_request_buffers_are_reused_not_faulted_in_again(start_server):
     assert per_request < 400, (
         f"{per_request:.0f} page faults per request: freed buffers are given back and faulted in again"
     )
+
+
+def test_a_long_tmpdir_does_not_stop_the_server(start_server, tmp_path):
+    """The metrics Manager listens on an abstract unix socket: multiprocessing's default, a socket file in
+    TMPDIR, fails past 107 bytes of path ("AF_UNIX path too long") and took the server down at start."""
+    long_tmp = tmp_path / ("t" * 60) / ("m" * 60)
+    long_tmp.mkdir(parents=True)
+    server = start_server("TFLiteServer", env={"TMPDIR": str(long_tmp)}, model_uri=str(MOBILENET_V2))
+    assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
