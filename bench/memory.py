@@ -159,7 +159,11 @@ def _unix_listeners() -> set[int]:
         next(f)
         for line in f:
             cols = line.split()
-            if len(cols) >= 8 and cols[5] == "01" and ("pymp-" in cols[7] or cols[7].startswith("@edgeservers-metrics-")):
+            if (
+                len(cols) >= 8
+                and cols[5] == "01"
+                and ("pymp-" in cols[7] or cols[7].startswith("@edgeservers-metrics-"))
+            ):
                 inodes.add(int(cols[6]))
     return inodes
 
