@@ -742,19 +742,35 @@ def _how_it_ended(name: str, code: int | None) -> str:
     return f"exited with code {code}" + (gunicorn.get(code, "") if name in ("REST server", "metrics server") else "")
 
 
+def _children(pid: int) -> list[int]:
+    """The processes forked by any thread of `pid` (or given to it as orphans), zombies included."""
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                children.extend(int(c) for c in f.read().split())
+    return children
+
+
 def _descendants(pid: int) -> list[int]:
     found: list[int] = []
     todo = [pid]
     while todo and len(found) < 10_000:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                children = [int(c) for c in f.read().split()]
-        except OSError:
-            children = []
+        children = _children(todo.pop())
         found.extend(children)
         todo.extend(children)
     return found
+
+
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def _adopt_orphans() -> None:
+    """Make this process the one that orphans below it are given to (instead of init), so that stopping
+    finds every one: the workers of a REST arbiter killed a moment after forking them, seen by no earlier
+    look, once lived on and held the container's stderr open. Linux 3.4+; elsewhere nothing changes."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _pidfd(pid: int | None) -> int | None:
@@ -773,8 +789,8 @@ class _Supervisor:
 
     def __init__(self) -> None:
         self.parts: list[tuple[str, multiprocessing.process.BaseProcess]] = []
-        self.family: dict[int, set[int]] = {}  # part pid -> its descendants, as last seen
         self.stop_signal: int | None = None
+        _adopt_orphans()
 
     def start(self, name: str, target: Callable[[], None]) -> None:
         process = _FORK.Process(target=target, name=name, daemon=False)
@@ -784,11 +800,6 @@ class _Supervisor:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop_signal = self.stop_signal or signum
 
-    def _look(self) -> None:
-        for _, process in self.parts:
-            if process.pid and process.exitcode is None:
-                self.family[process.pid] = set(_descendants(process.pid))
-
     def watch(self) -> str | None:
         """Wait until a part ends (then the line naming it and how it ended) or a stop is asked (None)."""
         watched = list(self.parts) + [
@@ -797,7 +808,6 @@ class _Supervisor:
         fds = [fd for fd in (_pidfd(p.pid) for _, p in watched) if fd is not None]
         try:
             while self.stop_signal is None:
-                self._look()
                 multiprocessing.connection.wait(fds, timeout=self.POLL)
                 if self.stop_signal is not None:
                     break
@@ -848,26 +858,22 @@ class _Supervisor:
         return 1 if ended else 0
 
     def stop_all(self, signum: int) -> None:
-        """Ask every live part, and the orphans of a dead one, to stop (REST and metrics finish their
-        requests, as gunicorn does on SIGTERM); SIGKILL whatever of them is left after STOP_TIMEOUT."""
-        self._look()
+        """Ask every live part, and the orphans of a dead one (adopted by this process), to stop (REST and
+        metrics finish their requests, as gunicorn does on SIGTERM); SIGKILL whatever is left below this
+        process after STOP_TIMEOUT."""
         ours = os.getpgid(0)
-        everyone = [process.pid for _, process in self.parts if process.pid and process.exitcode is None]
-        for _, process in self.parts:
-            if process.pid and process.exitcode is not None:  # its children lost their parent: stop them too
-                everyone.extend(self.family.get(process.pid, ()))
-        for pid in everyone:
+        parts = {process.pid for _, process in self.parts if process.pid}
+        live = [process.pid for _, process in self.parts if process.pid and process.exitcode is None]
+        orphans = [pid for pid in _children(os.getpid()) if pid not in parts]
+        for pid in live + orphans:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signum)
         deadline = time.monotonic() + STOP_TIMEOUT
         for _, process in self.parts:
             process.join(timeout=max(0.0, deadline - time.monotonic()))
-        while time.monotonic() < deadline and any(
-            _alive_in_group(p, ours) for family in self.family.values() for p in family
-        ):
+        while time.monotonic() < deadline and any(_alive_in_group(p, ours) for p in _descendants(os.getpid())):
             time.sleep(0.1)
-        leftovers = [process.pid for _, process in self.parts if process.exitcode is None and process.pid]
-        for pid in leftovers + [p for family in self.family.values() for p in family]:
+        for pid in _descendants(os.getpid()):
             if _alive_in_group(pid, ours):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
@@ -880,7 +886,7 @@ def _alive_in_group(pid: int, group: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return fields[0] != "Z" and int(fields[3]) == group
+        return fields[0] != "Z" and int(fields[2]) == group  # state, ppid, pgrp
     except (OSError, IndexError, ValueError):
         return False
 
@@ -943,6 +949,11 @@ class MetricsManager(SyncManager):
         self._address = server.address
         self._state.value = State.STARTED  # type: ignore[attr-defined]
         threading.Thread(target=server.accepter, name="metrics-manager", daemon=True).start()
+        # A forked process has no accepter thread, yet its copy of the listening socket kept the (abstract)
+        # address reachable after this process ended: a worker's worker_exit hook (SeldonMetrics.clear)
+        # then connected to that copy and waited for an answer forever. Each child closes its copy (the
+        # socket only: the address is this process's to release).
+        os.register_at_fork(after_in_child=server.listener._listener._socket.close)  # type: ignore[attr-defined]
 
     def shutdown(self) -> None:  # type: ignore[override]  # SeldonMetrics.__del__ calls it; the threads end with the process
         pass

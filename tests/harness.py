@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -185,6 +186,27 @@ def tree_memory(pid: int) -> dict[str, Any]:
 # --- one server process ------------------------------------------------------------------------------
 
 
+def _read_some(fd: int, deadline: float) -> bytes | None:
+    """The next bytes of a pipe (b"" at its end), None when nothing came before `deadline`."""
+    ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+    return os.read(fd, 1 << 16) if ready else None
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _holds(pid: int, our_fd: int) -> bool:
+    """Whether process `pid` holds the pipe that is `our_fd` here (writers of a server's stderr)."""
+    try:
+        ours = os.readlink(f"/proc/{os.getpid()}/fd/{our_fd}")
+        return pid != os.getpid() and any(
+            os.readlink(f"/proc/{pid}/fd/{fd}") == ours for fd in os.listdir(f"/proc/{pid}/fd")
+        )
+    except OSError:
+        return False
+
+
 class ServerProcess:
     """A server command in its own process group (stopping it stops every worker it forked), run from
     `cwd`, stdout discarded; started, then polled until `ready()` holds. Its stderr goes to a file, or
@@ -222,6 +244,21 @@ class ServerProcess:
         self.stop()
         raise TimeoutError(f"{self.name} not ready within {timeout}s: {self.stderr_tail()}")
 
+    def stderr_after_exit(self, timeout: float = 60.0) -> str:
+        """Everything the exited server wrote to its stderr pipe, read until the last writer closes it.
+        Raises (instead of waiting forever) when some process of the server lives on holding the pipe."""
+        assert self.proc is not None and self.proc.stderr is not None and self.proc.poll() is not None
+        fd, chunks = self.proc.stderr.fileno(), []
+        deadline = time.monotonic() + timeout
+        while chunk := _read_some(fd, deadline):
+            chunks.append(chunk)
+        if chunk is None:
+            holders = [p for p in _all_pids() if _holds(p, fd)]
+            raise AssertionError(
+                f"{self.name} exited, yet its stderr is still open {timeout}s later: held by {holders}"
+            )
+        return b"".join(chunks).decode(errors="replace")
+
     def stderr_tail(self, size: int = 3000) -> str:
         """The end of what the server wrote to stderr (with `stderr_pipe`, only once it has exited)."""
         if self.proc is None:
@@ -229,13 +266,11 @@ class ServerProcess:
         if self.stderr_pipe:
             if self.proc.poll() is None or self.proc.stderr is None or self.proc.stderr.closed:
                 return ""
-            data = self.proc.stderr.read()
-        else:
-            if self._err.closed:
-                return ""
-            self._err.seek(0)
-            data = self._err.read()
-        return data.decode(errors="replace")[-size:]
+            return self.stderr_after_exit()[-size:]
+        if self._err.closed:
+            return ""
+        self._err.seek(0)
+        return self._err.read().decode(errors="replace")[-size:]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -81,3 +84,28 @@ def test_timers_land_in_the_buckets_numpy_histogram_gives():
         vals, total = SeldonMetrics._update_hist(x, start, 2.5)
         expected_vals, expected_total = original(x, start, 2.5)
         assert vals == list(expected_vals) and total == expected_total, x
+
+
+def test_a_forked_process_cannot_reach_the_metrics_manager_once_its_process_is_gone():
+    """A gunicorn worker orphaned by its arbiter's death clears its metrics on exit (Seldon's worker_exit):
+    the Manager's listening socket, copied into the fork, used to accept that connection with no one to
+    answer, and the worker waited forever. The copy is closed in every child: the connection is refused."""
+    script = textwrap.dedent(
+        """
+        import os, signal, time
+        from multiprocessing.connection import Client
+        from edgeservers import seldon_compat
+        manager = seldon_compat._metrics_manager()
+        address, key = manager.address, bytes(manager._authkey)
+        if os.fork():
+            os._exit(0)  # the Manager's process ends; its forked child lives on
+        time.sleep(0.5)
+        signal.alarm(10)  # a connection nobody answers ends here, not never
+        try:
+            Client(address, authkey=key)
+        except ConnectionRefusedError:
+            print("refused")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "refused", result.stderr[-2000:]

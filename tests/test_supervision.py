@@ -73,7 +73,7 @@ def wait_for_exit(server: ModelServer) -> tuple[int, str]:
     while time.monotonic() < deadline and server.proc.poll() is None:
         time.sleep(0.2)
     assert server.proc.poll() is not None, f"the server was still running {DEADLINE}s after the fault"
-    return server.proc.returncode, server.proc.stderr.read().decode(errors="replace")
+    return server.proc.returncode, server.stderr_after_exit(DEADLINE)
 
 
 def assert_nothing_left(server: ModelServer) -> None:
@@ -92,7 +92,7 @@ def _pgid(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return -1 if fields[0] == "Z" else int(fields[3])
+        return -1 if fields[0] == "Z" else int(fields[2])  # state, ppid, pgrp
     except OSError:
         return -1
 
