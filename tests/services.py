@@ -215,10 +215,17 @@ class S3Server:
         @contextlib.contextmanager
         def down() -> Iterator[None]:
             host, port = self.server.get_host_and_port()
-            self.server.stop()
+            self.server.stop()  # stops serving, but leaves werkzeug's socket listening (connections would queue)
+            self.server._server.server_close()
+            # Bound without listening: connections are refused, and no other process (a parallel test's
+            # free_port, a client's source port) can take the port before S3 comes back on it.
+            hold = socket.socket()
+            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            hold.bind((host, port))
             try:
                 yield
             finally:
+                hold.close()
                 self.server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
                 self.server.start()
 
