@@ -208,8 +208,8 @@ def test_uris_outside_image_store_are_refused_before_any_request(guarded, uri):
     assert recorder.hits == []  # nothing was fetched, not even the allowed first record
 
 
-def test_references_are_refused_with_how_to_enable_them_when_image_store_is_unset(mobilenet):
-    response = mobilenet.rest({"jsonData": {"image_uri": f"s3://{BUCKET}/cam 1/parrot.jpg"}})
+def test_references_are_refused_with_how_to_enable_them_when_image_store_is_unset(mobilenet_in_process):
+    response = mobilenet_in_process.rest({"jsonData": {"image_uri": f"s3://{BUCKET}/cam 1/parrot.jpg"}})
     assert response.status_code == 400 and "set the image_store parameter" in response.json()["status"]["info"]
 
 

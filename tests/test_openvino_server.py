@@ -1,6 +1,7 @@
 """OpenVINOServer against TFLiteServer on the same models: the .tflite read directly, and the IR
-that openvino.save_model writes from it. In-process (Seldon's own Flask app and gRPC servicer);
-tests/test_concurrency.py runs OpenVINOServer end to end over REST and gRPC."""
+that openvino.save_model writes from it. In-process (Seldon's own Flask app and gRPC servicer), as the
+answers do not depend on the processes around them; tests/test_concurrency.py runs OpenVINOServer end
+to end over REST and gRPC, and a precision the CPU lacks is refused end to end (start_and_fail)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import cv2
 import numpy as np
 import openvino as ov
 import pytest
-import requests
 from seldon_core.proto import prediction_pb2
 
 from bench.precision import rounded_model_dir
@@ -137,13 +137,6 @@ def _rounded_dir(model_dir, tmp_path_factory, precision: str):
     return rounded_model_dir(model_dir, precision, tmp_path_factory.mktemp(f"{model_dir.name}_{precision}"))
 
 
-def _metadata(server) -> dict:
-    """The metadata of a server end to end (its URL) or in-process (Seldon's app's test client)."""
-    if hasattr(server, "url"):
-        return requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()
-    return server.get("/api/v1.0/metadata").json()
-
-
 def _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask) -> None:
     for image in IMAGES:
         reference, answer = mobilenet.image(image)["jsonData"], classifier.image(image)["jsonData"]
@@ -158,34 +151,35 @@ def _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask) ->
             assert np.abs(np.subtract(got["box"], want["box"])).max() <= AUTO_BOX * side
 
 
-def test_metadata_says_which_precision_runs(ov_tflite, start_server):
-    assert _metadata(ov_tflite)["custom"]["inference_precision"] == "f32"
-    auto = start_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision="auto")
+def test_metadata_says_which_precision_runs(ov_tflite, load_server):
+    assert ov_tflite.get("/api/v1.0/metadata").json()["custom"]["inference_precision"] == "f32"
+    auto = load_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision="auto")
     device_default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-    assert _metadata(auto)["custom"]["inference_precision"] == device_default
+    assert auto.get("/api/v1.0/metadata").json()["custom"]["inference_precision"] == device_default
 
 
-def test_auto_precision_stays_within_its_tolerance(mobilenet, face_mask, start_server):
-    classifier = start_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision="auto")
-    detector = start_server(
+def test_auto_precision_stays_within_its_tolerance(mobilenet_in_process, face_mask_in_process, load_server):
+    classifier = load_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision="auto")
+    detector = load_server(
         "OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection", inference_precision="auto"
     )
-    _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask)
+    _assert_within_auto_tolerance(classifier, detector, mobilenet_in_process, face_mask_in_process)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "f16"])
 def test_the_auto_tolerance_holds_for_bf16_and_f16_rounding(
-    mobilenet, face_mask, start_server, tmp_path_factory, precision
+    mobilenet_in_process, face_mask_in_process, load_server, tmp_path_factory, precision
 ):
     """On this CPU `auto` may be f32; models rounded to bf16 / f16 at every tensor show that the tolerance
     holds where it is not, and that it is needed (the rounded answers differ from f32 beyond its tolerance)."""
-    classifier = start_server("OpenVINOServer", model_uri=str(_rounded_dir(MOBILENET_V2, tmp_path_factory, precision)))
-    detector = start_server(
+    classifier = load_server("OpenVINOServer", model_uri=str(_rounded_dir(MOBILENET_V2, tmp_path_factory, precision)))
+    detector = load_server(
         "OpenVINOServer", model_uri=str(_rounded_dir(FACE_MASK, tmp_path_factory, precision)), postprocess="detection"
     )
-    _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask)
+    _assert_within_auto_tolerance(classifier, detector, mobilenet_in_process, face_mask_in_process)
     differences = [
-        abs(classifier.image(i)["jsonData"][0]["score"] - mobilenet.image(i)["jsonData"][0]["score"]) for i in IMAGES
+        abs(classifier.image(i)["jsonData"][0]["score"] - mobilenet_in_process.image(i)["jsonData"][0]["score"])
+        for i in IMAGES
     ]
     assert (
         max(differences) > 0.03
@@ -194,16 +188,16 @@ def test_the_auto_tolerance_holds_for_bf16_and_f16_rounding(
 
 @pytest.mark.parametrize("precision, capability", [("bf16", "BF16"), ("f16", "FP16")])
 def test_explicit_low_precision_runs_only_where_the_cpu_computes_in_it(
-    mobilenet, face_mask, start_server, precision, capability
+    mobilenet_in_process, face_mask_in_process, load_server, precision, capability
 ):
     """OpenVINO would silently run f32 where the CPU lacks bf16 / f16: the server refuses instead."""
     if capability in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        classifier = start_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision=precision)
-        detector = start_server(
+        classifier = load_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision=precision)
+        detector = load_server(
             "OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection", inference_precision=precision
         )
-        assert _metadata(classifier)["custom"]["inference_precision"] == precision
-        _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask)
+        assert classifier.get("/api/v1.0/metadata").json()["custom"]["inference_precision"] == precision
+        _assert_within_auto_tolerance(classifier, detector, mobilenet_in_process, face_mask_in_process)
     else:
         line = start_and_fail("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision=precision)
         assert f"parameter inference_precision='{precision}': OpenVINO device CPU cannot compute in {precision}" in line

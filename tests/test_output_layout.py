@@ -1,7 +1,8 @@
 """Segmentation of OpenVINO-layout models: NCHW input taking BGR 0..255, maps [1,1,H,W] and [1,C,H,W].
 
 The models are built here with openvino's opset API; the ground truth is what OpenCV finds on the
-image itself, since each model's map is a plain function of one colour channel.
+image itself, since each model's map is a plain function of one colour channel. In-process (Seldon's
+own Flask app): what is tested is the answer, not the processes around it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from conftest import ModelServer
+from conftest import InProcessServer
 
 HEIGHT, WIDTH = 96, 128  # not square, so a swapped height and width shows
 BLUE, RED = (255, 0, 0), (0, 0, 255)  # BGR
@@ -63,8 +64,8 @@ def _image_input() -> tuple[ov.Node, list[ov.Output]]:
     return image_input, ops.split(image_input, 1, 3).outputs()
 
 
-def _serve(start_server, model_dir, **params) -> ModelServer:
-    return start_server(
+def _serve(load_server, model_dir, **params) -> InProcessServer:
+    return load_server(
         "OpenVINOServer",
         model_uri=str(model_dir),
         postprocess="segmentation",
@@ -84,24 +85,24 @@ def _check(answer: dict, mask: np.ndarray) -> None:
     np.testing.assert_array_equal(got, mask)
 
 
-def test_one_channel_sigmoid_map_nchw_counts_the_blobs_of_that_colour(start_server, tmp_path, image):
+def test_one_channel_sigmoid_map_nchw_counts_the_blobs_of_that_colour(load_server, tmp_path, image):
     """A defect-style model: sigmoid of the blue channel, [1,1,H,W]: the three blue discs, not the red one."""
     image_input, (blue, _, _) = _image_input()
     _save(ops.sigmoid(_scaled(blue, 1 / 8)), image_input, tmp_path)
-    answer = _serve(start_server, tmp_path).rest_ok(_png(image))["jsonData"]
+    answer = _serve(load_server, tmp_path).rest_ok(_png(image))["jsonData"]
     assert answer["count"] == len(BLUE_BLOBS)
     _check(answer, image[..., 0] > 127)
 
 
 @pytest.mark.parametrize("segmentation_class", ["", "red"])
-def test_class_probability_map_nchw(start_server, tmp_path, image, segmentation_class):
+def test_class_probability_map_nchw(load_server, tmp_path, image, segmentation_class):
     """Softmax over [background, blue, red] along the channel axis, [1,3,H,W]: every non-background
     class (four discs), or one chosen class."""
     image_input, (blue, _, red) = _image_input()
     background = ops.subtract(ops.subtract(np.full((1, 1, HEIGHT, WIDTH), 255, np.float32), blue), red)
     logits = ops.concat([_scaled(c, 1 / 16) for c in (background, blue, red)], axis=1)
     _save(ops.softmax(logits, 1), image_input, tmp_path, labels=["background", "blue", "red"])
-    answer = _serve(start_server, tmp_path, segmentation_class=segmentation_class).rest_ok(_png(image))["jsonData"]
+    answer = _serve(load_server, tmp_path, segmentation_class=segmentation_class).rest_ok(_png(image))["jsonData"]
     if segmentation_class == "red":
         assert answer["class"] == "red" and answer["count"] == 1
         _check(answer, image[..., 2] > 127)

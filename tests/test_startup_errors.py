@@ -138,7 +138,7 @@ def test_openvino_corrupt_ir_stops_the_whole_wrapper(tmp_path):
     assert "OpenVINO cannot read" in line and "model.xml" in line
 
 
-def test_ambiguous_output_layout_asks_for_output_layout(tmp_path):
+def test_ambiguous_output_layout_asks_for_output_layout(fail, tmp_path):
     """A segmentation map [1,4,4,4] may be NHWC or NCHW: with output_layout=auto the server cannot tell."""
     import numpy as np
     import openvino as ov
@@ -147,7 +147,7 @@ def test_ambiguous_output_layout_asks_for_output_layout(tmp_path):
     image = ops.parameter([1, 3, 4, 4], np.float32, name="image")
     scores = ops.concat([image, ops.reduce_max(image, [1], True)], axis=1)  # [1, 4, 4, 4]
     ov.save_model(ov.Model([scores], [image], "m"), str(tmp_path / "model.xml"))
-    line = start_and_fail("OpenVINOServer", model_uri=str(tmp_path), postprocess="segmentation")
+    line = fail("OpenVINOServer", model_uri=str(tmp_path), postprocess="segmentation")
     assert "shape [1, 4, 4, 4], which may be NHWC or NCHW: set parameter output_layout to NHWC or NCHW" in line
 
 
@@ -158,6 +158,6 @@ def test_ambiguous_output_layout_asks_for_output_layout(tmp_path):
         ("TFLiteServer", "bf16", "parameter inference_precision='bf16': expected one of f32, auto for TFLiteServer"),
     ],
 )
-def test_unknown_inference_precision_names_the_allowed_values(server_class, precision, words):
-    line = start_and_fail(server_class, model_uri=str(FACE_MASK), inference_precision=precision)
+def test_unknown_inference_precision_names_the_allowed_values(fail, server_class, precision, words):
+    line = fail(server_class, model_uri=str(FACE_MASK), inference_precision=precision)
     assert words in line

@@ -296,14 +296,14 @@ def _allowing_fp16(target):
 
 
 @pytest.mark.parametrize("precision", ["f32", "auto"])
-def test_inference_precision_of_a_model_that_allows_fp16(start_server, tmp_path, precision):
+def test_inference_precision_of_a_model_that_allows_fp16(load_server, tmp_path, precision):
     """f32 keeps such a model off XNNPACK (TFLite's own f32 kernels, bit for bit); auto leaves it to XNNPACK."""
     import platform
 
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     model_dir = _allowing_fp16(tmp_path)
-    server = start_server("TFLiteServer", model_uri=str(model_dir), inference_precision=precision, num_threads=1)
+    server = load_server("TFLiteServer", model_uri=str(model_dir), inference_precision=precision, num_threads=1)
     resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if precision == "f32" else OpResolverType.AUTO
     interpreter = Interpreter(
         model_path=str(tflite_file(model_dir)), num_threads=1, experimental_op_resolver_type=resolver
@@ -317,7 +317,7 @@ def test_inference_precision_of_a_model_that_allows_fp16(start_server, tmp_path,
         np.testing.assert_array_equal(
             np.asarray(reply["jsonData"][detail["name"]], np.float32), interpreter.get_tensor(detail["index"])
         )
-    metadata = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()
+    metadata = server.get("/api/v1.0/metadata").json()
     # XNNPACK computes in fp16 only on CPUs with native fp16 arithmetic (ARM), never on x86.
     expected = (
         "f32" if precision == "f32" or platform.machine() == "x86_64" else metadata["custom"]["inference_precision"]
