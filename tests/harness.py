@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MICROSERVICE = Path(sys.executable).parent / "seldon-core-microservice"
 LOOPBACK_SHIM = ROOT / "tests" / "loopback"  # sitecustomize.py: keeps the wrapper's 0.0.0.0 listeners on 127.0.0.1
+PORT_TAKEN = ("Connection in use", "Address already in use")  # gunicorn's and the OS's words for a taken port
 METRICS_ENDPOINT = "/prometheus"  # what the Seldon v1 operator sets (PREDICTIVE_UNIT_METRICS_ENDPOINT)
 
 
@@ -302,10 +303,8 @@ class Microservice(ServerProcess):
         **options: Any,
     ):
         self.server_class = interface
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
         super().__init__(
-            microservice_command(interface, self.http_port, self.grpc_port, self.metrics_port),
+            [],
             {
                 **os.environ,
                 "PREDICTIVE_UNIT_PARAMETERS": parameters(params),
@@ -316,6 +315,12 @@ class Microservice(ServerProcess):
             name=interface,
             **options,
         )
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.argv = microservice_command(self.server_class, self.http_port, self.grpc_port, self.metrics_port)
 
     def command(self) -> list[str]:
         return self.argv
@@ -329,5 +334,15 @@ class Microservice(ServerProcess):
     def start(
         self, ready: Callable[[], bool] | None = None, timeout: float = 120.0, poll: float = 0.05
     ) -> Microservice:
-        super().start(ready or self.ready, timeout, poll)
+        """Start and wait until ready. Between free_port() and the server's bind another process (a test
+        in a parallel worker, a client's source port) may take a port: then the server, which exits
+        saying so, starts once more on new ports (unless the caller's `ready` knows the old ones)."""
+        try:
+            super().start(ready or self.ready, timeout, poll)
+        except RuntimeError as e:
+            if ready is not None or not any(words in str(e) for words in PORT_TAKEN):
+                raise
+            self.stop()
+            self._choose_ports()
+            super().start(self.ready, timeout, poll)
         return self
