@@ -228,6 +228,7 @@ class S3Server:
                 hold.close()
                 self.server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
                 self.server.start()
+                _closed_in_forks(self.server)
 
         return down()
 
@@ -239,6 +240,13 @@ class S3Server:
             self.client.put_object(Bucket=bucket, Key=key, Body=body)
 
 
+def _closed_in_forks(server: Any) -> None:
+    """A process forked from the test process later (the metrics Manager of an in-process Seldon app)
+    must not keep a copy of S3's listening socket: through an outage it would keep the port taken and
+    queue connections instead of refusing them."""
+    os.register_at_fork(after_in_child=server._server.socket.close)
+
+
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[S3Server]:
     """A real S3 API on loopback (moto in server mode), empty until put() fills it."""
@@ -247,6 +255,7 @@ def s3_server() -> Iterator[S3Server]:
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    _closed_in_forks(server)
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     client = boto3.client(
