@@ -700,8 +700,16 @@ class _GrpcWorkers:
 
     @contextlib.contextmanager
     def reserved(self) -> Iterator[str]:
-        """The address every worker binds (SO_REUSEPORT), the port held for the server's lifetime."""
-        with microservice._reserve_grpc_port(self.args.grpc_port) as port:
+        """The address every worker binds (SO_REUSEPORT), the port held for the server's lifetime.
+        A port that another process holds stops the server at start with one line, not a traceback."""
+        with contextlib.ExitStack() as held:
+            try:
+                port = held.enter_context(microservice._reserve_grpc_port(self.args.grpc_port))
+            except OSError as e:
+                raise SystemExit(
+                    f"{type(self.user_object).__name__}: cannot listen for gRPC on port {self.args.grpc_port}: "
+                    f"{e.strerror} (set by --grpc-port; the operator passes PREDICTIVE_UNIT_GRPC_SERVICE_PORT)"
+                ) from None
             host = _grpc_host(self.user_object)
             _grpc_endpoint.append((host, port))
             yield f"{host}:{port}"

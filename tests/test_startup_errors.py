@@ -2,12 +2,13 @@
 
 Each check runs in-process: the server class built as the wrapper builds it must exit (SystemExit)
 having written exactly that one line to stderr. Two run the real microservice (one per server class)
-to show the whole wrapper stops with the one line and no traceback.
+to show the whole wrapper stops with the one line and no traceback; a third finds its gRPC port taken.
 """
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -161,3 +162,18 @@ def test_ambiguous_output_layout_asks_for_output_layout(fail, tmp_path):
 def test_unknown_inference_precision_names_the_allowed_values(fail, server_class, precision, words):
     line = fail(server_class, model_uri=str(FACE_MASK), inference_precision=precision)
     assert words in line
+
+
+def test_a_taken_grpc_port_stops_the_server_with_one_line():
+    """Another process on the gRPC port (a second server, a stale pod on hostNetwork): one line, no traceback."""
+    server = ModelServer("TFLiteServer", model_uri=str(MOBILENET_V2))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", server.grpc_port))
+        squatter.listen()
+        proc = subprocess.run(server.command(), cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1] == (
+        f"TFLiteServer: cannot listen for gRPC on port {server.grpc_port}: Address already in use "
+        "(set by --grpc-port; the operator passes PREDICTIVE_UNIT_GRPC_SERVICE_PORT)"
+    ), proc.stderr[-2000:]
