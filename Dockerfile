@@ -75,14 +75,26 @@ ARG PIP_CERT=
 COPY docker/openvino-site.sh /tmp/
 RUN bash /tmp/openvino-site.sh /opt/venv /tmp/requirements.txt /opt/openvino-site
 
-# ---- the TFLite server (the default target)
-FROM runtime-${TARGETARCH} AS server
-ARG VERSION=
-ARG SOURCE_URL=
+# ---- the TFLite server's files on the full Debian root, then only what it runs copied out of it
+FROM runtime-${TARGETARCH} AS server-root
 COPY --from=venv /opt/venv /opt/venv
 COPY --from=cv2 /out/site-packages/ /opt/venv/lib/python3.11/site-packages/
 COPY --from=cv2 /out/licenses/ /usr/share/licenses/opencv/
-ENV PATH=/opt/venv/bin:$PATH \
+WORKDIR /opt/edgeservers
+COPY docker/entrypoint.sh docker/entrypoint.sh
+COPY edgeservers edgeservers
+COPY TFLiteServer.py OpenVINOServer.py ./
+COPY docker/slim_root.py /usr/local/lib/slim_root.py
+RUN set -eux; /opt/venv/bin/python -m compileall -q edgeservers TFLiteServer.py OpenVINOServer.py; \
+    python3 /usr/local/lib/slim_root.py /out /opt/venv /opt/edgeservers /usr/bin/tini /bin/sh /mnt/models
+
+# ---- the TFLite server (the default target): one layer, no apt, dpkg, perl or coreutils
+FROM scratch AS server
+ARG VERSION=
+ARG SOURCE_URL=
+COPY --from=server-root /out/ /
+ENV PATH=/opt/venv/bin:/usr/bin \
+    LANG=C.UTF-8 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
@@ -92,10 +104,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PREDICTIVE_UNIT_GRPC_SERVICE_PORT=5000 \
     PREDICTIVE_UNIT_METRICS_SERVICE_PORT=6000
 WORKDIR /opt/edgeservers
-COPY docker/entrypoint.sh docker/entrypoint.sh
-COPY edgeservers edgeservers
-COPY TFLiteServer.py OpenVINOServer.py ./
-RUN python -m compileall -q edgeservers TFLiteServer.py OpenVINOServer.py
 LABEL org.opencontainers.image.title="edgeservers" \
       org.opencontainers.image.description="Seldon Core v1 TFLite model server for edge nodes" \
       org.opencontainers.image.version="${VERSION}" \
@@ -108,6 +116,8 @@ ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/opt/edgeservers/docker/entrypoint.sh"
 # ---- `--target openvino`: the server plus one layer with OpenVINO, OpenVINOServer by default
 FROM server AS openvino
 COPY --from=openvino-site /opt/openvino-site/ /opt/venv/lib/python3.11/site-packages/
+# The root holds only the TFLite server's libraries: fail the build if OpenVINO's CPU plugin needs more.
+RUN python -c "import openvino as ov; print('OpenVINO', ov.get_version(), ov.Core().get_versions('CPU'))"
 ENV MODEL_NAME=OpenVINOServer
 LABEL org.opencontainers.image.description="Seldon Core v1 OpenVINO model server for edge nodes"
 

@@ -148,7 +148,7 @@ def run_server(arch: str, image: str, models: Path, shim: Path, work: Path, serv
         result["warm_prediction_s"] = round(time.monotonic() - t1, 2)
         bound = listening_hosts(http_port) | listening_hosts(metrics_port)
         assert bound and all(a in ("127.0.0.1", "::1") for a in bound), bound
-        user = podman("exec", name, "id", "-u", capture_output=True).stdout.strip()
+        user = server_uid(name)
         assert user == "8888", user
         t2 = time.monotonic()
         podman("stop", "--time", "30", name, capture_output=True)
@@ -164,6 +164,13 @@ def run_server(arch: str, image: str, models: Path, shim: Path, work: Path, serv
     ).stdout
     assert f"MODEL_NAME={server}" in model_name.split(), f"{image} does not default to {server}"
     return result
+
+
+def server_uid(name: str) -> str:
+    """The real uid of the container's main process, read on the host (the image has no `id`)."""
+    pid = podman("inspect", "--format", "{{.State.Pid}}", name, capture_output=True).stdout.strip()
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
 
 
 def image_size_mb(image: str) -> int | None:
