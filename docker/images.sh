@@ -89,6 +89,7 @@ test)
 sizes)
 	# Uncompressed: podman's size of the image. Compressed: the gzip'd layers a pull downloads
 	# (skopeo copies the image into an OCI layout, compressing each layer as a push does).
+	# Also written to bench/results/images.json, which `make bench` and bench.report put in the README.
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
 	printf '%-58s %12s %12s\n' image uncompressed compressed
@@ -101,8 +102,18 @@ sizes)
 			manifest=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"].split(":")[1])' "$tmp/oci/index.json")
 			gz=$(python3 -c 'import json,sys; print(sum(l["size"] for l in json.load(open(sys.argv[1]))["layers"]))' "$tmp/oci/blobs/sha256/$manifest")
 			printf '%-58s %9s MB %9s MB\n' "$img" $((size / 1000000)) $((gz / 1000000))
+			printf '%s\t%s\t%s\t%s\n' "${img%-"$a"}" "$a" $((size / 1000000)) $((gz / 1000000)) >> "$tmp/sizes.tsv"
 		done
 	done
+	[ -s "$tmp/sizes.tsv" ] || exit 0
+	python3 - "$tmp/sizes.tsv" bench/results/images.json "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
+import datetime, json, sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+images = [{"image": r[0].split("/")[-1], "arch": r[1], "uncompressed_mb": int(r[2]), "compressed_mb": int(r[3])} for r in rows]
+out = {"date": datetime.date.today().isoformat(), "commit": sys.argv[3], "images": images}
+open(sys.argv[2], "w").write(json.dumps(out, indent=1) + "\n")
+print(f"images: sizes written to {sys.argv[2]}")
+PY
 	;;
 manifest)
 	for list in "$REPO:$VERSION" "$REPO:$VERSION-openvino" "$INIT_REPO:$VERSION"; do
