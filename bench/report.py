@@ -406,9 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, help="replace the README's generated Benchmarks tables")
     args = parser.parse_args(argv)
     report = json.loads(args.results.read_text())
-    sizes = args.results.parent / "images.json"  # `make image-sizes` measures after the images are built
-    if sizes.exists() and json.loads(sizes.read_text()) != report.get("images"):
-        report["images"] = json.loads(sizes.read_text())
+    sizes_file = args.results.parent / "images.json"  # `make image-sizes` measures after the images are built
+    sizes = json.loads(sizes_file.read_text()) if sizes_file.exists() else None
+    if sizes and sizes != report.get("images"):
+        report["images"] = sizes
         write(report, args.results.parent, chart_png=False)
     if args.readme:
         update_readme(args.readme, report)

@@ -210,7 +210,6 @@ class S3Server:
     def outage(self) -> contextlib.AbstractContextManager[None]:
         """Stop the S3 API for the duration of a `with` block; it comes back on the same port with the same
         objects (moto keeps them in this process)."""
-        from moto.server import ThreadedMotoServer
 
         @contextlib.contextmanager
         def down() -> Iterator[None]:
@@ -226,9 +225,7 @@ class S3Server:
                 yield
             finally:
                 hold.close()
-                self.server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-                self.server.start()
-                _closed_in_forks(self.server)
+                self.server = _moto(host, port)
 
         return down()
 
@@ -240,22 +237,24 @@ class S3Server:
             self.client.put_object(Bucket=bucket, Key=key, Body=body)
 
 
-def _closed_in_forks(server: Any) -> None:
-    """A process forked from the test process later (the metrics Manager of an in-process Seldon app)
-    must not keep a copy of S3's listening socket: through an outage it would keep the port taken and
-    queue connections instead of refusing them."""
+def _moto(host: str, port: int) -> Any:
+    """A started moto server. A process forked from the test process later (the metrics Manager of an
+    in-process Seldon app) closes its copy of the listening socket: through an outage it would keep the
+    port taken and queue connections instead of refusing them."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
     os.register_at_fork(after_in_child=server._server.socket.close)
+    return server
 
 
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[S3Server]:
     """A real S3 API on loopback (moto in server mode), empty until put() fills it."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _closed_in_forks(server)
+    server = _moto("127.0.0.1", 0)
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     client = boto3.client(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 from conftest import MOBILENET_V2, ModelServer
+from harness import listening_on
 
 
 def test_a_port_taken_before_the_server_binds_it_gets_the_server_new_ports():
@@ -12,9 +11,7 @@ def test_a_port_taken_before_the_server_binds_it_gets_the_server_new_ports():
     worker, a client's source port): the server exits saying so, and the harness starts it on new ports."""
     server = ModelServer("TFLiteServer", model_uri=str(MOBILENET_V2))
     taken = server.grpc_port
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", taken))
-        squatter.listen()
+    with listening_on(taken):
         server.start()
         try:
             assert server.grpc_port != taken

@@ -8,12 +8,12 @@ to show the whole wrapper stops with the one line and no traceback; a third find
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 
 import pytest
 
 from conftest import FACE_MASK, MOBILENET_V1, MOBILENET_V2, ROOT, ModelServer, build_component
+from harness import listening_on
 
 
 def _our_line(server_class: str, stderr: str) -> str:
@@ -23,12 +23,16 @@ def _our_line(server_class: str, stderr: str) -> str:
     return ours[0]
 
 
-def start_and_fail(server_class: str, **params) -> str:
-    """Run the real microservice; it must exit non-zero by itself. Returns its last stderr line."""
-    server = ModelServer(server_class, **params)
+def _run_to_exit(server: ModelServer) -> str:
+    """Run the real microservice; it must exit non-zero by itself. Returns its stderr."""
     proc = subprocess.run(server.command(), cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0, proc.stderr[-2000:]
-    return _our_line(server_class, proc.stderr)
+    return proc.stderr
+
+
+def start_and_fail(server_class: str, **params) -> str:
+    """Run the real microservice; it must exit non-zero by itself. Returns its one line."""
+    return _our_line(server_class, _run_to_exit(ModelServer(server_class, **params)))
 
 
 @pytest.fixture
@@ -167,13 +171,10 @@ def test_unknown_inference_precision_names_the_allowed_values(fail, server_class
 def test_a_taken_grpc_port_stops_the_server_with_one_line():
     """Another process on the gRPC port (a second server, a stale pod on hostNetwork): one line, no traceback."""
     server = ModelServer("TFLiteServer", model_uri=str(MOBILENET_V2))
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", server.grpc_port))
-        squatter.listen()
-        proc = subprocess.run(server.command(), cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.splitlines()[-1] == (
+    with listening_on(server.grpc_port):
+        stderr = _run_to_exit(server)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert stderr.splitlines()[-1] == (
         f"TFLiteServer: cannot listen for gRPC on port {server.grpc_port}: Address already in use "
         "(set by --grpc-port; the operator passes PREDICTIVE_UNIT_GRPC_SERVICE_PORT)"
-    ), proc.stderr[-2000:]
+    ), stderr[-2000:]
