@@ -79,3 +79,15 @@ def test_the_readme_tables_are_the_committed_results() -> None:
     report = json.loads((ROOT / "bench" / "results" / "bench.json").read_text())
     readme = (ROOT / "README.md").read_text()
     assert readme.split(BEGIN + "\n", 1)[1].split(END, 1)[0] == readme_block(report)
+
+
+def test_the_stage_clock_still_times_every_hand_over() -> None:
+    """bench.stages wraps the REST worker's steps from outside (bench/stage_clock); when a step it wraps is
+    renamed or reordered, requests stop being timed and the profile in docs/benchmarks.md cannot be redone."""
+    from bench.stages import CPU_PARTS, STAGES, measure
+
+    result = measure(requests=20, rounds=1, concurrency=1)
+    assert result["timed"] >= 20, result
+    assert set(result["stages_ms"]) == set(STAGES) and set(result["request_thread_cpu_ms"]) == set(CPU_PARTS)
+    assert all(ms >= 0 for ms in result["stages_ms"].values()), result
+    assert result["stages_ms"]["predict_raw (decode, infer, answer)"] > 0, result

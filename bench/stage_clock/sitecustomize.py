@@ -1,0 +1,143 @@
+"""Benchmark only (bench/stages.py puts this directory and the repository on a server's PYTHONPATH):
+timestamps of one REST request at each hand-over inside the server, written as one line per request.
+
+The server's own code is unchanged; its steps are wrapped from outside, in the process that serves REST
+(with one REST worker, the wrapper's main process). Per request, in order:
+
+    headers_received, body complete (finish), request coroutine runs (_run), request thread starts
+    (call_wsgi), predict_raw starts, predict_raw returns, request thread done (call_wsgi returns),
+    event loop resumes (write_headers), answer handed to the socket (_done)
+
+and the request thread's CPU time over its three parts. Lines go to the file named by
+EDGESERVERS_STAGE_CLOCK: "<9 perf_counter stamps> <3 thread_time spans>", in seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from typing import Any
+
+import flask
+from tornado.http1connection import HTTP1Connection
+from tornado.wsgi import WSGIContainer
+
+from edgeservers import http_worker
+from edgeservers.server import EdgeModelServer
+
+_OUT = open(os.environ["EDGESERVERS_STAGE_CLOCK"], "a", buffering=1)  # noqa: SIM115 (lives as long as the process)
+_KEY = "edgeservers.stage_clock"
+_lock = threading.Lock()
+_building: list[list[float]] = []  # the stamps of the request whose environ the event loop is building now
+_by_connection: dict[int, tuple[list[float], list[float]]] = {}
+
+
+def _wrap(cls: Any, name: str, before: Any) -> None:
+    original = getattr(cls, name)
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        before(self)
+        return original(self, *args, **kwargs)
+
+    setattr(cls, name, wrapper)
+
+
+def _stamp(reader: Any) -> None:
+    reader.stage_clock.append(time.perf_counter())
+
+
+_wrap(http_worker.RequestReader, "headers_received", lambda r: setattr(r, "stage_clock", [time.perf_counter()]))
+_wrap(http_worker.RequestReader, "finish", _stamp)
+
+_run = http_worker.RequestReader._run
+
+
+@functools.wraps(_run)
+async def _timed_run(self: Any, body: bytes) -> None:
+    stamps, cpu = self.stage_clock, list[float]()
+    stamps.append(time.perf_counter())
+    _by_connection[id(self.conn)] = (stamps, cpu)
+    _building[:] = [stamps, cpu]  # read by environ() below, in this same step of the coroutine
+    await _run(self, body)
+
+
+http_worker.RequestReader._run = _timed_run  # type: ignore[method-assign]
+
+_environ = WSGIContainer.environ
+
+
+@functools.wraps(_environ)
+def _timed_environ(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    environ = _environ(*args, **kwargs)
+    if _building:
+        environ[_KEY] = tuple(_building)
+        _building.clear()
+    return environ
+
+
+WSGIContainer.environ = _timed_environ  # type: ignore[method-assign]
+
+_call_wsgi = http_worker.call_wsgi
+
+
+@functools.wraps(_call_wsgi)
+def _timed_call_wsgi(app: Any, environ: dict) -> Any:
+    stamps, cpu = environ.get(_KEY, ([], []))
+    stamps.append(time.perf_counter())
+    cpu.append(time.thread_time())
+    try:
+        return _call_wsgi(app, environ)
+    finally:
+        cpu.append(time.thread_time())
+        stamps.append(time.perf_counter())
+
+
+http_worker.call_wsgi = _timed_call_wsgi
+
+_predict_raw = EdgeModelServer.predict_raw
+
+
+@functools.wraps(_predict_raw)
+def _timed_predict_raw(self: Any, request: Any) -> Any:
+    stamps, cpu = flask.request.environ.get(_KEY, ([], [])) if flask.has_request_context() else ([], [])
+    stamps.append(time.perf_counter())
+    cpu.append(time.thread_time())
+    try:
+        return _predict_raw(self, request)
+    finally:
+        cpu.append(time.thread_time())
+        stamps.append(time.perf_counter())
+
+
+EdgeModelServer.predict_raw = _timed_predict_raw  # type: ignore[method-assign]
+
+
+def _resumed(conn: Any) -> None:
+    timed = _by_connection.get(id(conn))
+    if timed:
+        timed[0].append(time.perf_counter())
+
+
+_wrap(HTTP1Connection, "write_headers", _resumed)
+
+_done = http_worker.RequestReader._done
+
+
+@functools.wraps(_done)
+def _timed_done(self: Any) -> None:
+    _done(self)
+    timed = _by_connection.pop(id(self.conn), None)
+    if timed is None:
+        return
+    stamps, cpu = timed
+    stamps.append(time.perf_counter())
+    if len(stamps) == 9 and len(cpu) == 4:  # a prediction that went the whole way
+        spans = (cpu[1] - cpu[0], cpu[2] - cpu[1], cpu[3] - cpu[2])
+        with _lock:
+            _OUT.write(" ".join(f"{v:.9f}" for v in (*stamps, *spans)) + "\n")
+
+
+http_worker.RequestReader._done = _timed_done  # type: ignore[method-assign]
