@@ -17,6 +17,7 @@ import os
 import statistics
 from typing import Any
 
+from bench import launcher
 from bench.launcher import ROOT, Server
 from bench.limits import Limits
 from bench.load import RestClient, drive, rest_image
@@ -71,10 +72,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=60, help="per round at concurrency 1 (twice that at 4)")
+    parser.add_argument("--root", help="measure the server of another checkout (e.g. an earlier commit's worktree)")
     args = parser.parse_args()
+    if args.root:
+        launcher.use_checkout(args.root)
     r = measure(args.rounds, args.requests)
     print(
-        f"load average {r['load']:.2f}; mobilenet_v2_quant, parrot.jpg, REST binData (JSON); medians of {args.rounds} rounds"
+        f"server of {launcher.ROOT}; load average {r['load']:.2f}; mobilenet_v2_quant, parrot.jpg, REST binData (JSON); medians of {args.rounds} rounds"
     )
     print(
         f"p50 at concurrency 1: server {r['p50_ms']} ms, in-process {r['in_process_p50_ms']} ms "

@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bench.launcher import ROOT, Server, tree_memory
@@ -481,8 +480,8 @@ def table(big: int = 300 << 20, multipart: int = 150 << 20) -> list[dict[str, An
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:  # another checkout's root (e.g. the unmodified code): measure it with this harness
-        import bench.launcher as launcher
+        from bench.launcher import use_checkout
 
-        launcher.ROOT = Path(sys.argv[1]).resolve()
+        use_checkout(sys.argv[1])
     for r in table():
         print(json.dumps(r), flush=True)

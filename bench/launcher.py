@@ -8,6 +8,7 @@ stop_process_group, process_tree, tree_memory) are the harness's, re-exported.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from harness import (  # noqa: F401 (re-exported)
@@ -21,6 +22,13 @@ from harness import (  # noqa: F401 (re-exported)
     stop_process_group,
     tree_memory,
 )
+
+
+def use_checkout(root: str | Path) -> None:
+    """Start servers from another checkout (e.g. a worktree of an earlier commit), measured by this harness
+    and against this tree's in-process reference."""
+    global ROOT
+    ROOT = Path(root).resolve()
 
 
 class Server(Microservice):

@@ -8,7 +8,8 @@ request thread, Seldon's Flask app, predict_raw, back to the loop) without chang
 parrot.jpg is sent as REST binData by `--concurrency` clients; the in-process pipeline with the same
 defaults (bench.defaults' reference for p50) runs in turns with the server, round after round. Prints
 the median of each stage, the request thread's CPU time in its parts, the client's p50, and the CPU
-time per request of the event-loop thread and of every other thread of the server.
+time per request of the server's main threads (the event loop, in the process serving REST) and of
+every other thread of its processes. `--root` measures another checkout's server with this harness.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.launcher import ROOT, Server
+from bench import launcher
+from bench.launcher import ROOT, Server, process_tree
 from bench.limits import Limits
 from bench.load import RestClient, drive, rest_image
 
@@ -40,19 +42,25 @@ CPU_PARTS = ("before predict_raw", "predict_raw", "after predict_raw")
 
 
 def thread_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds so far of process `pid`'s main thread (the event loop) and of all its other threads."""
+    """CPU seconds so far of the main threads of process `pid` and its children (the event loop of the one
+    serving REST; the others mostly wait) and of all their other threads."""
     tick = os.sysconf("SC_CLK_TCK")
     main = other = 0.0
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for process in process_tree(pid):
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended
+            tids = os.listdir(f"/proc/{process}/task")
+        except OSError:  # the process ended
             continue
-        seconds = (int(fields[11]) + int(fields[12])) / tick
-        if int(tid) == pid:
-            main += seconds
-        else:
-            other += seconds
+        for tid in tids:
+            try:
+                fields = Path(f"/proc/{process}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / tick
+            if int(tid) == process:
+                main += seconds
+            else:
+                other += seconds
     return main, other
 
 
@@ -65,7 +73,7 @@ def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
         env = {
             "GUNICORN_THREADS": "4",
             "GRPC_WORKERS": "0",
-            "PYTHONPATH": f"{STAGE_CLOCK}{os.pathsep}{ROOT}",
+            "PYTHONPATH": f"{STAGE_CLOCK}{os.pathsep}{launcher.ROOT}",
             "EDGESERVERS_STAGE_CLOCK": str(log),
         }
         server = Server("TFLiteServer", {"model_uri": MODEL}, env=env)
@@ -105,10 +113,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="per round, server and in-process each")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--root", help="measure the server of another checkout (e.g. an earlier commit's worktree)")
     args = parser.parse_args()
+    if args.root:
+        launcher.use_checkout(args.root)
     r = measure(args.requests, args.rounds, args.concurrency)
     print(
-        f"TFLiteServer, only model_uri, GUNICORN_THREADS=4, gRPC off; parrot.jpg as JSON binData, "
+        f"TFLiteServer of {launcher.ROOT}, only model_uri, GUNICORN_THREADS=4, gRPC off; parrot.jpg as JSON binData, "
         f"{args.concurrency} client(s); medians of {r['timed']} timed requests; load average {r['load']}\n"
     )
     print("| stage | ms (median) |\n|---|---:|")
@@ -121,7 +132,7 @@ def main() -> None:
     cpu = ", ".join(f"{k} {v:.3f}" for k, v in r["request_thread_cpu_ms"].items())
     print(f"\nrequest thread CPU ms: {cpu}")
     print(
-        f"CPU ms per request: event-loop thread {r['event_loop_cpu_ms']:.2f}, "
+        f"CPU ms per request: main threads (the REST process's is the event loop) {r['event_loop_cpu_ms']:.2f}, "
         f"all other threads {r['other_threads_cpu_ms']:.2f}"
     )
 
