@@ -78,7 +78,8 @@ def main() -> None:
         launcher.use_checkout(args.root)
     r = measure(args.rounds, args.requests)
     print(
-        f"server of {launcher.ROOT}; load average {r['load']:.2f}; mobilenet_v2_quant, parrot.jpg, REST binData (JSON); medians of {args.rounds} rounds"
+        f"server of {launcher.ROOT}; load average {r['load']:.2f}; mobilenet_v2_quant, parrot.jpg, "
+        f"REST binData (JSON); medians of {args.rounds} rounds"
     )
     print(
         f"p50 at concurrency 1: server {r['p50_ms']} ms, in-process {r['in_process_p50_ms']} ms "
