@@ -14,10 +14,12 @@ EDGESERVERS_STAGE_CLOCK: "<9 perf_counter stamps> <3 thread_time spans>", in sec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import flask
@@ -43,6 +45,19 @@ def _wrap(cls: Any, name: str, before: Any) -> None:
         return original(self, *args, **kwargs)
 
     setattr(cls, name, wrapper)
+
+
+@contextlib.contextmanager
+def _span(clock: tuple[list[float], list[float]]) -> Iterator[None]:
+    """A request's stamps (wall clock, and this thread's CPU time) at the start and at the end of the block."""
+    stamps, cpu = clock
+    stamps.append(time.perf_counter())
+    cpu.append(time.thread_time())
+    try:
+        yield
+    finally:
+        cpu.append(time.thread_time())
+        stamps.append(time.perf_counter())
 
 
 def _stamp(reader: Any) -> None:
@@ -85,14 +100,8 @@ _call_wsgi = http_worker.call_wsgi
 
 @functools.wraps(_call_wsgi)
 def _timed_call_wsgi(app: Any, environ: dict) -> Any:
-    stamps, cpu = environ.get(_KEY, ([], []))
-    stamps.append(time.perf_counter())
-    cpu.append(time.thread_time())
-    try:
+    with _span(environ.get(_KEY, ([], []))):
         return _call_wsgi(app, environ)
-    finally:
-        cpu.append(time.thread_time())
-        stamps.append(time.perf_counter())
 
 
 http_worker.call_wsgi = _timed_call_wsgi
@@ -102,14 +111,8 @@ _predict_raw = EdgeModelServer.predict_raw
 
 @functools.wraps(_predict_raw)
 def _timed_predict_raw(self: Any, request: Any) -> Any:
-    stamps, cpu = flask.request.environ.get(_KEY, ([], [])) if flask.has_request_context() else ([], [])
-    stamps.append(time.perf_counter())
-    cpu.append(time.thread_time())
-    try:
+    with _span(flask.request.environ.get(_KEY, ([], [])) if flask.has_request_context() else ([], [])):
         return _predict_raw(self, request)
-    finally:
-        cpu.append(time.thread_time())
-        stamps.append(time.perf_counter())
 
 
 EdgeModelServer.predict_raw = _timed_predict_raw  # type: ignore[method-assign]
