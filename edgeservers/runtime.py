@@ -99,7 +99,9 @@ class ModelRuntime(ABC, Generic[OptionsT]):
     """A loaded model: its tensors and a pool of inference slots that requests share.
 
     `inspect` is cheap and safe to call before the wrapper forks its workers; the
-    constructor (run in each worker's `load()`) creates the pool.
+    constructor (run in each worker's `load()`) creates the pool. A runtime whose reading of the
+    model costs as much as compiling it may keep what `inspect` read for the first constructor in
+    the same process or in a worker forked from it (`release_inspected` drops it where none follows).
     """
 
     name: ClassVar[str]
@@ -114,6 +116,10 @@ class ModelRuntime(ABC, Generic[OptionsT]):
     @abstractmethod
     def inspect(cls, model_path: Path, options: OptionsT) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """All input and output tensors of the model, without creating a pool."""
+
+    @classmethod
+    def release_inspected(cls) -> None:
+        """Drop what `inspect` kept for the constructor, in a process that will not load the model."""
 
     @classmethod
     @abstractmethod

@@ -464,6 +464,8 @@ def _make_rest_server_prod(
     GUNICORN_MAX_REQUESTS=0, the chart's defaults) needs no arbiter and can run in the main process."""
     server = _seldon_make_rest_server_prod(user_object, seldon_metrics, args, **kwargs)
     server.one_worker = args.workers == 1 and not args.max_requests
+    if not server.one_worker and hasattr(user_object, "release_inspected"):
+        user_object.release_inspected()  # neither this process nor the arbiter loads; each worker reads its own
     return server
 
 

@@ -168,6 +168,10 @@ class EdgeModelServer(SeldonComponent):
         if self._uncertain is not None:
             self._uncertain.start()
 
+    def release_inspected(self) -> None:
+        """This process will not load the model (the wrapper's REST arbiter, whose workers load their own)."""
+        self.runtime_class.release_inspected()
+
     def predict_raw(self, request: Any) -> Any:
         """Seldon's protocol: the request decoded, predicted and answered in the request's own form."""
         proto = isinstance(request, prediction_pb2.SeldonMessage)

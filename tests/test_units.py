@@ -195,6 +195,38 @@ def test_openvino_reads_the_output_layout_the_model_carries(tmp_path, layout):
     assert output.layout == layout
 
 
+def test_openvino_compiles_the_model_its_inspection_read_once(tmp_path, monkeypatch):
+    """Reading a .tflite costs OpenVINO as much as compiling it: the pool is compiled from the model that
+    `inspect` read, once (kept only for the next constructor), unless `release_inspected` dropped it."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from edgeservers.runtime import ModelSignature
+    from edgeservers.runtime_openvino import OpenVINOOptions, OpenVINORuntime
+
+    image = ops.parameter([1, 4], np.float32, name="x")
+    ov.save_model(ov.Model([ops.result(ops.sigmoid(image))], [image], "m"), str(tmp_path / "model.xml"))
+    reads: list[str] = []
+    read_model = ov.Core.read_model
+    monkeypatch.setattr(ov.Core, "read_model", lambda core, path: reads.append(path) or read_model(core, path))
+
+    def load() -> np.ndarray:
+        inputs, outputs = OpenVINORuntime.inspect(tmp_path / "model.xml", options)
+        runtime = OpenVINORuntime(tmp_path / "model.xml", options, ModelSignature(tuple(inputs), tuple(outputs)), 1)
+        return runtime.infer({"x": np.zeros((1, 4), np.float32)})
+
+    options = OpenVINOOptions(num_threads=1, pool_size=1)
+    (out,) = load().values()
+    np.testing.assert_allclose(out, 0.5)
+    assert len(reads) == 1
+    OpenVINORuntime(tmp_path / "model.xml", options, ModelSignature((), ()), 1)  # nothing kept twice
+    assert len(reads) == 2
+    OpenVINORuntime.inspect(tmp_path / "model.xml", options)
+    OpenVINORuntime.release_inspected()
+    OpenVINORuntime(tmp_path / "model.xml", options, ModelSignature((), ()), 1)
+    assert len(reads) == 4
+
+
 def test_classification_ranks_raw_unsigned_scores_best_first():
     from edgeservers.postprocess import Classification
     from edgeservers.runtime import TensorSpec
