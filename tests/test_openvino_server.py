@@ -151,15 +151,19 @@ def _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask) ->
             assert np.abs(np.subtract(got["box"], want["box"])).max() <= AUTO_BOX * side
 
 
-def test_metadata_says_which_precision_runs(ov_tflite, load_server):
+@pytest.fixture(scope="module")
+def ov_auto(load_server):
+    return load_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision="auto")
+
+
+def test_metadata_says_which_precision_runs(ov_tflite, ov_auto):
     assert ov_tflite.get("/api/v1.0/metadata").json()["custom"]["inference_precision"] == "f32"
-    auto = load_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision="auto")
     device_default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-    assert auto.get("/api/v1.0/metadata").json()["custom"]["inference_precision"] == device_default
+    assert ov_auto.get("/api/v1.0/metadata").json()["custom"]["inference_precision"] == device_default
 
 
-def test_auto_precision_stays_within_its_tolerance(mobilenet_in_process, face_mask_in_process, load_server):
-    classifier = load_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision="auto")
+def test_auto_precision_stays_within_its_tolerance(mobilenet_in_process, face_mask_in_process, ov_auto, load_server):
+    classifier = ov_auto
     detector = load_server(
         "OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection", inference_precision="auto"
     )
