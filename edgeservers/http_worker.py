@@ -20,6 +20,7 @@ GUNICORN_WORKERS, GUNICORN_THREADS, GUNICORN_KEEPALIVE, GUNICORN_MAX_REQUESTS) b
   worker did.
 - SIGTERM: stop accepting (connections already queued in the listen backlog are taken first), finish
   every request received, answering it with `Connection: close`, within `graceful_timeout`, then exit.
+  A connection open but silent then gets `IDLE_GRACE` seconds to send its request before it is closed.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ UNLIMITED = 1 << 62
 # Bytes tornado asks the socket for in one read (a fresh buffer each time) and hands over in one
 # data_received: a camera JPEG's body in one to three reads (256 KiB took twice as long for parrot.jpg).
 READ_CHUNK_BYTES = 1 << 20
+# Seconds a connection open and silent at SIGTERM gets to send its request (its client may be sending it).
+IDLE_GRACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,11 @@ class LimitedHTTPServer(HTTPServer):
             stream.write(head.encode() + body).add_done_callback(lambda _: stream.close())
             return
         super().handle_stream(stream, address)
+
+    @property
+    def open(self) -> int:
+        """Connections open (reading, answering or idle between requests)."""
+        return len(self._connections)
 
     def accept_pending(self, limit: int) -> int:
         """Take the connections already waiting in the listen backlog (before the sockets close)."""
@@ -273,8 +281,10 @@ class RequestReader(httputil.HTTPMessageDelegate):
         out["Content-Length"] = str(len(data))
         if counters.stopping:
             out["Connection"] = "close"
-        self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", int(code), phrase), out, chunk=data)
+        written = self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", int(code), phrase), out, chunk=data)
         self.conn.finish()
+        if counters.stopping:  # as the header says: the stop then waits for no idle connection
+            written.add_done_callback(lambda _: self.conn.close())  # type: ignore[attr-defined]
         self._done()
 
 
@@ -337,13 +347,17 @@ class EdgeWorker(Worker):
                 self.log.info("Autorestarting worker after %d requests", counters.handled)
                 break
             await asyncio.sleep(0.2)
-        # Graceful stop: take what is already queued, stop accepting, answer what was received.
+        # Graceful stop: take what is already queued, stop accepting, answer what was received, and give
+        # every connection still open (just accepted, or kept alive) IDLE_GRACE seconds to send the request
+        # its client may be sending at this moment: closing the socket under it would lose that request
+        # (the client reads a reset). Answers now carry `Connection: close` and close their connection.
         counters.stopping = True
         taken = server.accept_pending(options.max_connections)
         server.stop()
-        deadline = loop.time() + max(1.0, self.cfg.graceful_timeout - 1.0)
+        began = loop.time()
+        deadline = began + max(1.0, self.cfg.graceful_timeout - 1.0)
         await asyncio.sleep(0.05)  # let the just-taken connections read their headers
-        while counters.active and loop.time() < deadline:
+        while loop.time() < deadline and (counters.active or (server.open and loop.time() < began + IDLE_GRACE)):
             self.notify()
             await asyncio.sleep(0.05)
         left = counters.active

@@ -1,8 +1,15 @@
 """Issue 9, graceful shutdown: SIGTERM to the whole process group (what tini does when the pod stops) while
 clients predict. Every request the server received is answered 200; later ones find the port closed
-(a clean refusal, nothing sent); the server exits 0 within its graceful_timeout."""
+(a clean refusal, nothing sent); the server exits 0 within its graceful_timeout. A client connected at
+the SIGTERM whose request follows a moment later is answered too."""
 
 from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import time
 
 import pytest
 
@@ -30,3 +37,30 @@ def test_sigterm_under_load_loses_no_request_and_exits_0(workers):
     in_flight = [o for o in result["outcomes"] if o[1] < term < o[2]]
     assert in_flight and all(kind == "200" for kind, _, _ in in_flight), in_flight
     assert exit_code == 0
+
+
+def test_a_request_sent_just_after_the_sigterm_on_an_open_connection_is_answered():
+    """A client connected before the SIGTERM sends its request half a second later (a loaded node's
+    scheduling delay between connect and send): answered 200 with `Connection: close`, not reset. A
+    second connection that never sends holds the stop for IDLE_GRACE only, not the graceful_timeout."""
+    server = ModelServer("TFLiteServer", CHART_ENV, model_uri=str(MOBILENET_V2), graceful_timeout=120.0).start()
+    body = normal_body()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.http_port)) as late,
+            socket.create_connection(("127.0.0.1", server.http_port)),
+        ):
+            time.sleep(0.2)  # both accepted by the worker
+            os.killpg(server.proc.pid, signal.SIGTERM)
+            time.sleep(0.5)
+            late.sendall(
+                b"POST /api/v1.0/predictions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            response = http.client.HTTPResponse(late)
+            response.begin()
+            assert (response.status, response.getheader("Connection")) == (200, "close")
+            assert b"macaw" in response.read()
+            assert server.proc.wait(timeout=30) == 0  # well before graceful_timeout=120
+    finally:
+        server.stop()
