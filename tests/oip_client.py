@@ -2,7 +2,8 @@
 
 tritonclient needs urllib3>=2 and protobuf>=6, which seldon-core 1.17.1's pins rule out, so it lives in
 its own venv (`make client-venv`, from requirements-client.txt) and the tests run this script in a
-subprocess: `.venv-client/bin/python tests/oip_client.py plan.json results.json`.
+subprocess, `.venv-client/bin/python tests/oip_client.py`, which reads one "plan.json<TAB>results.json" per
+line of stdin (one process for a whole test module: tritonclient is imported once).
 
 plan.json: {"calls": [call, ...], "parallel": false}; each call:
   {"protocol": "http" | "grpc", "url": "127.0.0.1:PORT", "op": "live" | "ready" | "server_metadata" |
@@ -130,5 +131,16 @@ def main(plan_path: str, results_path: str) -> None:
     Path(results_path).write_text(json.dumps(results))
 
 
+def serve() -> None:
+    """One plan per stdin line ("plan.json<TAB>results.json"), answered "done" on stdout once its results
+    are written; a failing plan's traceback goes to stderr and ends the process, as does an empty line
+    (stdin's end may never come: processes forked by the tests inherit its write end)."""
+    for line in sys.stdin:
+        if line == "\n":
+            return
+        main(*line.rstrip("\n").split("\t"))
+        print("done", flush=True)
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    serve()

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (V2), REST and gRPC, with the real Triton client against the real microservice.
 
 tritonclient runs in its own venv (see tests/oip_client.py and mk/oip.mk); each test writes a plan of
-calls, runs the client once, and checks the answers against the plain LiteRT interpreter (bit-exact
+calls, hands it to the module's client process, and checks the answers against the plain LiteRT interpreter (bit-exact
 for uint8 tensors), the v1 protocol on the same server, or the expected error.
 """
 
@@ -13,6 +13,7 @@ import os
 import struct
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ FACE_MASK_NAME = "face_mask_detection"
 
 
 class TritonClient:
-    """Plans of tritonclient calls run in the client venv; arrays in and out as .npy files."""
+    """Plans of tritonclient calls run in the client venv, by one client process (tritonclient
+    imported once, not once per plan); arrays in and out as .npy files."""
 
     def __init__(self, tmp: Path):
         if not CLIENT_PYTHON.exists():
@@ -51,6 +53,18 @@ class TritonClient:
             )
         self.tmp = tmp
         self.count = 0
+        self.errors = tmp / "client-stderr.txt"
+        with self.errors.open("w") as errors:
+            self.process = subprocess.Popen(
+                [str(CLIENT_PYTHON), str(CLIENT)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+            )
+
+    def close(self) -> None:
+        self.process.communicate("\n", timeout=60)  # an empty line ends the client's loop
 
     def npy(self, array: np.ndarray) -> str:
         self.count += 1
@@ -69,13 +83,11 @@ class TritonClient:
         work = self.tmp / f"plan-{self.count}"
         work.mkdir()
         (work / "plan.json").write_text(json.dumps({"calls": calls, "parallel": parallel}))
-        done = subprocess.run(
-            [str(CLIENT_PYTHON), str(CLIENT), str(work / "plan.json"), str(work / "results.json")],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{work / 'plan.json'}\t{work / 'results.json'}\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        assert answer == "done\n", self.errors.read_text()[-3000:]
         return json.loads((work / "results.json").read_text())
 
     def one(self, call: dict) -> dict:
@@ -101,8 +113,10 @@ def call(server, protocol: str, op: str, model: str = "", **kwargs: Any) -> dict
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory) -> TritonClient:
-    return TritonClient(tmp_path_factory.mktemp("triton"))
+def triton(tmp_path_factory) -> Iterator[TritonClient]:
+    client = TritonClient(tmp_path_factory.mktemp("triton"))
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")
