@@ -155,17 +155,16 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def guarded(start_server):
-    """A server whose S3 endpoint and every other address a request names record any request that reaches them."""
+def guarded(load_server):
+    """A server (in-process: the refusals are answers, not processes) whose S3 endpoint and every other
+    address a request names record any request that reaches them (each test points the S3 client's
+    environment at the recorder)."""
     recorder = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     recorder.hits = []  # type: ignore[attr-defined]
     threading.Thread(target=recorder.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{recorder.server_address[1]}"
-    server = start_server(
-        "TFLiteServer",
-        env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": url},
-        model_uri=str(MOBILENET_V2),
-        image_store=f"s3://{BUCKET}/cam 1/,s3://{BUCKET}/cam 2/",
+    server = load_server(
+        "TFLiteServer", model_uri=str(MOBILENET_V2), image_store=f"s3://{BUCKET}/cam 1/,s3://{BUCKET}/cam 2/"
     )
     yield server, recorder, url
     recorder.shutdown()
@@ -184,8 +183,10 @@ def guarded(start_server):
         "file:///etc/passwd",
     ],
 )
-def test_uris_outside_image_store_are_refused_before_any_request(guarded, uri):
+def test_uris_outside_image_store_are_refused_before_any_request(guarded, uri, monkeypatch):
     server, recorder, url = guarded
+    for name, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_ENDPOINT_URL": url}.items():
+        monkeypatch.setenv(name, value)  # where the S3 client would go, were it created
     uri = uri.replace("{recorder}", url.removeprefix("http://"))
     for body in (
         {"jsonData": {"image_uri": uri}},
