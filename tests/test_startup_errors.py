@@ -110,6 +110,11 @@ SIGNATURE_CASES = {
         {"model_uri": str(FACE_MASK), "postprocess": "classification"},
         ["needs one output", "output_tensor_name"],
     ),
+    "bind_address that is not an address": (
+        "TFLiteServer",
+        {"model_uri": str(MOBILENET_V2), "bind_address": "everywhere"},
+        ["parameter bind_address='everywhere': expected an IP address"],
+    ),
     "OpenVINO unknown device": (
         "OpenVINOServer",
         {"model_uri": str(MOBILENET_V2), "device": "NPU7"},
