@@ -118,7 +118,7 @@ class LimitedHTTPServer(HTTPServer):
         super().handle_stream(stream, address)
 
     @property
-    def open(self) -> int:
+    def open_connections(self) -> int:
         """Connections open (reading, answering or idle between requests)."""
         return len(self._connections)
 
@@ -283,7 +283,7 @@ class RequestReader(httputil.HTTPMessageDelegate):
             out["Connection"] = "close"
         written = self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", int(code), phrase), out, chunk=data)
         self.conn.finish()
-        if counters.stopping:  # as the header says: the stop then waits for no idle connection
+        if counters.stopping:  # as the header says, so the stop need not wait for this connection
             written.add_done_callback(lambda _: self.conn.close())  # type: ignore[attr-defined]
         self._done()
 
@@ -357,7 +357,9 @@ class EdgeWorker(Worker):
         began = loop.time()
         deadline = began + max(1.0, self.cfg.graceful_timeout - 1.0)
         await asyncio.sleep(0.05)  # let the just-taken connections read their headers
-        while loop.time() < deadline and (counters.active or (server.open and loop.time() < began + IDLE_GRACE)):
+        while loop.time() < deadline and (
+            counters.active or (server.open_connections and loop.time() < began + IDLE_GRACE)
+        ):
             self.notify()
             await asyncio.sleep(0.05)
         left = counters.active
