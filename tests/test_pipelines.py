@@ -7,7 +7,6 @@ import base64
 import json
 import re
 
-import requests
 import yaml
 
 from conftest import ROOT, image_bytes
@@ -31,7 +30,8 @@ def _fields(message: str) -> dict[str, str]:
     return fields
 
 
-def test_ekuiper_classify_posts_bindata_to_the_predictions_path_and_reads_typed_labels(mobilenet):
+def test_ekuiper_classify_posts_bindata_to_the_predictions_path_and_reads_typed_labels(mobilenet_in_process):
+    """In-process (Seldon's Flask app): the rule's path, headers and body against the server's answer."""
     service = json.loads((EKUIPER / "edgeservers.json").read_text())
     (interface,) = service["interfaces"].values()
     assert interface["protocol"] == "rest" and interface["schemaFile"] == "edgeservers.proto"
@@ -44,11 +44,9 @@ def test_ekuiper_classify_posts_bindata_to_the_predictions_path_and_reads_typed_
     assert _fields(request_message) == {"binData": "bytes"}
     # What eKuiper sends for classify(self) over a binary stream: the bytes field as base64 JSON.
     frame = {"binData": base64.b64encode(image_bytes("parrot.jpg")).decode()}
-    answer = requests.post(
-        mobilenet.url + path, data=json.dumps(frame), headers=interface["options"]["headers"], timeout=60
-    )
-    assert answer.status_code == 200, answer.text
-    body = answer.json()
+    answer = mobilenet_in_process.client.post(path, data=json.dumps(frame), headers=interface["options"]["headers"])
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    body = answer.get_json()
     assert set(_fields(response_message)) <= set(body)
     label_fields = _fields("Label")
     top = body["jsonData"][0]
