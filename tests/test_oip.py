@@ -1,8 +1,8 @@
 """The Open Inference Protocol (V2), REST and gRPC, with the real Triton client against the real microservice.
 
 tritonclient runs in its own venv (see tests/oip_client.py and mk/oip.mk); each test writes a plan of
-calls, hands it to the module's client process, and checks the answers against the plain LiteRT interpreter (bit-exact
-for uint8 tensors), the v1 protocol on the same server, or the expected error.
+calls, hands it to the module's client process, and checks the answers against the plain LiteRT
+interpreter (bit-exact for uint8 tensors), the v1 protocol on the same server, or the expected error.
 """
 
 from __future__ import annotations
