@@ -243,9 +243,16 @@ def plain_image_tensor(model_dir: Path, image: str, scale: float | None = None) 
     float32 scaled by `scale`."""
     import cv2
 
+    return plain_pixels_tensor(model_dir, cv2.imread(str(IMAGES / image)), scale)
+
+
+def plain_pixels_tensor(model_dir: Path, bgr: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """plain_image_tensor's preprocessing of pixels already decoded (OpenCV's BGR)."""
+    import cv2
+
     detail = plain_interpreter(tflite_file(model_dir)).get_input_details()[0]
     _, h, w, _ = detail["shape"]
-    rgb = cv2.cvtColor(cv2.imread(str(IMAGES / image)), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     pixels = cv2.resize(rgb, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)[np.newaxis]
     return pixels.astype(np.float32) * scale if scale else pixels.astype(detail["dtype"])
 

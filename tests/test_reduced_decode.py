@@ -12,7 +12,7 @@ import pytest
 from edgeservers.images import decode_image
 
 from conftest import IMAGES as IMAGES_DIR
-from conftest import MOBILENET_V2, labels, plain_outputs
+from conftest import MOBILENET_V2, labels, plain_outputs, plain_pixels_tensor
 
 PHOTOS = ["parrot.jpg", "cat.bmp", "grace_hopper.bmp", "bird.bmp"]
 
@@ -57,8 +57,8 @@ def test_png_and_bmp_are_decoded_whole():
 def test_top1_label_is_that_of_a_full_decode(mobilenet_in_process, photo):
     """Against the plain interpreter on the frame decoded whole and resized as the server resizes (bilinear)."""
     frame = camera_jpeg(photo, 4000, 3000)
-    full = cv2.cvtColor(cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    (scores,) = plain_outputs(MOBILENET_V2, cv2.resize(full, (224, 224), interpolation=cv2.INTER_LINEAR)[None]).values()
+    full = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)
+    (scores,) = plain_outputs(MOBILENET_V2, plain_pixels_tensor(MOBILENET_V2, full)).values()
     reduced = mobilenet_in_process.rest_ok(_b64(frame))["jsonData"][0]
     assert reduced["label"] == labels(MOBILENET_V2)[int(scores.argmax())]
 

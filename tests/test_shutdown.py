@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from bench.hostile import CHART_ENV, normal_body, sigterm_under_load
+from bench.hostile import CHART_ENV, normal_body, post_head, sigterm_under_load
 
 from conftest import MOBILENET_V2, ModelServer
 
@@ -53,10 +53,7 @@ def test_a_request_sent_just_after_the_sigterm_on_an_open_connection_is_answered
             time.sleep(0.2)  # both accepted by the worker
             os.killpg(server.proc.pid, signal.SIGTERM)
             time.sleep(0.5)
-            late.sendall(
-                b"POST /api/v1.0/predictions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
+            late.sendall(post_head("/api/v1.0/predictions", "application/json", len(body)) + body)
             response = http.client.HTTPResponse(late)
             response.begin()
             assert (response.status, response.getheader("Connection")) == (200, "close")

@@ -210,20 +210,17 @@ def test_openvino_compiles_the_model_its_inspection_read_once(tmp_path, monkeypa
     read_model = ov.Core.read_model
     monkeypatch.setattr(ov.Core, "read_model", lambda core, path: reads.append(path) or read_model(core, path))
 
-    def load() -> np.ndarray:
-        inputs, outputs = OpenVINORuntime.inspect(tmp_path / "model.xml", options)
-        runtime = OpenVINORuntime(tmp_path / "model.xml", options, ModelSignature(tuple(inputs), tuple(outputs)), 1)
-        return runtime.infer({"x": np.zeros((1, 4), np.float32)})
-
-    options = OpenVINOOptions(num_threads=1, pool_size=1)
-    (out,) = load().values()
+    model, options = tmp_path / "model.xml", OpenVINOOptions(num_threads=1, pool_size=1)
+    inputs, outputs = OpenVINORuntime.inspect(model, options)
+    runtime = OpenVINORuntime(model, options, ModelSignature(tuple(inputs), tuple(outputs)), 1)
+    (out,) = runtime.infer({"x": np.zeros((1, 4), np.float32)}).values()
     np.testing.assert_allclose(out, 0.5)
     assert len(reads) == 1
-    OpenVINORuntime(tmp_path / "model.xml", options, ModelSignature((), ()), 1)  # nothing kept twice
+    OpenVINORuntime(model, options, ModelSignature((), ()), 1)  # nothing kept twice
     assert len(reads) == 2
-    OpenVINORuntime.inspect(tmp_path / "model.xml", options)
+    OpenVINORuntime.inspect(model, options)
     OpenVINORuntime.release_inspected()
-    OpenVINORuntime(tmp_path / "model.xml", options, ModelSignature((), ()), 1)
+    OpenVINORuntime(model, options, ModelSignature((), ()), 1)
     assert len(reads) == 4
 
 
