@@ -193,6 +193,19 @@ def tree_memory(pid: int) -> dict[str, Any]:
     return {"processes": len(pids), "rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1)}
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by the tree's live processes (an exited one's are gone)."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # --- one server process ------------------------------------------------------------------------------
 
 
