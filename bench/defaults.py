@@ -8,6 +8,11 @@ throughput at concurrency 4 against the in-process pipeline with pool_size=2, nu
 reference: two single-threaded interpreters). The four measurements take turns, round after round, so a
 shared machine's drifting speed slows both sides of each ratio alike; the figures are the medians over
 the rounds, and each round's ratios are kept beside them.
+
+At concurrency 4 it also counts the CPU per request, this process's and the server tree's (the server,
+idle while the pipeline runs here, and its client here), and how many of the cores were busy: where the
+served request costs more than the pipeline is the framework's per-request cost, and cores left idle are
+the hand-overs between its threads (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 from typing import Any
 
 from bench import launcher
@@ -22,7 +28,10 @@ from bench.launcher import ROOT, Server
 from bench.limits import Limits
 from bench.load import RestClient, drive, rest_image
 
+from harness import tree_cpu_s
+
 MODEL = str(ROOT / "models" / "mobilenet_v2_quant")
+WARMUP = 2  # unmeasured requests per client thread before the clock starts
 
 
 def measure(rounds: int = 5, requests: int = 60) -> dict[str, Any]:
@@ -42,13 +51,19 @@ def measure(rounds: int = 5, requests: int = 60) -> dict[str, Any]:
     errors = 0
     try:
         for _ in range(rounds):
-            p50, rps = {}, {}
+            p50, rps, cpu, busy = {}, {}, {}, {}
             for name, client in (("in_process", alone), ("server", served)):
                 run = drive(client, 1, requests, 60).summary()
                 p50[name], errors = run["p50_ms"], errors + run["errors"]
             for name, client in (("in_process", shared), ("server", served)):
-                run = drive(client, 4, 2 * requests, 60).summary()
+                here, there, wall = time.process_time(), tree_cpu_s(server.proc.pid), time.perf_counter()
+                run = drive(client, 4, 2 * requests, 60, warmup=WARMUP).summary()
+                here, there = time.process_time() - here, tree_cpu_s(server.proc.pid) - there
+                wall = time.perf_counter() - wall
                 rps[name], errors = run["throughput_rps"], errors + run["errors"]
+                made = run["requests"] + 4 * WARMUP  # the CPU counted includes the warm-up requests
+                cpu[name], busy[name] = 1000 * (here + there) / made, (here + there) / wall
+                client_ms = 1000 * here / made  # the server's run: this process is its client
             turns.append(
                 {
                     "p50_ms": p50["server"],
@@ -57,6 +72,11 @@ def measure(rounds: int = 5, requests: int = 60) -> dict[str, Any]:
                     "in_process_rps_4": rps["in_process"],
                     "p50_ratio": p50["server"] / p50["in_process"],
                     "rps_4_ratio": rps["server"] / rps["in_process"],
+                    "cpu_ms_4": cpu["server"],
+                    "client_cpu_ms_4": client_ms,
+                    "in_process_cpu_ms_4": cpu["in_process"],
+                    "cores_busy_4": busy["server"],
+                    "in_process_cores_busy_4": busy["in_process"],
                 }
             )
     finally:
@@ -89,6 +109,10 @@ def main() -> None:
         f"throughput at concurrency 4: server {r['rps_4']} req/s, in-process (2 x 1 thread) {r['in_process_rps_4']} "
         f"req/s -> {r['rps_4_ratio']:.2f}x (target >= 0.85x; rounds {[t['rps_4_ratio'] for t in r['rounds']]}); "
         f"errors {r['errors']}"
+    )
+    print(
+        f"CPU per request at concurrency 4: served {r['cpu_ms_4']} ms (its client {r['client_cpu_ms_4']} ms of it), "
+        f"in-process {r['in_process_cpu_ms_4']} ms; cores busy {r['cores_busy_4']} against {r['in_process_cores_busy_4']}"
     )
 
 
