@@ -11,7 +11,8 @@ processes and comes out lower. Measured (2-core x86_64), the same code and pins:
   libraries' mapped pages are not (cv2, grpc, LiteRT: 45 MB there, 77 MB here), as freshly installed
   files are wholly in the page cache and every fault maps its neighbours too.
 The issue's goal (150 MB) is therefore met only in the first case; the limits below are regression
-guards for the fresh-clone case, where this suite runs in CI.
+guards for the fresh-clone case, where this suite runs in CI. Later figures (2026-12-03, fresh clone
+158 and 177 MB, the same clone after dropping the page cache 120 and 136 MB): docs/benchmarks.md.
 """
 
 from __future__ import annotations
