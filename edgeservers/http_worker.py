@@ -10,6 +10,10 @@ GUNICORN_WORKERS, GUNICORN_THREADS, GUNICORN_KEEPALIVE, GUNICORN_MAX_REQUESTS) b
   total (also the keep-alive idle limit; slowloris-proof), the body within `body_timeout`, headers are
   at most 64 KiB, and at most `max_connections` connections are open: above it a new one is answered
   503 and closed.
+- The request head is read strictly: lines end with CRLF, an HTTP/1.1 request carries one valid Host,
+  a body is framed by one Content-Length of ASCII digits or by `Transfer-Encoding: chunked` (HTTP/1.1
+  only), never both. Anything else answers 400 once and closes the connection without reading a body,
+  so no byte of it can be taken for a next request.
 - The body is checked as it arrives, before it is kept: a Content-Length above `max_request_bytes`, or a
   chunked body that grows past it, answers 413 at once, naming the size, the limit and the parameter;
   the rest of the body is read and dropped (for at most `DRAIN_SECONDS`, so that the client reads the
@@ -26,9 +30,11 @@ GUNICORN_WORKERS, GUNICORN_THREADS, GUNICORN_KEEPALIVE, GUNICORN_MAX_REQUESTS) b
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,6 +82,53 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+def raw_response(code: int, reason: str, info: str, extra: str = "") -> bytes:
+    """A whole HTTP/1.1 error answer that closes its connection (for a connection no longer parsed by tornado)."""
+    body = error_body(code, reason, info)
+    phrase = httputil.responses.get(code, "Error")
+    head = (
+        f"HTTP/1.1 {code} {phrase}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def framing_problem(start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders) -> str | None:
+    """What is wrong with how the request says its body is framed, or None. Refused rather than guessed:
+    two parsers (a proxy's, ours) reading one byte stream differently is how requests are smuggled."""
+    lengths = headers.get_list("Content-Length")
+    if len(lengths) > 1 or any("," in v for v in lengths):
+        return f"the request has several Content-Length values ({', '.join(lengths)[:80]}): send one"
+    if lengths and not _DIGITS.fullmatch(lengths[0]):
+        return f"Content-Length {lengths[0][:40]!r} is not a number of bytes (ASCII digits)"
+    encodings = headers.get_list("Transfer-Encoding")
+    if encodings:
+        if lengths:
+            return "the request has both Content-Length and Transfer-Encoding: send one"
+        if len(encodings) > 1 or encodings[0].strip().lower() != "chunked":
+            return (
+                f"Transfer-Encoding {', '.join(encodings)[:80]!r} is not supported: send chunked, or a Content-Length"
+            )
+        if start_line.version != "HTTP/1.1":
+            return f"chunked Transfer-Encoding needs HTTP/1.1, the request is {start_line.version}"
+    return None
+
+
+def crlf_only(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """tornado's request-head parser, refusing a line that ends with a bare LF (which tornado accepts)."""
+
+    def parse_strictly(data: bytes) -> Any:
+        head = data.lstrip(b"\r\n")  # empty lines before a request are allowed (RFC 9112 2.2)
+        if head.count(b"\n") != head.count(b"\r\n"):
+            raise httputil.HTTPInputError("a line of the request head ends with a bare LF: end every line with CRLF")
+        return parse(data)
+
+    return parse_strictly
+
+
 def too_large(what: str, limit: int) -> str:
     return (
         f"request body of {what} is larger than max_request_bytes={limit} ({_mib(limit)}); "
@@ -106,14 +159,14 @@ class LimitedHTTPServer(HTTPServer):
     def handle_stream(self, stream: IOStream, address: tuple) -> None:
         if len(self._connections) >= self.max_connections:
             self.refused += 1
-            body = error_body(
+            answer = raw_response(
                 503,
                 "TOO_MANY_CONNECTIONS",
                 f"{len(self._connections)} connections are open, the limit of this worker; "
                 "the parameter max_connections sets it",
+                extra="Retry-After: 1\r\n",
             )
-            head = f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
-            stream.write(head.encode() + body).add_done_callback(lambda _: stream.close())
+            stream.write(answer).add_done_callback(lambda _: stream.close())
             return
         super().handle_stream(stream, address)
 
@@ -146,6 +199,7 @@ class WSGIApp(httputil.HTTPServerConnectionDelegate):
         self.container = WSGIContainer(app, executor=executor)  # only for its environ()
 
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        request_conn._parse_headers = crlf_only(request_conn._parse_headers)  # type: ignore[attr-defined]
         return RequestReader(self, request_conn)
 
 
@@ -159,25 +213,34 @@ class RequestReader(httputil.HTTPMessageDelegate):
         self.refused = False
         self.counted = False
         self.closed = False
-        self.start_line: httputil.RequestStartLine | None = None
-        self.headers: httputil.HTTPHeaders | None = None
+        self.environ: dict[str, Any] | None = None  # the WSGI environment but its body, made from the head
 
     # --- reading -----------------------------------------------------------------------------
 
     def headers_received(self, start_line: Any, headers: httputil.HTTPHeaders) -> None:
-        self.start_line, self.headers = start_line, headers
         self.counters.active += 1
         self.counted = True
         self.conn.set_max_body_size(UNLIMITED)  # type: ignore[attr-defined]  # counted here instead
+        problem = framing_problem(start_line, headers)
+        if problem is None:
+            try:  # the request checks Host as HTTP/1.1 requires it; the environment reads its port
+                request = httputil.HTTPServerRequest(  # a copy: environ() takes headers out, tornado reads them on
+                    connection=self.conn, start_line=start_line, headers=headers.copy()
+                )
+                self.environ = self.owner.container.environ(request)
+            except (httputil.HTTPInputError, ValueError) as e:
+                problem = f"Host {headers.get('Host', '')[:80]!r}: {e}; HTTP/1.1 needs one Host header, host[:port]"
+        if problem is not None:
+            self._reject(400, "BAD_REQUEST", problem)
+            return
         limit = self.counters.options.max_request_bytes
-        length = headers.get("Content-Length")
-        if length is not None and length.strip().isdigit() and int(length) > limit:
-            self._refuse(
-                413,
-                "REQUEST_TOO_LARGE",
-                too_large(f"{int(length)} bytes (Content-Length)", limit),
-                drain=headers.get("Expect", "").lower() != "100-continue",
-            )
+        length = int(headers.get("Content-Length", 0))
+        if length > limit:
+            info = too_large(f"{length} bytes (Content-Length)", limit)
+            if length > UNLIMITED:  # more than tornado would even begin to read
+                self._reject(413, "REQUEST_TOO_LARGE", info)
+            else:
+                self._refuse(413, "REQUEST_TOO_LARGE", info, drain=headers.get("Expect", "").lower() != "100-continue")
 
     def data_received(self, chunk: bytes) -> None:
         if self.refused:
@@ -235,6 +298,15 @@ class RequestReader(httputil.HTTPMessageDelegate):
             self.conn.finish()
         self._done()
 
+    def _reject(self, code: int, reason: str, info: str) -> None:
+        """Answer and close at once, reading nothing more: the connection is taken from tornado (whose parser
+        would otherwise go on to read a body this head cannot be trusted to frame)."""
+        self.refused = True
+        log.warning("refused a request with %d: %s", code, info)
+        stream = self.conn.detach()  # type: ignore[attr-defined]
+        stream.write(raw_response(code, reason, info)).add_done_callback(lambda _: stream.close())
+        self._done()
+
     def _release(self) -> None:
         if self.chunks or self.size:
             self.counters.buffered -= sum(len(c) for c in self.chunks)
@@ -247,45 +319,53 @@ class RequestReader(httputil.HTTPMessageDelegate):
             self.counters.active -= 1
 
     async def _run(self, body: bytes) -> None:
-        counters = self.counters
-        assert self.start_line is not None and self.headers is not None
+        """Run the app on the request in a thread, answer it, and count it out whatever happens."""
         try:
-            request = httputil.HTTPServerRequest(connection=self.conn, start_line=self.start_line, headers=self.headers)
-            request.body = body
-            environ = self.owner.container.environ(request)
+            status, headers, data = await self._call_app(body)
+            self.counters.handled += 1
+            if not self.closed:
+                self._answer(status, headers, data)
+        finally:
+            self._done()
+
+    async def _call_app(self, body: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
+        environ, self.environ = self.environ, None
+        assert environ is not None
+        try:
+            environ["wsgi.input"] = io.BytesIO(body)
             # The whole body is in wsgi.input: werkzeug then reads it as it is (no LimitedStream copying it
             # twice in 64 KiB pieces) and sees a chunked body at all (else empty for want of a Content-Length).
             environ["wsgi.input_terminated"] = True
-            del request
-            try:
-                status, headers, data = await asyncio.get_running_loop().run_in_executor(
-                    self.owner.executor, call_wsgi, self.owner.app, environ
-                )
-            except Exception as e:  # the app itself failed (Flask answers its own errors)
-                log.exception("WSGI app failed")
-                status, headers = "500 Internal Server Error", [("Content-Type", "application/json")]
-                data = error_body(500, "MICROSERVICE_INTERNAL_ERROR", f"{type(e).__name__}: {e}")
-            del environ
+            return await asyncio.get_running_loop().run_in_executor(
+                self.owner.executor, call_wsgi, self.owner.app, environ
+            )
+        except Exception as e:  # the app itself failed (Flask answers its own errors)
+            log.exception("WSGI app failed")
+            info = f"{type(e).__name__}: {str(e)[:200]}"
+            return (
+                "500 Internal Server Error",
+                [("Content-Type", "application/json")],
+                error_body(500, "MICROSERVICE_INTERNAL_ERROR", info),
+            )
         finally:
-            counters.buffered -= len(body)
+            self.counters.buffered -= len(body)
             self.size = 0
             del body
-        counters.handled += 1
-        if self.closed:
-            return
+
+    def _answer(self, status: str, headers: list[tuple[str, str]], data: bytes) -> None:
         code, _, phrase = status.partition(" ")
         out = httputil.HTTPHeaders()
         for name, value in headers:
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                 out.add(name, value)
         out["Content-Length"] = str(len(data))
-        if counters.stopping:
+        stopping = self.counters.stopping
+        if stopping:
             out["Connection"] = "close"
         written = self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", int(code), phrase), out, chunk=data)
         self.conn.finish()
-        if counters.stopping:  # as the header says, so the stop need not wait for this connection
+        if stopping:  # as the header says, so the stop need not wait for this connection
             written.add_done_callback(lambda _: self.conn.close())  # type: ignore[attr-defined]
-        self._done()
 
 
 def call_wsgi(app: Callable, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:

@@ -52,6 +52,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.sansio.multipart import MultipartDecoder
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
+from .errors import GRPC_CODES
 from .http_worker import EdgeWorker, RestOptions, error_body
 
 WRAPPER_VERSION = "1.17.1"
@@ -85,6 +86,11 @@ RELIED_ON = {
         "header_timeout bounds request line + headers in total; no 100-continue once answered; delegate.finish only if unanswered"
     ),
     "tornado.tcpserver:TCPServer._handle_connection": "wraps an accepted socket in an IOStream (used to take the backlog at stop)",
+    "tornado.http1connection:HTTP1Connection._parse_headers": (
+        "(data) -> (start line, headers) of each request head, called through the instance (http_worker.crlf_only wraps it)"
+    ),
+    "tornado.http1connection:HTTP1Connection.detach": "takes the stream; _read_message_inner then reads nothing more",
+    "tornado.httputil:HTTPServerRequest.__init__": "raises HTTPInputError for a missing, invalid or repeated Host",
     "gunicorn.arbiter:Arbiter.stop": "closes the listeners, SIGTERMs the workers, waits graceful_timeout, then SIGKILL",
     "gunicorn.workers.base:Worker.__init__": "(age, ppid, sockets, app, timeout, cfg, log): does nothing to the process",
     "gunicorn.workers.base:Worker.init_process": (
@@ -294,16 +300,6 @@ def _grpc_host(user_model: Any) -> str:
     return _host(settings.bind_address if settings is not None else "0.0.0.0")
 
 
-# HTTP status of our errors -> the gRPC status the same error gets (else UNKNOWN, "Exception calling application").
-_GRPC_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
-
-
 def _grpc_status_codes() -> None:
     """Seldon's gRPC Predict lets every exception become UNKNOWN with "Exception calling application: "
     in front of the message; a bad request (400) gets INVALID_ARGUMENT here, a request over a limit (413)
@@ -315,7 +311,7 @@ def _grpc_status_codes() -> None:
         try:
             return predict(self, request_grpc, context)
         except SeldonMicroserviceException as e:
-            code = _GRPC_CODES.get(e.status_code)
+            code = GRPC_CODES.get(e.status_code)
             if code is None:
                 raise
             context.abort(code, e.message)
@@ -446,11 +442,19 @@ class EdgeUserModelApplication(gunicorn_utils.UserModelApplication):
             super().run()
             return
         log = self.cfg.logger_class(self.cfg)
-        worker = EdgeWorker(
+        worker = _MainProcessWorker(
             0, os.getppid(), gunicorn_sock.create_sockets(self.cfg, log), self, WORKER_TIMEOUT, self.cfg, log
         )
         worker.pid = os.getpid()
         worker.init_process()  # loads the model (the wrapper's load()), serves until SIGTERM, then stops gracefully
+
+
+class _MainProcessWorker(EdgeWorker):
+    """The REST worker when it is the main process: its SIGTERM is the whole server's stop."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        _note_stop()
+        super().handle_exit(sig, frame)
 
 
 _seldon_make_rest_server_prod = microservice._make_rest_server_prod
@@ -525,18 +529,26 @@ def _count_values(text: bytes | str) -> int:
     return text.count(",") + 1
 
 
-def _check_values(count: int, where: str) -> None:
+V1_BINARY_HINT = "send the tensor as tftensor or the image as binData"
+
+
+def _check_values(count: int, where: str, hint: str = V1_BINARY_HINT) -> None:
     limit = _rest_options.max_json_values
     if limit is not None and count > limit:
         raise RequestRejected(
             413,
             (
                 f"{where} holds about {count} JSON values (counted by commas), more than {limit}: twice the model's "
-                f"input size plus {JSON_VALUES_SLACK} (set by the model, no parameter); send the tensor as "
-                "tftensor or the image as binData"
+                f"input size plus {JSON_VALUES_SLACK} (set by the model, no parameter); {hint}"
             ),
             "TOO_MANY_VALUES",
         )
+
+
+def check_json_values(text: bytes, where: str, hint: str = V1_BINARY_HINT) -> None:
+    """Refuse JSON `text` holding more values than the model's inputs could use, before it is parsed
+    (RequestRejected, 413); `where` names it in the message, `hint` says what to send instead."""
+    _check_values(_count_values(text), where, hint)
 
 
 def check_json_body() -> None:
@@ -546,7 +558,7 @@ def check_json_body() -> None:
     body = request.get_data(cache=True)
     single = one_string_member(body)
     if single is None:
-        _check_values(_count_values(body), "the JSON body")
+        check_json_values(body, "the JSON body")
     elif request.is_json and isinstance(request, LimitedRequest):  # get_json() parses only JSON content types
         request.one_string = single
 
@@ -637,13 +649,17 @@ def _install_rest_serving() -> None:
 # so that the kubelet restarts the container; REST in the main process dies with it. Inside the
 # REST part, what heals stays as it was: gunicorn restarts a dead worker, unless the new worker cannot
 # boot (then the REST part ends, and with it the server). SIGTERM or SIGINT to the main process stops
-# every part (REST gracefully) and exits 0.
+# every part (REST gracefully) and exits 0. Any process of the server that is told to stop (SIGTERM or
+# SIGINT to the main process, the REST worker in it, or a gRPC worker) notes it before stopping, so a
+# part that ends after a stop was asked is seen as stopping, not as a crash: the process group's
+# SIGTERM, which reaches every part at once, exits 0 however the parts' exits interleave.
 
 STOP_TIMEOUT = 30.0  # seconds the parts get to stop (gunicorn's graceful timeout) before SIGKILL
 _FORK = multiprocessing.get_context(
     "fork"
 )  # the parts are closures over the wrapper's objects: forked, as the wrapper does
 _state = mmap.mmap(-1, 512)  # shared with every process forked from here: "<part> (pid N) ..." while down
+_stopping = mmap.mmap(-1, 1)  # shared too: 1 once any process of the server was told to stop
 _metrics: list[SeldonMetrics] = []  # the wrapper's SeldonMetrics, whose Manager is watched
 _grpc_endpoint: list[tuple[str, int]] = []  # where the gRPC workers listen, for the readiness check
 
@@ -652,6 +668,14 @@ def _mark_down(text: str) -> None:
     data = text.encode()[: len(_state) - 1]
     _state.seek(0)
     _state.write(data + b"\0" * (len(_state) - len(data)))
+
+
+def _note_stop() -> None:
+    _stopping[0] = 1
+
+
+def _stop_noted() -> bool:
+    return _stopping[0] == 1
 
 
 def _marked_down() -> str:
@@ -731,9 +755,15 @@ class _GrpcWorkers:
 
 
 def _grpc_worker(*args: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # the wrapper stops its server on KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _stop_grpc_worker)
     with contextlib.suppress(KeyboardInterrupt):
         microservice._run_grpc_server(*args)
+
+
+def _stop_grpc_worker(signum: int, frame: Any) -> None:
+    """SIGTERM in a gRPC worker: noted as a stop, then KeyboardInterrupt, on which the wrapper stops its server."""
+    _note_stop()
+    raise KeyboardInterrupt
 
 
 def _make_grpc_server(user_object: Any, seldon_metrics: Any, args: Any, annotations: dict) -> _GrpcWorkers:
@@ -808,10 +838,12 @@ class _Supervisor:
         self.parts.append((name, process))
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        _note_stop()
         self.stop_signal = self.stop_signal or signum
 
     def watch(self) -> str | None:
-        """Wait until a part ends (then the line naming it and how it ended) or a stop is asked (None)."""
+        """Wait until a part ends unasked (then the line naming it and how it ended, the server marked down)
+        or a stop is asked (None), including a part that ends once any process of the server was told to stop."""
         watched = list(self.parts) + [
             ("Seldon's metrics Manager", m._manager._process) for m in _metrics if getattr(m._manager, "_process", None)
         ]  # a MetricsManager (section "memory") has no process: it runs on threads of this one
@@ -823,6 +855,8 @@ class _Supervisor:
                     break
                 for name, process in watched:
                     if process.exitcode is not None:  # this process is the parent of every part: waitpid works
+                        if _stop_noted():
+                            return None
                         line = f"{name} (pid {process.pid}) {_how_it_ended(name, process.exitcode)}"
                         _mark_down(line)
                         print(
@@ -848,13 +882,15 @@ class _Supervisor:
 
     def run_with_rest(self, rest: Callable[[], None]) -> int:
         """Serve REST in this process, whose worker owns SIGTERM and SIGINT, and watch the parts from a
-        thread: a part that ends stops REST as SIGTERM does (gracefully), and the server exits 1."""
+        thread: a part that ends stops REST as SIGTERM does (gracefully); the server exits 1 when the part
+        ended unasked, 0 when a stop had been asked."""
         ended: list[str] = []
 
         def watch() -> None:
             line = self.watch()
             if line:
                 ended.append(line)
+            if line or not self.stop_signal:  # a part ended (crashed, or told to stop alone): REST stops too
                 os.kill(os.getpid(), signal.SIGTERM)
 
         watcher = threading.Thread(target=watch, name="supervisor", daemon=True)

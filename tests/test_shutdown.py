@@ -1,4 +1,4 @@
-"""Issue 9, graceful shutdown: SIGTERM to the whole process group (what tini does when the pod stops) while
+"""Graceful shutdown: SIGTERM to the whole process group (what tini does when the pod stops) while
 clients predict. Every request the server received is answered 200; later ones find the port closed
 (a clean refusal, nothing sent); the server exits 0 within its graceful_timeout. A client connected at
 the SIGTERM whose request follows a moment later is answered too."""
@@ -18,12 +18,13 @@ from bench.hostile import CHART_ENV, normal_body, post_head, sigterm_under_load
 from conftest import MOBILENET_V2, ModelServer
 
 
-# One REST worker (the chart's) is served by the main process itself; two run under gunicorn's arbiter.
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_sigterm_under_load_loses_no_request_and_exits_0(workers):
+# One REST worker (the chart's) is served by the main process itself; two run under gunicorn's arbiter;
+# a gRPC worker beside them also stops on the group's SIGTERM, which is not a crash.
+@pytest.mark.parametrize("workers,grpc_workers", [("1", "0"), ("2", "0"), ("1", "1")])
+def test_sigterm_under_load_loses_no_request_and_exits_0(workers, grpc_workers):
     # metrics_interval=0: every request hands its metrics to Seldon's Manager process, which used to die
     # first on the group's SIGTERM and fail the requests in flight with 500 "Broken pipe".
-    env = {**CHART_ENV, "GUNICORN_WORKERS": workers}
+    env = {**CHART_ENV, "GUNICORN_WORKERS": workers, "GRPC_WORKERS": grpc_workers}
     server = ModelServer("TFLiteServer", env, model_uri=str(MOBILENET_V2), metrics_interval=0.0).start()
     try:
         result = sigterm_under_load(server.proc.pid, server.http_port, normal_body(), clients=4, load_s=2.0, limit_s=60)
@@ -59,5 +60,17 @@ def test_a_request_sent_just_after_the_sigterm_on_an_open_connection_is_answered
             assert (response.status, response.getheader("Connection")) == (200, "close")
             assert b"macaw" in response.read()
             assert server.proc.wait(timeout=30) == 0  # well before graceful_timeout=120
+    finally:
+        server.stop()
+
+
+def test_an_idle_server_with_grpc_exits_0_on_sigterm():
+    """The gRPC worker ends as the group's SIGTERM asks, often before the main process has seen its own:
+    the supervisor takes that as the stop it is, not as a part that crashed (exit 1)."""
+    server = ModelServer("TFLiteServer", {**CHART_ENV, "GRPC_WORKERS": "1"}, model_uri=str(MOBILENET_V2)).start()
+    try:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        assert "stopping the whole server" not in server.stderr_after_exit()
     finally:
         server.stop()

@@ -24,7 +24,6 @@ from typing import Any
 
 import flask
 from tornado.http1connection import HTTP1Connection
-from tornado.wsgi import WSGIContainer
 
 from edgeservers import http_worker
 from edgeservers.server import EdgeModelServer
@@ -32,7 +31,6 @@ from edgeservers.server import EdgeModelServer
 _OUT = open(os.environ["EDGESERVERS_STAGE_CLOCK"], "a", buffering=1)  # noqa: SIM115 (lives as long as the process)
 _KEY = "edgeservers.stage_clock"
 _lock = threading.Lock()
-_building: list[list[float]] = []  # the stamps of the request whose environ the event loop is building now
 _by_connection: dict[int, tuple[list[float], list[float]]] = {}
 
 
@@ -75,25 +73,12 @@ async def _timed_run(self: Any, body: bytes) -> None:
     stamps, cpu = self.stage_clock, list[float]()
     stamps.append(time.perf_counter())
     _by_connection[id(self.conn)] = (stamps, cpu)
-    _building[:] = [stamps, cpu]  # read by environ() below, in this same step of the coroutine
+    if self.environ is not None:  # made from the head; the request thread reads the clock from it
+        self.environ[_KEY] = (stamps, cpu)
     await _run(self, body)
 
 
 http_worker.RequestReader._run = _timed_run  # type: ignore[method-assign]
-
-_environ = WSGIContainer.environ
-
-
-@functools.wraps(_environ)
-def _timed_environ(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    environ = _environ(*args, **kwargs)
-    if _building:
-        environ[_KEY] = tuple(_building)
-        _building.clear()
-    return environ
-
-
-WSGIContainer.environ = _timed_environ  # type: ignore[method-assign]
 
 _call_wsgi = http_worker.call_wsgi
 
