@@ -14,11 +14,13 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import numpy as np
+import orjson
 import pybase64
 from google.protobuf import json_format, struct_pb2
 from seldon_core.proto import prediction_pb2
 from seldon_core.proto.tensorflow.core.framework import tensor_pb2, types_pb2
 
+from . import seldon_compat
 from .errors import BadRequest
 from .postprocess import Answer
 from .runtime import TensorSpec
@@ -75,10 +77,14 @@ class Payload:
 def _s3_event(body: Mapping[str, Any]) -> Payload | None:
     """An S3 bucket notification as Ceph RGW, MinIO and AWS send it (`{"Records": [...]}`), one record
     alone (the data of Knative CephSource's CloudEvents), an AWS test event, or a structured CloudEvent
-    whose data is one of these; None when `body` is none of them. Only object creations name images:
-    other events (deletes, tests) are acknowledged with no answer, so their source does not retry them."""
-    if "specversion" in body and isinstance(body.get("data"), Mapping):
-        body = body["data"]
+    whose data (or data_base64) is one of these; None when `body` is none of them. Only object creations
+    name images: other events (deletes, tests) are acknowledged with no answer, so their source does not
+    retry them."""
+    if "specversion" in body:
+        if "data_base64" in body:
+            body = _cloudevent_data(body["data_base64"])
+        elif isinstance(body.get("data"), Mapping):
+            body = body["data"]
     if isinstance(body.get("Records"), list):
         records = body["Records"]
     elif "eventName" in body and "s3" in body:
@@ -97,6 +103,19 @@ def _s3_event(body: Mapping[str, Any]) -> Payload | None:
             raise BadRequest(f"Records[{i}] is not an S3 event record with s3.bucket.name and s3.object.key") from None
         uris.append(f"s3://{bucket}/{unquote_plus(str(key))}")  # keys arrive URL-encoded
     return Payload("s3_event", image_uris=tuple(uris))
+
+
+def _cloudevent_data(text: Any) -> Mapping[str, Any]:
+    """A structured CloudEvent's data_base64 (binary data, here JSON), counted as JSON before it is parsed."""
+    data = _image_bytes(text, "data_base64", "JSON (an S3 bucket notification)")
+    seldon_compat.check_json_values(data, "the CloudEvent's data_base64")
+    try:
+        decoded = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"the CloudEvent's data_base64 is not JSON: {e}") from None
+    if not isinstance(decoded, Mapping):
+        raise BadRequest(f"the CloudEvent's data_base64 must hold a JSON object, got {type(decoded).__name__}")
+    return decoded
 
 
 def _tags(meta: Any) -> dict[str, Any]:
@@ -148,14 +167,14 @@ def numbers(values: Any, where: str) -> np.ndarray:
     return array
 
 
-def _image_bytes(value: Any, field_name: str) -> bytes:
+def _image_bytes(value: Any, field_name: str, what: str = "an encoded JPEG, PNG or BMP") -> bytes:
     """binData/strData as JSON carries it: a base64 string (multipart forms arrive base64-encoded too)."""
     if not isinstance(value, (str, bytes)):
-        raise BadRequest(f"{field_name} must be a base64 string of an encoded image, got {type(value).__name__}")
+        raise BadRequest(f"{field_name} must be a base64 string of {what}, got {type(value).__name__}")
     try:
         return pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest(f"{field_name} is not valid base64: expected a base64-encoded JPEG, PNG or BMP") from None
+        raise BadRequest(f"{field_name} is not valid base64: expected {what}, base64-encoded") from None
 
 
 def _default_data_rest(data: Any) -> Payload:

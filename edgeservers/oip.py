@@ -14,13 +14,20 @@ an encoded JPEG/PNG/BMP (as OpenVINO Model Server takes images), preprocessed li
 Outputs: the model's tensors by name; `answer`, a BYTES tensor `[1]` holding the post-processing's JSON
 (the v1 `jsonData`: labels, detections, regions); and Triton's classification extension: a model
 output requested with `parameters.classification = k` comes back as `k` BYTES `"score:index:label"`.
-Errors: `{"error": "..."}` with 400 (bad request) or 404 (unknown model or version); gRPC
-INVALID_ARGUMENT / NOT_FOUND with the same message.
+Errors: `{"error": "..."}` with the status the same error gets over Seldon's v1 protocol (400 bad request,
+404 unknown model or version, 413 over a limit, ...); over gRPC the code `errors.GRPC_CODES` maps it to,
+with the same message.
+
+Limits, checked before the work they bound: a request names each model output at most once, asks for a
+classification of at most the output's classes, and the response may hold at most `max_response_bytes`;
+JSON (a whole body or the binary extension's header) and gRPC messages may hold at most as many values
+as the model's inputs could use (twice their size plus some slack), counted before they are parsed.
 """
 
 from __future__ import annotations
 
 import binascii
+import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +38,11 @@ import numpy as np
 import orjson
 import pybase64
 from flask import Blueprint, Response, request
+from seldon_core.flask_utils import SeldonMicroserviceException
 
-from . import __version__, codecs, postprocess, seldon_compat
-from .errors import BadRequest
+from . import __version__, codecs, postprocess, protobuf_budget, seldon_compat
+from .errors import GRPC_CODES, BadRequest, NotFound, TooLarge
+from .http_worker import too_large
 from .metrics import PREPROCESS, RequestMetrics
 from .runtime import TensorSpec
 
@@ -62,23 +71,6 @@ DTYPES: dict[str, np.dtype] = {
 }
 # Little-endian on the wire (the binary extension and raw_*_contents), whatever the host.
 _WIRE = {name: dtype.newbyteorder("<") for name, dtype in DTYPES.items() if name != "BYTES"}
-
-
-class OipError(Exception):
-    """A request the protocol refuses: 400 / INVALID_ARGUMENT, or 404 / NOT_FOUND for an unknown model."""
-
-    def __init__(self, message: str, not_found: bool = False):
-        super().__init__(message)
-        self.message = message
-        self.not_found = not_found
-
-    @property
-    def http_status(self) -> int:
-        return 404 if self.not_found else 400
-
-    @property
-    def grpc_code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.NOT_FOUND if self.not_found else grpc.StatusCode.INVALID_ARGUMENT
 
 
 # --- the protocol-neutral request and response ---------------------------------------------------
@@ -126,20 +118,21 @@ class InferResponse:
 
 
 def _count(shape: Sequence[int]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    """Elements of a tensor of `shape`, exactly (Python integers: no overflow, however large the dimensions)."""
+    return math.prod(shape)
 
 
 def _shape(value: Any, where: str) -> list[int]:
     if not isinstance(value, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
     ):
-        raise OipError(f"{where}: shape must be a list of non-negative integers, got {value!r}")
+        raise BadRequest(f"{where}: shape must be a list of non-negative integers, got {value!r}")
     return list(value)
 
 
 def _datatype(value: Any, where: str) -> str:
     if value not in DTYPES:
-        raise OipError(f"{where}: datatype {value!r} is not an OIP datatype: expected one of {', '.join(DTYPES)}")
+        raise BadRequest(f"{where}: datatype {value!r} is not an OIP datatype: expected one of {', '.join(DTYPES)}")
     return value
 
 
@@ -148,15 +141,15 @@ def bytes_elements(raw: bytes | memoryview, count: int, where: str) -> list[byte
     elements, offset = [], 0
     while offset < len(raw):
         if offset + 4 > len(raw):
-            raise OipError(f"{where}: BYTES data ends inside an element's 4-byte length prefix")
+            raise BadRequest(f"{where}: BYTES data ends inside an element's 4-byte length prefix")
         (size,) = struct.unpack_from("<I", raw, offset)
         offset += 4
         if offset + size > len(raw):
-            raise OipError(f"{where}: BYTES element of {size} bytes, but only {len(raw) - offset} remain")
+            raise BadRequest(f"{where}: BYTES element of {size} bytes, but only {len(raw) - offset} remain")
         elements.append(bytes(raw[offset : offset + size]))
         offset += size
     if len(elements) != count:
-        raise OipError(f"{where}: {len(elements)} BYTES elements but the shape needs {count}")
+        raise BadRequest(f"{where}: {len(elements)} BYTES elements but the shape needs {count}")
     return elements
 
 
@@ -171,7 +164,7 @@ def tensor_from_raw(datatype: str, shape: list[int], raw: bytes | memoryview, wh
         return bytes_elements(raw, count, where)
     dtype = _WIRE[datatype]
     if len(raw) != count * dtype.itemsize:
-        raise OipError(
+        raise BadRequest(
             f"{where}: {len(raw)} bytes of data, but shape {shape} of {datatype} needs {count * dtype.itemsize}"
         )
     return np.frombuffer(raw, dtype).astype(DTYPES[datatype], copy=False).reshape(shape)
@@ -181,7 +174,7 @@ def tensor_from_values(datatype: str, shape: list[int], values: Any, where: str)
     """A tensor from typed values (JSON `data`, gRPC `contents`), flat or nested, row-major."""
     count = _count(shape)
     if datatype == "BYTES":
-        flat = _flatten(values)
+        flat = _flatten(values, len(shape), where)
         elements = []
         for v in flat:
             if isinstance(v, str):
@@ -191,37 +184,40 @@ def tensor_from_values(datatype: str, shape: list[int], values: Any, where: str)
             elif isinstance(v, Mapping) and isinstance(v.get("b64"), str):  # TF Serving / OVMS style
                 elements.append(_b64(v["b64"], where))
             else:
-                raise OipError(f'{where}: BYTES data must be strings (or {{"b64": ...}}), got {type(v).__name__}')
+                raise BadRequest(f'{where}: BYTES data must be strings (or {{"b64": ...}}), got {type(v).__name__}')
         if len(elements) != count:
-            raise OipError(f"{where}: {len(elements)} values but shape {shape} needs {count}")
+            raise BadRequest(f"{where}: {len(elements)} values but shape {shape} needs {count}")
         return elements
-    try:
-        array = codecs.numbers(values, f"{where}: data ({datatype})")
-    except BadRequest as e:
-        raise OipError(str(e)) from None
+    array = codecs.numbers(values, f"{where}: data ({datatype})")
     if array.size != count:
-        raise OipError(f"{where}: {array.size} values but shape {shape} needs {count}")
+        raise BadRequest(f"{where}: {array.size} values but shape {shape} needs {count}")
     spec = TensorSpec(where, DTYPES[datatype], tuple(shape))
     try:
         return codecs.as_input(spec, array.reshape(shape), "data")
     except BadRequest as e:
-        raise OipError(f"{where}: {e}") from None
+        raise BadRequest(f"{where}: {e}") from None
 
 
-def _flatten(values: Any) -> list:
-    if isinstance(values, (list, tuple)):
-        out: list = []
-        for v in values:
-            out.extend(_flatten(v)) if isinstance(v, (list, tuple)) else out.append(v)
-        return out
-    return [values]
+def _flatten(values: Any, depth: int, where: str) -> list:
+    """Nested lists of BYTES elements, row-major, nested at most `depth` deep (the shape's rank)."""
+    out: list = []
+    stack = [(values, 0)]
+    while stack:
+        value, level = stack.pop()
+        if not isinstance(value, (list, tuple)):
+            out.append(value)
+        elif level >= max(depth, 1):
+            raise BadRequest(f"{where}: data is nested deeper than its shape's {depth} dimensions")
+        else:
+            stack.extend((v, level + 1) for v in reversed(value))
+    return out
 
 
 def _b64(text: str, where: str) -> bytes:
     try:
         return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise OipError(f"{where}: b64 is not valid base64") from None
+        raise BadRequest(f"{where}: b64 is not valid base64") from None
 
 
 def output_values(datatype: str, value: np.ndarray | list[bytes]) -> list:
@@ -259,16 +255,18 @@ class OipModel:
         self.has_answer = component._postprocessor is not None
         self.answer_for_tensors = settings.postprocess != "auto"
         self.labels = component._labels
-        self._classifiers: dict[tuple[str, int], postprocess.Classification] = {}
+        self.longest_label = max((len(label.encode()) for label in self.labels or ()), default=0)
+        self.max_response_bytes = component.max_response_bytes
+        self.max_outputs = len(self.outputs) + self.has_answer  # each output at most once
 
     # --- identity, health, metadata
 
     def check(self, name: str, version: str = "") -> None:
         if name != self.name:
-            raise OipError(f"unknown model {name!r}: this server serves {self.name!r}", not_found=True)
+            raise NotFound(f"unknown model {name!r}: this server serves {self.name!r}")
         if version and version != self.version:
             served = f"version {self.version!r}" if self.version else "no versions (leave the version out)"
-            raise OipError(f"model {name!r} has no version {version!r}: it serves {served}", not_found=True)
+            raise NotFound(f"model {name!r} has no version {version!r}: it serves {served}")
 
     @property
     def ready(self) -> bool:
@@ -292,49 +290,57 @@ class OipModel:
 
     # --- infer
 
+    def check_outputs(self, requested: Sequence[RequestedOutput]) -> None:
+        """Each output named at most once, known, and classified into at most its classes: refused before any work."""
+        seen: set[str] = set()
+        for out in requested:
+            if out.name in seen:
+                raise BadRequest(f"output {out.name!r} is requested more than once: name each output at most once")
+            seen.add(out.name)
+            if out.name == ANSWER:
+                if not self.has_answer:
+                    raise BadRequest(
+                        f"output {ANSWER!r} needs a post-processing; this model has none (postprocess=none)"
+                    )
+                if out.classification:
+                    raise BadRequest(
+                        f"classification applies to the model's outputs ({', '.join(self.by_output)}), not {ANSWER!r}"
+                    )
+                continue
+            spec = self.by_output.get(out.name)
+            if spec is None:
+                raise BadRequest(
+                    f"unknown output {out.name!r}; the model's outputs: {', '.join([*self.by_output, *([ANSWER] if self.has_answer else [])])}"
+                )
+            classes = _classes(spec)
+            if out.classification < 0 or (classes is not None and out.classification > classes):
+                raise BadRequest(
+                    f"output {out.name!r}: classification must be a count from 1 to its {classes or 'number of'} "
+                    f"classes, got {out.classification}"
+                )
+
     def infer(self, req: InferRequest) -> InferResponse:
         metrics = RequestMetrics()
         with metrics.timed(PREPROCESS):
             payload = self._payload(req.inputs)
         requested = req.outputs
         if requested is None:
-            default = [RequestedOutput(s.name) for s in self.outputs]
+            requested = [RequestedOutput(s.name) for s in self.outputs]
             if self.has_answer and (payload.form == "image" or self.answer_for_tensors):
-                default.append(RequestedOutput(ANSWER))
-            requested = default
-        for out in requested:
-            if out.name == ANSWER:
-                if not self.has_answer:
-                    raise OipError(f"output {ANSWER!r} needs a post-processing; this model has none (postprocess=none)")
-                if out.classification:
-                    raise OipError(
-                        f"classification applies to the model's outputs ({', '.join(self.by_output)}), not {ANSWER!r}"
-                    )
-            elif out.name not in self.by_output:
-                raise OipError(
-                    f"unknown output {out.name!r}; the model's outputs: {', '.join([*self.by_output, *([ANSWER] if self.has_answer else [])])}"
-                )
-            if out.classification < 0:
-                raise OipError(f"output {out.name!r}: classification must be a count >= 1, got {out.classification}")
+                requested.append(RequestedOutput(ANSWER))
+        self.check_outputs(requested)
         wants_answer = any(o.name == ANSWER for o in requested)
-        try:
-            prediction = self.component.predict_payload(payload, wants_answer, metrics)
-        except BadRequest as e:
-            raise OipError(str(e)) from None
+        prediction = self.component.predict_payload(payload, wants_answer, metrics)
+        answer = b""
+        if wants_answer:
+            assert prediction.answer is not None
+            answer = orjson.dumps(prediction.answer.body, option=orjson.OPT_SERIALIZE_NUMPY)
+        self._check_response_size(requested, prediction.outputs, len(answer), req.binary_output)
         outputs = []
         for out in requested:
             binary = req.binary_output if out.binary is None else out.binary
             if out.name == ANSWER:
-                assert prediction.answer is not None
-                outputs.append(
-                    OutputTensor(
-                        ANSWER,
-                        "BYTES",
-                        [1],
-                        [orjson.dumps(prediction.answer.body, option=orjson.OPT_SERIALIZE_NUMPY)],
-                        binary,
-                    )
-                )
+                outputs.append(OutputTensor(ANSWER, "BYTES", [1], [answer], binary))
             elif out.classification:
                 strings, shape = self._classify(
                     self.by_output[out.name], prediction.outputs[out.name], out.classification
@@ -349,58 +355,94 @@ class OipModel:
         seldon_compat.hand_over_metrics(self.component.metrics())
         return InferResponse(self.name, self.version, req.id, outputs, parameters)
 
+    def _check_response_size(
+        self, requested: Sequence[RequestedOutput], arrays: Mapping[str, np.ndarray], answer: int, binary: bool
+    ) -> None:
+        """413 before the response is built when its tensors would exceed max_response_bytes."""
+        size = answer
+        for out in requested:
+            if out.name == ANSWER:
+                continue
+            array = arrays[out.name]
+            if out.classification:
+                size += out.classification * (CLASS_STRING_BYTES + self.longest_label)
+            elif (binary if out.binary is None else out.binary) or array.dtype.kind == "O":
+                size += array.nbytes
+            else:
+                size += array.size * json_chars(array.dtype)
+        if size > self.max_response_bytes:
+            raise TooLarge(
+                f"the response would hold about {size} bytes, more than max_response_bytes={self.max_response_bytes} "
+                "(the parameter sets it): request fewer outputs or a smaller classification"
+            )
+
     def _payload(self, inputs: list[InputTensor]) -> codecs.Payload:
         names = [s.name for s in self.inputs]
         if not inputs:
-            raise OipError(f"the request has no inputs: expected {', '.join(names)}")
+            raise BadRequest(f"the request has no inputs: expected {', '.join(names)}")
         seen = [t.name for t in inputs]
         unknown = [n for n in seen if n not in names]
         if unknown:
-            raise OipError(f"unknown input {unknown[0]!r}; the model's inputs: {', '.join(names)}")
+            raise BadRequest(f"unknown input {unknown[0]!r}; the model's inputs: {', '.join(names)}")
         if len(set(seen)) != len(seen):
-            raise OipError("an input is given more than once")
+            raise BadRequest("an input is given more than once")
         if len(inputs) == 1 and inputs[0].datatype == "BYTES":
             return self._image(inputs[0])
         missing = [n for n in names if n not in seen]
         if missing:
-            raise OipError(f"missing input(s) {', '.join(missing)}: the model needs {', '.join(names)}")
+            raise BadRequest(f"missing input(s) {', '.join(missing)}: the model needs {', '.join(names)}")
         tensors: dict[str | None, np.ndarray] = {}
         for tensor in inputs:
             spec = self.inputs[names.index(tensor.name)]
             if tensor.datatype != spec.datatype:
                 hint = " (or BYTES [1]: an encoded image)" if self.image_input else ""
-                raise OipError(
+                raise BadRequest(
                     f"input {spec.name} expects datatype {spec.datatype}{hint} and shape {list(spec.shape)}; got {tensor.datatype} {tensor.shape}"
                 )
-            try:
-                tensors[spec.name] = codecs.as_input(spec, tensor.value, "the request")  # type: ignore[arg-type]
-            except BadRequest as e:
-                raise OipError(str(e)) from None
+            tensors[spec.name] = codecs.as_input(spec, tensor.value, "the request")  # type: ignore[arg-type]
         return codecs.Payload("jsonData", tensors)
 
     def _image(self, tensor: InputTensor) -> codecs.Payload:
         if not self.image_input:
-            raise OipError(
+            raise BadRequest(
                 f"this model does not take images ({self.component._not_image}): send {self.inputs[0].datatype} tensors"
             )
         if len(tensor.value) != 1:
-            raise OipError(
+            raise BadRequest(
                 f"input {tensor.name}: one encoded image per request (BYTES shape [1]); got shape {tensor.shape}"
             )
         return codecs.Payload("image", image=tensor.value[0], image_field=f"input {tensor.name} (BYTES)")
 
     def _classify(self, spec: TensorSpec, raw: np.ndarray, k: int) -> tuple[list[bytes], list[int]]:
         """Triton's classification extension, through postprocess.Classification: "score:index[:label]"."""
-        classifier = self._classifiers.get((spec.name, k))
-        if classifier is None:
-            classifier = self._classifiers.setdefault(
-                (spec.name, k), postprocess.Classification([spec], self.labels, k)
-            )
         values = spec.quantization.dequantize(raw) if spec.quantization is not None else raw
-        body = classifier({spec.name: values}, (0, 0)).body
+        body = postprocess.Classification([spec], self.labels, k)({spec.name: values}, (0, 0)).body
         strings = [(f"{c['score']:f}:{c['index']}" + (f":{c['label']}" if self.labels else "")).encode() for c in body]
         shape = [1, len(strings)] if raw.ndim >= 2 and raw.shape[0] == 1 else [len(strings)]
         return strings, shape
+
+
+CLASS_STRING_BYTES = 32  # "score:index:" of one classification string, at most (e.g. "0.996094:1000:")
+
+
+def _classes(spec: TensorSpec) -> int | None:
+    """The classes an output scores (its elements past a batch dimension of 1); None when a dimension is dynamic."""
+    dims = spec.shape[1:] if len(spec.shape) > 1 and spec.shape[0] == 1 else spec.shape
+    return None if any(d < 0 for d in dims) else math.prod(dims)
+
+
+def json_size(spec: TensorSpec) -> int:
+    """Bytes an output of `spec` takes at most as JSON data (a dynamic dimension counted as 1)."""
+    return math.prod(max(d, 1) for d in spec.shape) * json_chars(spec.dtype)
+
+
+def json_chars(dtype: np.dtype) -> int:
+    """Characters one value of `dtype` takes at most in a JSON list, its comma included."""
+    if dtype.kind == "b":
+        return len("false,")
+    if dtype.kind in "iu":
+        return len(str(np.iinfo(dtype).min)) + 1
+    return 16 if dtype.itemsize <= 4 else 25  # "-1.1754944e-38," and float64's 17 digits, sign and exponent
 
 
 # --- REST ----------------------------------------------------------------------------------------------
@@ -411,52 +453,59 @@ def _bool_param(params: Mapping[str, Any], key: str, where: str) -> bool | None:
     if value is None:
         return None
     if not isinstance(value, bool):
-        raise OipError(f"{where}: parameter {key} must be true or false, got {value!r}")
+        raise BadRequest(f"{where}: parameter {key} must be true or false, got {value!r}")
     return value
 
 
 def _params(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     params = obj.get("parameters") or {}
     if not isinstance(params, Mapping):
-        raise OipError(f"{where}: parameters must be an object")
+        raise BadRequest(f"{where}: parameters must be an object")
     return params
 
 
-def decode_rest(body: bytes, header_length: str | None) -> InferRequest:
-    """An infer request body: JSON, or (binary extension) a JSON header of `header_length` bytes, then raw tensors."""
+OIP_BINARY_HINT = f"send tensors as binary data ({HEADER_LENGTH}) or the image as one BYTES element"
+
+
+def decode_rest(body: bytes, header_length: str | None, max_inputs: int, max_outputs: int) -> InferRequest:
+    """An infer request body: JSON, or (binary extension) a JSON header of `header_length` bytes, then raw
+    tensors. The JSON's values are counted before it is parsed, its inputs and outputs before they are read."""
     if header_length is None:
         header, rest = body, memoryview(b"")
     else:
-        try:
-            size = int(header_length)
-        except ValueError:
-            size = -1
-        if not 0 <= size <= len(body):
-            raise OipError(f"{HEADER_LENGTH}: {header_length!r} is not a byte count within the {len(body)}-byte body")
-        header, rest = body[:size], memoryview(body)[size:]
+        if not (header_length.isascii() and header_length.isdigit() and int(header_length) <= len(body)):
+            raise BadRequest(
+                f"{HEADER_LENGTH}: {header_length[:40]!r} is not a byte count (digits) within the {len(body)}-byte body"
+            )
+        header, rest = body[: int(header_length)], memoryview(body)[int(header_length) :]
+    seldon_compat.check_json_values(
+        header, "the JSON body" if header_length is None else f"the JSON header ({HEADER_LENGTH})", OIP_BINARY_HINT
+    )
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as e:
         where = f"the first {header_length} bytes (the {HEADER_LENGTH})" if header_length is not None else "the body"
-        raise OipError(f"{where} must be a JSON inference request: {e}") from None
+        raise BadRequest(f"{where} must be a JSON inference request: {e}") from None
     if not isinstance(doc, Mapping):
-        raise OipError(f"the inference request must be a JSON object, got {type(doc).__name__}")
+        raise BadRequest(f"the inference request must be a JSON object, got {type(doc).__name__}")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise OipError('the inference request needs "inputs": a list of {name, shape, datatype, data}')
+        raise BadRequest('the inference request needs "inputs": a list of {name, shape, datatype, data}')
+    if len(raw_inputs) > max_inputs:
+        raise BadRequest(f"the request has {len(raw_inputs)} inputs; the model takes {max_inputs}")
     inputs, offset = [], 0
     for i, entry in enumerate(raw_inputs):
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-            raise OipError(f"inputs[{i}] must be an object with a name, shape, datatype and data")
+            raise BadRequest(f"inputs[{i}] must be an object with a name, shape, datatype and data")
         where = f"input {entry['name']}"
         datatype = _datatype(entry.get("datatype"), where)
         shape = _shape(entry.get("shape"), where)
         binary_size = _params(entry, where).get("binary_data_size")
         if binary_size is not None:
             if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
-                raise OipError(f"{where}: binary_data_size must be a byte count, got {binary_size!r}")
+                raise BadRequest(f"{where}: binary_data_size must be a byte count, got {binary_size!r}")
             if offset + binary_size > len(rest):
-                raise OipError(
+                raise BadRequest(
                     f"{where}: binary_data_size is {binary_size} but only {len(rest) - offset} bytes of binary data remain"
                     + ("" if header_length is not None else f" (no {HEADER_LENGTH} header was sent)")
                 )
@@ -465,22 +514,26 @@ def decode_rest(body: bytes, header_length: str | None) -> InferRequest:
         elif "data" in entry:
             value = tensor_from_values(datatype, shape, entry["data"], where)
         else:
-            raise OipError(f"{where} has neither data nor parameters.binary_data_size")
+            raise BadRequest(f"{where} has neither data nor parameters.binary_data_size")
         inputs.append(InputTensor(entry["name"], datatype, shape, value))
     if offset != len(rest):
-        raise OipError(f"{len(rest) - offset} bytes of binary data follow the inputs' binary_data_size")
+        raise BadRequest(f"{len(rest) - offset} bytes of binary data follow the inputs' binary_data_size")
     outputs = None
     if doc.get("outputs") is not None:
         if not isinstance(doc["outputs"], list):
-            raise OipError('"outputs" must be a list of {name, parameters}')
+            raise BadRequest('"outputs" must be a list of {name, parameters}')
+        if len(doc["outputs"]) > max_outputs:
+            raise BadRequest(
+                f"the request names {len(doc['outputs'])} outputs; the model has {max_outputs}, each requested at most once"
+            )
         outputs = []
         for i, entry in enumerate(doc["outputs"]):
             if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-                raise OipError(f"outputs[{i}] must be an object with a name")
+                raise BadRequest(f"outputs[{i}] must be an object with a name")
             params = _params(entry, f"output {entry['name']}")
             k = params.get("classification", 0)
             if not isinstance(k, int) or isinstance(k, bool):
-                raise OipError(f"output {entry['name']}: classification must be a whole number, got {k!r}")
+                raise BadRequest(f"output {entry['name']}: classification must be a whole number, got {k!r}")
             outputs.append(
                 RequestedOutput(entry["name"], k, _bool_param(params, "binary_data", f"output {entry['name']}"))
             )
@@ -525,8 +578,8 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status=status, mimetype="application/json")
 
 
-def _error(e: OipError) -> Response:
-    return _json({"error": e.message}, e.http_status)
+def _error(e: SeldonMicroserviceException) -> Response:
+    return _json({"error": e.message}, e.status_code)
 
 
 def rest_routes(component: EdgeModelServer) -> Blueprint:
@@ -539,7 +592,7 @@ def rest_routes(component: EdgeModelServer) -> Blueprint:
         def run(**kwargs: Any) -> Response:
             try:
                 return view(**kwargs)
-            except OipError as e:
+            except SeldonMicroserviceException as e:  # every refusal of ours, with its status
                 return _error(e)
 
         run.__name__ = view.__name__
@@ -578,19 +631,15 @@ def rest_routes(component: EdgeModelServer) -> Blueprint:
     def infer(name: str, version: str = "") -> Response:
         model.check(name, version)
         if request.content_length is not None and request.content_length > limit:
-            raise OipError(f"the request body has {request.content_length} bytes; max_request_bytes is {limit}")
+            raise TooLarge(too_large(f"{request.content_length} bytes", limit))
         encoding = request.headers.get("Content-Encoding", "identity").lower()
         if encoding != "identity":
-            raise OipError(f"Content-Encoding {encoding} is not supported: send the body uncompressed")
-        if request.headers.get(HEADER_LENGTH) is None:  # a JSON body: its values counted before it is parsed
-            try:
-                seldon_compat.check_json_body()
-            except seldon_compat.RequestRejected as e:
-                raise OipError(e.message) from None
+            raise BadRequest(f"Content-Encoding {encoding[:40]} is not supported: send the body uncompressed")
         body = request.get_data(cache=False)
         if len(body) > limit:
-            raise OipError(f"the request body has {len(body)} bytes; max_request_bytes is {limit}")
-        return encode_rest(model.infer(decode_rest(body, request.headers.get(HEADER_LENGTH))))
+            raise TooLarge(too_large(f"{len(body)} bytes", limit))
+        infer_request = decode_rest(body, request.headers.get(HEADER_LENGTH), len(model.inputs), model.max_outputs)
+        return encode_rest(model.infer(infer_request))
 
     @routes.route("/v2/<path:rest>", methods=["GET", "POST"])
     def unknown(rest: str) -> Response:  # else Seldon's app answers 500 for a routing miss
@@ -626,10 +675,11 @@ _CONTENTS = {
 }
 
 
-def decode_grpc(req: Any) -> InferRequest:
+def decode_grpc(req: Any, max_outputs: int) -> InferRequest:
+    """A ModelInferRequest (already checked by `guarded` against the model's value budget)."""
     raw = list(req.raw_input_contents)
     if raw and len(raw) != len(req.inputs):
-        raise OipError(
+        raise BadRequest(
             f"raw_input_contents has {len(raw)} entries for {len(req.inputs)} inputs: one per input, in order"
         )
     inputs = []
@@ -638,87 +688,132 @@ def decode_grpc(req: Any) -> InferRequest:
         datatype = _datatype(tensor.datatype, where)
         shape = [int(d) for d in tensor.shape]
         if any(d < 0 for d in shape):
-            raise OipError(f"{where}: shape must be non-negative integers, got {shape}")
+            raise BadRequest(f"{where}: shape must be non-negative integers, got {shape}")
         if raw:
             value = tensor_from_raw(datatype, shape, raw[i], where)
         else:
             field_name = _CONTENTS.get(datatype)
             if field_name is None:
-                raise OipError(f"{where}: {datatype} travels only in raw_input_contents")
+                raise BadRequest(f"{where}: {datatype} travels only in raw_input_contents")
             value = tensor_from_values(datatype, shape, list(getattr(tensor.contents, field_name)), where)
         inputs.append(InputTensor(tensor.name, datatype, shape, value))
     outputs = None
+    if len(req.outputs) > max_outputs:
+        raise BadRequest(
+            f"the request names {len(req.outputs)} outputs; the model has {max_outputs}, each requested at most once"
+        )
     if len(req.outputs):
         outputs = []
         for out in req.outputs:
             k = _grpc_params(out.parameters).get("classification", 0)
             if not isinstance(k, int) or isinstance(k, bool):
-                raise OipError(f"output {out.name}: classification must be a whole number, got {k!r}")
+                raise BadRequest(f"output {out.name}: classification must be a whole number, got {k!r}")
             outputs.append(RequestedOutput(out.name, k))
     return InferRequest(inputs, outputs, req.id)
 
 
+# Values a message other than ModelInfer's may hold (names, versions: a few dozen at most).
+SMALL_MESSAGE_VALUES = 256
+
+
+def guarded(message_class: Any, budget: int | None) -> Callable[[bytes], Any]:
+    """A request deserializer that counts the message's values before protobuf parses it (see
+    protobuf_budget) and returns the error to answer instead of a message past `budget` (None: no count)."""
+    name = message_class.DESCRIPTOR.name
+
+    def parse(data: bytes) -> Any:
+        if budget is not None:
+            try:
+                protobuf_budget.elements(data, message_class.DESCRIPTOR, budget)
+            except protobuf_budget.OverBudget as e:
+                return TooLarge(
+                    f"the {name} holds more than {e.elements - 1} values, more than {budget}: twice the model's input "
+                    f"size plus {seldon_compat.JSON_VALUES_SLACK} (set by the model, no parameter); send tensors in "
+                    "raw_input_contents"
+                )
+            except protobuf_budget.Malformed as e:
+                return BadRequest(f"the message is not a valid {name}: {e}")
+        return message_class.FromString(data)
+
+    return parse
+
+
 def grpc_registrar(component: EdgeModelServer) -> Callable[[grpc.Server], None]:
-    """Adds `inference.GRPCInferenceService` to a gRPC server (see `seldon_compat.add_grpc_services`)."""
+    """Adds `inference.GRPCInferenceService` to a gRPC server (see `seldon_compat.add_grpc_services`), every
+    request counted before it is parsed (`guarded`)."""
     from open_inference.grpc import protocol as pb
-    from open_inference.grpc import service
 
     model = OipModel(component)
 
-    def answer(context: grpc.ServicerContext, e: OipError) -> Any:
-        context.abort(e.grpc_code, e.message)
+    def refused(context: grpc.ServicerContext, e: SeldonMicroserviceException) -> Any:
+        context.abort(GRPC_CODES.get(e.status_code, grpc.StatusCode.INTERNAL), e.message)
 
-    class Servicer(service.GRPCInferenceServiceServicer):
-        def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
-            return pb.ServerLiveResponse(live=True)
-
-        def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
-            return pb.ServerReadyResponse(ready=model.ready)
-
-        def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def answering(method: Callable[[Any], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                model.check(request.name, request.version)
-            except OipError as e:
-                return answer(context, e)
-            return pb.ModelReadyResponse(ready=model.ready)
+                if isinstance(request, SeldonMicroserviceException):  # refused by `guarded`
+                    raise request
+                return method(request)
+            except SeldonMicroserviceException as e:
+                return refused(context, e)
 
-        def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-            return pb.ServerMetadataResponse(**model.server_metadata())
+        return handle
 
-        def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                model.check(request.name, request.version)
-            except OipError as e:
-                return answer(context, e)
-            meta = model.metadata()
-            tensor = pb.ModelMetadataResponse.TensorMetadata
-            return pb.ModelMetadataResponse(
-                name=meta["name"],
-                versions=meta["versions"],
-                platform=meta["platform"],
-                inputs=[tensor(**t) for t in meta["inputs"]],
-                outputs=[tensor(**t) for t in meta["outputs"]],
-            )
+    def model_ready(request: Any) -> Any:
+        model.check(request.name, request.version)
+        return pb.ModelReadyResponse(ready=model.ready)
 
-        def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                model.check(request.model_name, request.model_version)
-                result = model.infer(decode_grpc(request))
-            except OipError as e:
-                return answer(context, e)
-            reply = pb.ModelInferResponse(
-                model_name=result.model_name, model_version=result.model_version, id=result.id
-            )
-            for key, value in result.parameters.items():
-                reply.parameters[key].bool_param = bool(value)
-            for out in result.outputs:
-                reply.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
-                reply.raw_output_contents.append(output_raw(out.datatype, out.value))
-            return reply
+    def model_metadata(request: Any) -> Any:
+        model.check(request.name, request.version)
+        meta = model.metadata()
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
+            inputs=[tensor(**t) for t in meta["inputs"]],
+            outputs=[tensor(**t) for t in meta["outputs"]],
+        )
 
-    servicer = Servicer()
+    def model_infer(request: Any) -> Any:
+        model.check(request.model_name, request.model_version)
+        result = model.infer(decode_grpc(request, model.max_outputs))
+        reply = pb.ModelInferResponse(model_name=result.model_name, model_version=result.model_version, id=result.id)
+        for key, value in result.parameters.items():
+            reply.parameters[key].bool_param = bool(value)
+        for out in result.outputs:
+            reply.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
+            reply.raw_output_contents.append(output_raw(out.datatype, out.value))
+        return reply
+
+    methods: dict[str, tuple[Any, Any, Callable[[Any], Any]]] = {  # name: (request class, response class, handler)
+        "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse, lambda r: pb.ServerLiveResponse(live=True)),
+        "ServerReady": (
+            pb.ServerReadyRequest,
+            pb.ServerReadyResponse,
+            lambda r: pb.ServerReadyResponse(ready=model.ready),
+        ),
+        "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse, model_ready),
+        "ServerMetadata": (
+            pb.ServerMetadataRequest,
+            pb.ServerMetadataResponse,
+            lambda r: pb.ServerMetadataResponse(**model.server_metadata()),
+        ),
+        "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse, model_metadata),
+        "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse, model_infer),
+    }
+    infer_budget = component.rest_options.max_json_values
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            answering(handler),
+            request_deserializer=guarded(request, infer_budget if name == "ModelInfer" else SMALL_MESSAGE_VALUES),
+            response_serializer=response.SerializeToString,
+        )
+        for name, (request, response, handler) in methods.items()
+    }
+    service = grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers)
 
     def register(server: grpc.Server) -> None:
-        service.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        server.add_generic_rpc_handlers((service,))
 
     return register

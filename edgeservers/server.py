@@ -21,7 +21,7 @@ from seldon_core.proto import prediction_pb2
 from seldon_core.user_model import SeldonComponent
 
 from . import codecs, oip, postprocess, seldon_compat
-from .errors import BadRequest, ModelLoadError, Unavailable
+from .errors import BadRequest, ModelLoadError, TooLarge, Unavailable
 from .http_worker import RestOptions
 from .image_store import ImageStore, ObjectRef, parse_store
 from .images import ImagePreprocessor, check_opencv_cap, decode_image
@@ -30,6 +30,11 @@ from .modelfiles import find_model, local_model_dir, read_labels
 from .runtime import ModelRuntime, ModelSignature, select
 from .settings import Settings, adaptive_concurrency, available_cpus
 from .uncertain import UncertainUploader
+
+
+def _count_now(key: str) -> None:
+    """Add 1 to the counter `key` in Seldon's metrics at once (from a background thread: no response carries it)."""
+    seldon_compat.hand_over_metrics([{"type": "COUNTER", "key": key, "value": 1}])
 
 
 def _stop(server: str, error: Exception, code: int) -> NoReturn:
@@ -99,6 +104,9 @@ class EdgeModelServer(SeldonComponent):
         if self._postprocess_kind in ("detection", "segmentation") and self._image is None:
             raise ModelLoadError(f"postprocess={self._postprocess_kind} needs an image input: {self._not_image}")
         self._postprocessor = postprocess.build(self._postprocess_kind, self._signature.outputs, labels, settings)
+        self.max_response_bytes = settings.max_response_bytes or max(
+            settings.max_request_bytes, 2 * sum(oip.json_size(spec) for spec in self._signature.outputs)
+        )
         self._object_stores(settings)
 
     def _object_stores(self, settings: Settings) -> None:
@@ -111,13 +119,13 @@ class EdgeModelServer(SeldonComponent):
                 raise ModelLoadError(f"parameter {name}: {e}; expected s3://bucket/prefix/") from None
         if len(stores["uncertain_store"]) > 1:
             raise ModelLoadError("parameter uncertain_store: expected one s3://bucket/prefix/, got several")
-        self._image_store = ImageStore(stores["image_store"], settings.max_request_bytes)
+        self._image_store = ImageStore(stores["image_store"], settings.max_request_bytes, settings.image_store_timeout)
         self._uncertain_prefix: ObjectRef | None = next(iter(stores["uncertain_store"]), None)
 
     def _uncertain_uploader(self) -> UncertainUploader | None:
         if self._uncertain_prefix is None:
             return None
-        return UncertainUploader(self._uncertain_prefix, self._settings.uncertain_queue_size, self._metrics.count)
+        return UncertainUploader(self._uncertain_prefix, self._settings.uncertain_queue_size, _count_now)
 
     def _rest_options(self) -> RestOptions:
         s = self._settings
@@ -187,12 +195,20 @@ class EdgeModelServer(SeldonComponent):
         return codecs.encode(payload.form, prediction.outputs, prediction.answer, meta, proto)
 
     def _predict_references(self, payload: codecs.Payload, metrics: RequestMetrics, proto: bool) -> Any:
-        """Images named by URI (jsonData.image_uri, S3 event records): every URI is checked against
-        image_store before any is fetched; each image is then predicted as if its bytes had been sent."""
+        """Images named by URI (jsonData.image_uri, S3 event records): their number and every URI are checked
+        against max_event_records and image_store before any is fetched, and all are fetched within one
+        image_store_timeout; each image is then predicted as if its bytes had been sent."""
+        limit = self._settings.max_event_records
+        if len(payload.image_uris) > limit:
+            raise TooLarge(
+                f"the notification names {len(payload.image_uris)} objects, more than max_event_records={limit} "
+                "(the parameter sets it): send fewer records per notification"
+            )
         refs = [self._image_store.check(uri) for uri in payload.image_uris]
+        deadline = self._image_store.deadline()
         answers = []
         for i, ref in enumerate(refs):
-            image = codecs.Payload("image", image=self._image_store.fetch(ref), tags=payload.tags)
+            image = codecs.Payload("image", image=self._image_store.fetch(ref, deadline), tags=payload.tags)
             prediction = self.predict_payload(image, True, metrics if i == 0 else RequestMetrics(), ref.uri)
             if payload.form == "image_uri":
                 tags = {**self.tags(prediction.uncertain), "image_uri": ref.uri}
@@ -303,7 +319,7 @@ class EdgeModelServer(SeldonComponent):
 
     def _loaded(self) -> ModelRuntime[Any]:
         if self._runtime is None:
-            raise BadRequest("the model is not loaded yet in this worker: retry shortly")
+            raise Unavailable("the model is not loaded yet in this worker: retry shortly")
         return self._runtime
 
     def _zeros(self) -> dict[str, np.ndarray]:

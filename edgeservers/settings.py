@@ -61,9 +61,14 @@ class Settings:
     # Limits, checked before any work is done on a request
     max_request_bytes: int = 16 << 20  # a 12 MP camera JPEG as base64 JSON, or an input tensor as JSON numbers
     max_image_pixels: int = 40_000_000  # width x height of an encoded image, read from its header
+    max_response_bytes: int = (
+        0  # an OIP response's tensors; 0: the larger of max_request_bytes and 2x every output as JSON
+    )
     # The edge data loop: images by reference, uncertain images home
     image_store: str = ""
     uncertain_store: str = ""
+    image_store_timeout: float = 10.0  # s for all of one request's image_store fetches (504 past it)
+    max_event_records: int = 16  # objects one bucket notification may name (413 past it, before any fetch)
     uncertain_queue_size: int = 32
     # REST serving (edgeservers/http_worker.py): connections, timeouts, shutdown, exposure
     max_connections: int = 1000  # open REST connections per worker; more are answered 503 and closed
@@ -172,12 +177,17 @@ class Settings:
             "max_image_pixels",
             "uncertain_queue_size",
             "max_connections",
+            "max_event_records",
         ):
             if getattr(self, name) < 1:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
-        for name in ("header_timeout", "body_timeout", "graceful_timeout"):
+        for name in ("header_timeout", "body_timeout", "graceful_timeout", "image_store_timeout"):
             if not getattr(self, name) > 0:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected seconds > 0")
+        if self.max_response_bytes < 0:
+            raise ModelLoadError(
+                f"parameter max_response_bytes={self.max_response_bytes}: expected bytes >= 0 (0: sized from the model)"
+            )
         if self.max_request_bytes > 2**31 - 1:  # grpc takes it as a C int
             raise ModelLoadError(f"parameter max_request_bytes={self.max_request_bytes}: expected at most 2147483647")
         try:
