@@ -59,11 +59,6 @@ class MetricsBatch:
         with self._lock:
             self._pending.extend(request.as_seldon())
 
-    def count(self, key: str) -> None:
-        """Add 1 to the counter `key` (e.g. from a background thread), handed over with the next batch."""
-        with self._lock:
-            self._pending.append({"type": "COUNTER", "key": key, "value": 1})
-
     def due(self) -> list[dict]:
         """The metrics to hand over now: all gathered since the last hand-over, once `interval` has passed."""
         now = time.monotonic()
