@@ -249,9 +249,8 @@ def _moto(host: str, port: int) -> Any:
     return server
 
 
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[S3Server]:
-    """A real S3 API on loopback (moto in server mode), empty until put() fills it."""
+def start_s3() -> S3Server:
+    """A real S3 API on loopback (moto in server mode), empty until put() fills it; stop it with .server.stop()."""
     import boto3
 
     server = _moto("127.0.0.1", 0)
@@ -264,7 +263,13 @@ def s3_server() -> Iterator[S3Server]:
         aws_access_key_id=S3Server.ACCESS_KEY,
         aws_secret_access_key=S3Server.SECRET_KEY,
     )
-    s3 = S3Server(endpoint, client, server)
+    return S3Server(endpoint, client, server)
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    """start_s3() for the tests of one module."""
+    s3 = start_s3()
     try:
         yield s3
     finally:

@@ -41,6 +41,7 @@ def server(start_server, s3):
         model_uri=str(MOBILENET_V2),
         image_store=f"s3://{BUCKET}/cam 1/",
         max_request_bytes=2_000_000,
+        max_event_records=100,  # a hundred records in one notification below (the default's 413: test_amplification.py)
     )
 
 
@@ -120,6 +121,12 @@ def test_minio_webhook_and_cloudevents_binary_and_structured(server):
     answer = server.rest(data=json.dumps(structured), headers={"Content-Type": "application/cloudevents+json"})
     assert answer.status_code == 200, answer.text
     assert _labels(answer.json()["jsonData"]) == [(f"s3://{BUCKET}/cam 1/bird.bmp", "chickadee")]
+    # The same event with its data as binary (data_base64), as a structured CloudEvent carries non-JSON data.
+    del structured["data"]
+    structured["data_base64"] = base64.b64encode(json.dumps({"Records": [record("cam 1/cat.bmp")]}).encode()).decode()
+    answer = server.rest(data=json.dumps(structured), headers={"Content-Type": "application/cloudevents+json"})
+    assert answer.status_code == 200, answer.text
+    assert _labels(answer.json()["jsonData"]) == [(f"s3://{BUCKET}/cam 1/cat.bmp", "Egyptian cat")]
 
 
 def test_deletes_and_test_events_are_acknowledged_with_an_empty_answer(server):
