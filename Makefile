@@ -17,12 +17,18 @@ POSTPROCESS ?= auto
 TEST_DEPS :=
 include $(wildcard mk/*.mk)
 
-install: $(VENV)/.installed
+## install: .venv from the pinned requirements, with the parameter check of edgeservers/parameter_check.pth
+install: $(VENV)/.installed $(VENV)/.parameter-check
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade "pip<25"
 	$(VENV)/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# Bad parameter values stop seldon-core-microservice with one line (edgeservers/parameter_check.py says how).
+$(VENV)/.parameter-check: edgeservers/parameter_check.pth | $(VENV)/.installed
+	cp $< "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/edgeservers-parameter-check.pth"
 	touch $@
 
 ## serve: the bundled demo model on 127.0.0.1 only (bind_address): REST :$(REST_PORT), gRPC :$(GRPC_PORT), metrics :$(METRICS_PORT)
