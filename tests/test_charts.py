@@ -56,6 +56,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "replicas": 2,
         "modelUri": "http://10.0.0.5:8000/model.tar.gz",
         "envSecretRefName": "creds",
+        "parameters": {"uncertain_store": "s3://retraining/uncertain/", "confidence_threshold": 0.5},
         "nodeName": "pi-7",
         "nodeSelector": {"kubernetes.io/arch": "arm"},
         "tolerations": [],
@@ -145,6 +146,8 @@ def test_rendered_manifest_has_the_edge_shape(value_set):
 
     (server,) = spec["containers"]
     assert server["name"] == unit
+    reads_s3 = {"image_store", "uncertain_store"} & set(values.get("parameters", {}))
+    assert server.get("envFrom") == ([{"secretRef": {"name": secret}}] if secret and reads_s3 else None)
     assert server.get("image") == values.get("server", {}).get("image")  # unset: the operator's predictor_servers
     assert by_name(server["volumeMounts"], volume["name"]) == {
         "name": volume["name"],
