@@ -292,7 +292,8 @@ def test_operator_env_derivation_matches_the_operator():
     assert env["PREDICTIVE_UNIT_GRPC_SERVICE_PORT"] == "9500"
     assert env["PREDICTIVE_UNIT_METRICS_SERVICE_PORT"] == "6000"
     assert env["PREDICTIVE_UNIT_METRICS_ENDPOINT"] == "/prometheus"
-    assert env["PREDICTIVE_UNIT_IMAGE"] == "ghcr.io/edgeservers/edgeservers:0.1.0"
+    kserve = yaml.safe_load((ROOT / "charts" / "kserve" / "clusterservingruntime-tflite.yaml").read_text())
+    assert env["PREDICTIVE_UNIT_IMAGE"] == kserve["spec"]["containers"][0]["image"]  # the image KServe runs too
     assert env["PREDICTIVE_UNIT_ID"] == "model" and env["PREDICTOR_ID"] == "default"
     assert env["SELDON_DEPLOYMENT_ID"] == "demo" and env["PREDICTOR_LABELS"] == '{"version":"default"}'
     assert env["MODEL_NAME"] == "TFLiteServer" and env["GRPC_WORKERS"] == "0"
