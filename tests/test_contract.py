@@ -152,8 +152,12 @@ class Volumes:
 
 @pytest.fixture(scope="module")
 def model_site(web: FileServer) -> FileServer:
-    """The local HTTP server on 127.0.0.1 with the demo classifier as an archive with its labels."""
+    """The local HTTP server on 127.0.0.1 with the demo classifier as an archive with its labels, and
+    the face-mask detector as a bare .tflite (as on GitHub; tests/test_kserve.py fetches it)."""
     web.files["mobilenet_v2_quant.tar.gz"] = tar_dir(ROOT / "models" / "mobilenet_v2_quant")
+    web.files["face_mask_detection.tflite"] = (
+        ROOT / "models" / "face_mask" / "face_mask_detection.tflite"
+    ).read_bytes()
     return web
 
 
