@@ -26,7 +26,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "charts" / "edge-model" / "templates"  # Go templates, not YAML: they name no image
 FLAVOURS = ("-openvino",)  # tag suffixes of the server's variants (docs/images.md)
-VALUE_LINE = re.compile(r"^(?P<lead>\s*(?:-\s+)?(?P<key>image|defaultImageVersion):\s*)(?P<q>[\"']?)(?P<value>[^\"'#\s]+)(?P=q)\s*$")
+VALUE_LINE = re.compile(
+    r"^(?P<lead>\s*(?:-\s+)?(?P<key>image|defaultImageVersion):\s*)(?P<q>[\"']?)(?P<value>[^\"'#\s]+)(?P=q)\s*$"
+)
 
 
 @dataclass(frozen=True)
