@@ -84,6 +84,8 @@ WORKDIR /opt/edgeservers
 COPY docker/entrypoint.sh docker/entrypoint.sh
 COPY edgeservers edgeservers
 COPY TFLiteServer.py OpenVINOServer.py ./
+# Bad parameter values stop seldon-core-microservice with one line (edgeservers/parameter_check.py).
+COPY edgeservers/parameter_check.pth /opt/venv/lib/python3.11/site-packages/edgeservers-parameter-check.pth
 COPY docker/slim_root.py /usr/local/lib/slim_root.py
 RUN set -eux; /opt/venv/bin/python -m compileall -q edgeservers TFLiteServer.py OpenVINOServer.py; \
     python3 /usr/local/lib/slim_root.py /out /opt/venv /opt/edgeservers /usr/bin/tini /bin/sh /mnt/models

@@ -9,15 +9,17 @@ GRPC_PORT ?= 5000
 METRICS_PORT ?= 6000
 DEMO_MODEL ?= models/mobilenet_v2_quant
 POSTPROCESS ?= auto
+PARAMS ?=
 
-.PHONY: install serve test
+.PHONY: install serve test help
 .DEFAULT_GOAL := install
 
 # Each concern adds its own targets (and prerequisites of `make test` through TEST_DEPS) in mk/*.mk.
 TEST_DEPS :=
 include $(wildcard mk/*.mk)
 
-install: $(VENV)/.installed
+## install: .venv from the pinned requirements, with the parameter check of edgeservers/parameter_check.pth
+install: $(VENV)/.installed $(VENV)/.parameter-check
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,16 +27,24 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
-## serve: the bundled demo model on 127.0.0.1 only (bind_address): REST :$(REST_PORT), gRPC :$(GRPC_PORT), metrics :$(METRICS_PORT)
+# Bad parameter values stop seldon-core-microservice with one line (edgeservers/parameter_check.py says how).
+$(VENV)/.parameter-check: edgeservers/parameter_check.pth | $(VENV)/.installed
+	cp $< "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/edgeservers-parameter-check.pth"
+	touch $@
+
+## serve: a model on 127.0.0.1 only (REST :$(REST_PORT), gRPC :$(GRPC_PORT), metrics :$(METRICS_PORT)), with the requests
+## that fit it; DEMO_MODEL=models/face_mask POSTPROCESS=detection, PARAMS='top_k=3 confidence_threshold=0.8' (any parameter)
 serve: install
-	@echo "Serving $(DEMO_MODEL) on 127.0.0.1 only (REST, gRPC, metrics). In another shell:"
-	@echo "  curl -s -F binData=@images/parrot.jpg http://127.0.0.1:$(REST_PORT)/api/v1.0/predictions"
-	@echo "  curl -s http://127.0.0.1:$(REST_PORT)/v2/models/$$(basename $$(ls $(DEMO_MODEL)/*.tflite | head -1) .tflite)   # Open Inference Protocol (README)"
-	PREDICTIVE_UNIT_PARAMETERS='[{"name":"model_uri","value":"$(abspath $(DEMO_MODEL))","type":"STRING"},{"name":"postprocess","value":"$(POSTPROCESS)","type":"STRING"},{"name":"bind_address","value":"127.0.0.1","type":"STRING"}]' \
-	PREDICTIVE_UNIT_HTTP_SERVICE_PORT=$(REST_PORT) PREDICTIVE_UNIT_GRPC_SERVICE_PORT=$(GRPC_PORT) \
-	PREDICTIVE_UNIT_METRICS_SERVICE_PORT=$(METRICS_PORT) \
-	$(VENV)/bin/seldon-core-microservice TFLiteServer --service-type MODEL --http-port $(REST_PORT) --grpc-port $(GRPC_PORT)
+	$(PY) -m edgeservers.local_serve $(DEMO_MODEL) postprocess=$(POSTPROCESS) $(PARAMS) \
+	  --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 ## test: everything `make test` promises in the README (CI runs this through .ci/run)
 test: install $(TEST_DEPS)
 	$(PY) -m pytest -ra tests
+
+## help: every target with what it does (the `## ` lines above each rule, here and in mk/*.mk)
+help:
+	@awk '/^## / { block = block substr($$0, 4) "\n"; next } \
+	  /^[a-z][a-z-]*:/ && block { name = substr($$0, 1, index($$0, ":") - 1); sub("^" name ": ", "", block); \
+	    n = split(block, lines, "\n"); for (i = 1; i < n; i++) printf "  %-18s %s\n", (i == 1 ? name : ""), lines[i] } \
+	  { block = "" }' $(MAKEFILE_LIST)

@@ -9,6 +9,7 @@ For each arch:
    (PREDICTIVE_UNIT_PARAMETERS with model_uri=/mnt/models, the port variables), `--read-only`,
    the filled directory mounted read-only at /mnt/models;
 4. a REST prediction of images/parrot.jpg must answer "macaw" first; then SIGTERM must stop it;
+   an INT Seldon cannot parse (8.388608e+06) must stop the image with one line naming the parameter;
 5. the same for the -openvino image (OpenVINOServer) on the arches that have one.
 
 Test-harness only (not in the images): `--network host` needs the listeners kept on loopback on a
@@ -166,6 +167,20 @@ def run_server(arch: str, image: str, models: Path, shim: Path, work: Path, serv
     return result
 
 
+def bad_parameter_line(image: str, server: str) -> str:
+    """The image's entrypoint with an INT Seldon cannot parse: it must stop with one line naming it."""
+    params = [
+        {"name": "model_uri", "value": "/mnt/models", "type": "STRING"},
+        {"name": "max_request_bytes", "value": "8.388608e+06", "type": "INT"},
+    ]
+    env = f"PREDICTIVE_UNIT_PARAMETERS={json.dumps(params)}"
+    run = podman("run", "--rm", "--pull=never", "--read-only", "-e", env, image, capture_output=True)
+    expected = f"{server}: parameter max_request_bytes: '8.388608e+06' is not an INT (write it in digits: 8388608)"
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode != 0 and lines and lines[-1] == expected and "Traceback" not in run.stderr, run.stderr[-3000:]
+    return lines[-1]
+
+
 def server_uid(name: str) -> str:
     """The real uid of the container's main process, read on the host (the image has no `id`)."""
     pid = podman("inspect", "--format", "{{.State.Pid}}", name, capture_output=True).stdout.strip()
@@ -210,6 +225,7 @@ def test_arch(arch: str, version: str, repo: str, init_repo: str, work: Path, op
         assert init.returncode == 0 and "labels.txt" in files and any(f.endswith(".tflite") for f in files), files
 
         result.update(run_server(arch, image, models, shim, work, "TFLiteServer", timeout))
+        print(f"[{arch}] a bad parameter stops the server with: {bad_parameter_line(image, 'TFLiteServer')}")
         if openvino:  # the -openvino image: the server plus OpenVINO, OpenVINOServer by default
             ov_image = f"{repo}:{version}-openvino-{arch}"
             ov = run_server(arch, ov_image, models, shim, work, "OpenVINOServer", timeout)

@@ -56,6 +56,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "replicas": 2,
         "modelUri": "http://10.0.0.5:8000/model.tar.gz",
         "envSecretRefName": "creds",
+        "parameters": {"uncertain_store": "s3://retraining/uncertain/", "confidence_threshold": 0.5},
         "nodeName": "pi-7",
         "nodeSelector": {"kubernetes.io/arch": "arm"},
         "tolerations": [],
@@ -136,7 +137,7 @@ def test_rendered_manifest_has_the_edge_shape(value_set):
     # The operator's names (model_initializer_injector.go): its injection then finds ours and adds nothing.
     (init,) = spec["initContainers"]
     assert init["name"] == f"{unit}-model-initializer"
-    assert init["image"] == "ghcr.io/edgeservers/edgeservers-storage-initializer:0.1.0"
+    assert init["image"] == yaml.safe_load((kv.CHART / "values.yaml").read_text())["storageInitializer"]["image"]
     assert init["args"] == [values["modelUri"], MODEL_VOLUME_PATH]
     assert init.get("envFrom") == ([{"secretRef": {"name": secret}}] if secret else None)
     volume = by_name(spec["volumes"], f"{unit}-provision-location")
@@ -145,6 +146,8 @@ def test_rendered_manifest_has_the_edge_shape(value_set):
 
     (server,) = spec["containers"]
     assert server["name"] == unit
+    reads_s3 = {"image_store", "uncertain_store"} & set(values.get("parameters", {}))
+    assert server.get("envFrom") == ([{"secretRef": {"name": secret}}] if secret and reads_s3 else None)
     assert server.get("image") == values.get("server", {}).get("image")  # unset: the operator's predictor_servers
     assert by_name(server["volumeMounts"], volume["name"]) == {
         "name": volume["name"],
@@ -206,6 +209,77 @@ def test_parameters_carry_the_server_settings_types():
         assert rendered[name]["type"] == seldon_type[kind], name
         assert rendered[name]["value"] == (str(samples[kind]).lower() if kind is bool else str(samples[kind]))
     assert kv.manifest_errors(sdep) == []
+
+
+# Values as a user writes them in a values file (where Helm reads every number as a float64), with what the
+# server must get after Seldon's own parser: (chart type, YAML text, value). Integers of any size in digits,
+# floats by value, quoted strings untouched.
+VALUES_AS_WRITTEN: list[tuple[str, str, Any]] = [
+    *[("INT", text, int(text)) for text in ("0", "7", "999999", "1000000", "8388608", "16777216", "20000000")],
+    *[("INT", text, int(text)) for text in ("2147483647", "4294967296", "9007199254740992", "-1")],
+    ("INT", "1.0e+6", 1_000_000),
+    ("INT", "1e7", 10_000_000),
+    ("INT", '"12"', 12),
+    *[("FLOAT", text, float(text)) for text in ("0", "0.6", "0.1", "1", "2.5", "10", "0.000001", "1.5e-7")],
+    *[("FLOAT", text, float(text)) for text in ("123456.789", "1234567.5", "3.141592653589793", "1e6", "2e+21")],
+    ("FLOAT", '"0.25"', 0.25),
+    *[("STRING", text, text) for text in ("20240101", "1000000", "2.5", "v1", "RGB")],
+    ("STRING", '"1e6"', "1e6"),
+    ("STRING", '"007"', "007"),
+    ("BOOL", "true", True),
+    ("BOOL", "false", False),
+    ("BOOL", '"yes"', True),
+]
+
+
+def _assign_parameters(cases: list[tuple[str, str, Any]], names: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Cases spread over as few renders as can hold them: each render uses each parameter once."""
+    renders: list[dict[str, Any]] = []
+    for case in cases:
+        for render in renders:
+            free = [n for n in names[case[0]] if n not in render]
+            if free:
+                render[free[0]] = case
+                break
+        else:
+            renders.append({names[case[0]][0]: case})
+    return renders
+
+
+def test_parameter_values_reach_the_server_as_written(tmp_path):
+    """Every value above, written in a values file and rendered, is what Seldon's parser gives the server:
+    an INT as digits (no 8.388608e+06), a FLOAT with its value, a string as given."""
+    from seldon_core.microservice import parse_parameters
+
+    every_name = kv.render_one(set_values={"modelUri": "x", "parameters": dict.fromkeys(_chart_parameter_names(), "1")})
+    chart_types = {name: rendered["type"] for name, rendered in _typed_names(every_name).items()}
+    names = {t: sorted(n for n, k in chart_types.items() if k == t and n != "graceful_timeout") for t in SELDON_TYPES}
+    for i, render in enumerate(_assign_parameters(VALUES_AS_WRITTEN, names)):
+        values = tmp_path / f"values-{i}.yaml"
+        values.write_text(
+            "modelUri: x\nparameters:\n" + "".join(f"  {name}: {text}\n" for name, (_, text, _) in render.items())
+        )
+        rendered = _typed_names(kv.render_one([values]))
+        assert set(rendered) == set(render)
+        parsed = parse_parameters(list(rendered.values()))
+        for name, (kind, text, expected) in render.items():
+            assert rendered[name]["type"] == kind, name
+            where = f"{name}: {text} rendered as {rendered[name]['value']!r}"
+            assert parsed[name] == expected and type(parsed[name]) is type(expected), where
+            if kind == "INT" and not text.startswith('"'):
+                assert rendered[name]["value"].lstrip("-").isdigit(), where
+
+
+SELDON_TYPES = ("INT", "FLOAT", "STRING", "BOOL")
+
+
+def _chart_parameter_names() -> list[str]:
+    schema = json.loads((kv.CHART / "values.schema.json").read_text())
+    return sorted(schema["properties"]["parameters"]["properties"])
+
+
+def _typed_names(sdep: dict) -> dict[str, dict[str, str]]:
+    return {p["name"]: p for p in predictor(sdep)["graph"].get("parameters") or []}
 
 
 @pytest.mark.parametrize(
@@ -411,10 +485,8 @@ def test_operator_values_register_both_servers_in_the_current_format():
         assert isinstance(seldon["defaultImageVersion"], str)
         images[name] = f"{seldon['image']}:{seldon['defaultImageVersion']}"
     version = chart["appVersion"]
-    assert images == {
-        "TFLITE_SERVER": f"ghcr.io/edgeservers/edgeservers:{version}",
-        "OPENVINO_SERVER": f"ghcr.io/edgeservers/edgeservers:{version}-openvino",
-    }
+    repository = images["TFLITE_SERVER"].rsplit(":", 1)[0]  # where mk/images.mk says (tests/test_version.py)
+    assert images == {"TFLITE_SERVER": f"{repository}:{version}", "OPENVINO_SERVER": f"{repository}:{version}-openvino"}
 
 
 def test_operator_storage_initializer_is_ours():

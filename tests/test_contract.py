@@ -33,7 +33,7 @@ import yaml
 
 import k8s_validation as kv
 from harness import LOOPBACK_SHIM, MICROSERVICE, ServerProcess, free_port, http_ok, listening_hosts
-from services import FileServer, S3Server, tar_dir
+from services import FileServer, tar_dir
 
 ROOT = kv.ROOT
 PYTHON = Path(sys.executable)  # the venv's python: the image's ENTRYPOINT is `python -m edgeservers.storage`
@@ -153,7 +153,7 @@ class Volumes:
 @pytest.fixture(scope="module")
 def model_site(web: FileServer) -> FileServer:
     """The local HTTP server on 127.0.0.1 with the demo classifier as an archive with its labels, and
-    the face-mask detector as a bare .tflite (as on GitHub)."""
+    the face-mask detector as a bare .tflite (as on GitHub; tests/test_kserve.py fetches it)."""
     web.files["mobilenet_v2_quant.tar.gz"] = tar_dir(ROOT / "models" / "mobilenet_v2_quant")
     web.files["face_mask_detection.tflite"] = (
         ROOT / "models" / "face_mask" / "face_mask_detection.tflite"
@@ -211,7 +211,7 @@ class PodRun:
             )
             assert result.returncode == 0, f"init container {init['name']} failed:\n{result.stderr}"
 
-    def start_server(self) -> dict[str, str]:
+    def start_server(self, secrets: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
         (container,) = self.spec["containers"]
         env = operator_env(self.sdep, self.predictor, container)
         # Same variables, free loopback ports; the model path through the volume mapping.
@@ -233,7 +233,7 @@ class PodRun:
                 p["value"] = self.volumes.host_path(container, p["value"])
         env["PREDICTIVE_UNIT_PARAMETERS"] = json.dumps(parameters)
         process_env = {
-            **self.container_env(container, {}),
+            **self.container_env(container, secrets or {}),
             **env,
             "PYTHONPATH": os.pathsep.join([str(LOOPBACK_SHIM), str(ROOT)]),
         }
@@ -254,7 +254,11 @@ class PodRun:
     def predict(self, image: str) -> Any:
         """The jsonData answer to a photo from images/ posted as docs/kubernetes.md's curl sends it (a form file)."""
         with open(ROOT / "images" / image, "rb") as photo:
-            reply = requests.post(self.url + "/api/v1.0/predictions", files={"binData": photo}, timeout=60)
+            return self.answer(files={"binData": photo})
+
+    def answer(self, **body: Any) -> Any:
+        """The jsonData answer to a REST prediction with `body` (requests' json=, files=)."""
+        reply = requests.post(self.url + "/api/v1.0/predictions", timeout=60, **body)
         assert reply.status_code == 200, reply.text
         return reply.json()["jsonData"]
 
@@ -292,7 +296,8 @@ def test_operator_env_derivation_matches_the_operator():
     assert env["PREDICTIVE_UNIT_GRPC_SERVICE_PORT"] == "9500"
     assert env["PREDICTIVE_UNIT_METRICS_SERVICE_PORT"] == "6000"
     assert env["PREDICTIVE_UNIT_METRICS_ENDPOINT"] == "/prometheus"
-    assert env["PREDICTIVE_UNIT_IMAGE"] == "ghcr.io/edgeservers/edgeservers:0.1.0"
+    kserve = yaml.safe_load((ROOT / "charts" / "kserve" / "clusterservingruntime-tflite.yaml").read_text())
+    assert env["PREDICTIVE_UNIT_IMAGE"] == kserve["spec"]["containers"][0]["image"]  # the image KServe runs too
     assert env["PREDICTIVE_UNIT_ID"] == "model" and env["PREDICTOR_ID"] == "default"
     assert env["SELDON_DEPLOYMENT_ID"] == "demo" and env["PREDICTOR_LABELS"] == '{"version":"default"}'
     assert env["MODEL_NAME"] == "TFLiteServer" and env["GRPC_WORKERS"] == "0"
@@ -331,46 +336,81 @@ def test_chart_initializer_and_server_agree_on_a_classifier(model_site, pod_run)
     assert metrics.status_code == 200
 
 
-def test_face_mask_example_runs_as_shipped(model_site, pod_run):
-    """The face-mask example's own values (input data_1, both heads, detection), only the model URL
-    pointed at the local copy of the same file: a bare .tflite keeps its name in /mnt/models."""
-    values = kv.EXAMPLES / "face-mask-raspberry.values.yaml"
-    sdep = kv.render_one([values], set_values={"modelUri": model_site.url("face_mask_detection.tflite")})
-    assert kv.manifest_errors(sdep) == []
-    run = pod_run(sdep)
-    run.run_init_containers()
-    model_dir = Path(run.volumes.dirs["model-provision-location"])
-    assert [f.name for f in model_dir.iterdir()] == ["face_mask_detection.tflite"]
+# --- every example, as shipped ----------------------------------------------------------------------------
 
-    run.start_server()
-    detections = run.predict("face_mask_demo.jpg")
-    assert [d["label"] for d in detections] == ["0"]  # class 0 = Mask; no labels.txt beside a bare .tflite
-    assert len(detections[0]["box"]) == 4
+EXAMPLES = {values.name.removesuffix(".values.yaml"): values for values, _ in kv.example_pairs()}
+
+# What each example answers for a photo from images/: (photo, top label, number of answers). A bare .tflite
+# has no labels.txt beside it, so its labels are the class indexes (face mask: 0 = Mask; ImageNet: 89 = macaw).
+EXAMPLE_ANSWERS = {
+    "camera-loop": ("parrot.jpg", "macaw", 3),
+    "face-mask-raspberry": ("face_mask_demo.jpg", "0", 1),
+    "image-classifier": ("parrot.jpg", "macaw", 3),
+    "openvino-classifier": ("parrot.jpg", "89", 5),
+}
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(s3_server: S3Server) -> str:
-    """The loopback S3 server holding the image-classifier example's object: models/mobilenet_v2_quant.tar.gz."""
-    s3_server.put("models", {"mobilenet_v2_quant.tar.gz": tar_dir(ROOT / "models" / "mobilenet_v2_quant")})
-    return s3_server.endpoint
+def bundled_model(uri: str) -> tuple[str, bytes, list[str]]:
+    """An example's modelUri as the local servers hold it: (object name, its bytes, the files the init container
+    writes). https://.../<file>: the bundled file of that name; s3://bucket/<dir>.tar.gz: models/<dir> as an archive."""
+    name = uri.rsplit("/", 1)[-1]
+    if uri.startswith("s3://"):
+        directory = ROOT / "models" / name.removesuffix(".tar.gz")
+        return name, tar_dir(directory), sorted(f.name for f in directory.iterdir())
+    (copy,) = ROOT.glob(f"models/*/{name}")  # an example that downloads anything else needs its model bundled
+    return name, copy.read_bytes(), [name]
 
 
-def test_image_classifier_example_fetches_from_s3_with_the_docs_secret(s3_endpoint, pod_run):
-    """The image-classifier example as shipped (s3:// modelUri, envSecretRefName) with the Secret that
-    docs/kubernetes.md's `kubectl create secret` makes; only the S3 endpoint in it points at the local server."""
+def docs_secret(s3_endpoint: str) -> tuple[str, dict[str, str]]:
+    """The Secret docs/kubernetes.md's `kubectl create secret` makes, its S3 endpoint pointed at the local server."""
     (create,) = kv.find_command("kubectl", "create", "secret", "generic")
     secret = yaml.safe_load(kv.run_tool("kubectl", *create[1:], "--dry-run=client", "-o", "yaml").stdout)
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    data["AWS_ENDPOINT_URL"] = s3_endpoint
+    return secret["metadata"]["name"], {**data, "AWS_ENDPOINT_URL": s3_endpoint}
 
-    sdep = kv.render_one([kv.EXAMPLES / "image-classifier.values.yaml"])
-    (init,) = sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["initContainers"]
-    assert init["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_every_example_runs_as_shipped(example, web, s3_server, pod_run):
+    """Each example's own values, rendered and run as the operator and the kubelet would: its model fetched by the
+    init container from a local stand-in for its modelUri (only an https:// URL is pointed at the local web server;
+    s3:// examples keep theirs, the docs' Secret naming the local S3 server), the server started with exactly the
+    rendered parameter list, and a prediction. An example that reads images by reference (image_store) answers for
+    one fetched from its first store too."""
+    assert example in EXAMPLE_ANSWERS, f"say what charts/examples/{example}.values.yaml answers in EXAMPLE_ANSWERS"
+    photo, top, count = EXAMPLE_ANSWERS[example]
+    values = yaml.safe_load(EXAMPLES[example].read_text())
+    name, model, files = bundled_model(values["modelUri"])
+    set_values, secrets = {}, {}
+    if values["modelUri"].startswith("s3://"):
+        s3_server.put(values["modelUri"].split("/")[2], {name: model})
+    else:
+        assert values["modelUri"].startswith("https://"), values["modelUri"]
+        web.files[name] = model
+        set_values["modelUri"] = web.url(name)
+    if values.get("envSecretRefName"):
+        secret_name, data = docs_secret(s3_server.endpoint)
+        assert values["envSecretRefName"] == secret_name, "the docs create the Secret the example names"
+        secrets[secret_name] = data
+
+    sdep = kv.render_one([EXAMPLES[example]], set_values=set_values)
+    assert kv.manifest_errors(sdep) == []
     run = pod_run(sdep)
-    run.run_init_containers({secret["metadata"]["name"]: data})
-    model_dir = Path(run.volumes.dirs["model-provision-location"])
-    assert sorted(f.name for f in model_dir.iterdir()) == ["labels.txt", "mobilenet_v2_1.0_224_quant.tflite"]
+    (init,) = run.spec["initContainers"]
+    assert init.get("envFrom") == ([{"secretRef": {"name": secret}} for secret in secrets] or None)
+    run.run_init_containers(secrets)
+    assert sorted(f.name for f in Path(run.volumes.dirs["model-provision-location"]).iterdir()) == files
 
-    run.start_server()
-    answer = run.predict("parrot.jpg")
-    assert [a["label"] for a in answer][:1] == ["macaw"] and len(answer) == 3
+    env = run.start_server(secrets)
+    rendered = [
+        {k: p[k] for k in ("name", "value", "type")} for p in sdep["spec"]["predictors"][0]["graph"]["parameters"]
+    ]
+    assert json.loads(env["PREDICTIVE_UNIT_PARAMETERS"])[:-1] == rendered  # then the operator's model_uri
+    answer = run.predict(photo)
+    assert [a["label"] for a in answer][:1] == [top] and len(answer) == count, answer
+    assert all(len(a["box"]) == 4 for a in answer if "box" in a), answer
+    stores = values["parameters"].get("image_store")
+    if stores:
+        bucket, prefix = stores.split(",")[0].removeprefix("s3://").split("/", 1)
+        s3_server.put(bucket, {prefix + photo: (ROOT / "images" / photo).read_bytes()})
+        reference = run.answer(json={"jsonData": {"image_uri": f"s3://{bucket}/{prefix}{photo}"}})
+        assert reference == answer, "the same photo, posted or fetched by reference"

@@ -4,6 +4,7 @@ read it (the chart, the operator values, the Dockerfiles' build-arg defaults, th
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -45,3 +46,15 @@ def test_every_image_reference_in_charts_and_dockerfiles_uses_the_package_versio
 
 def test_pyproject_reads_the_version_from_the_package():
     assert 'version = { attr = "edgeservers.__version__" }' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_every_image_reference_in_charts_names_the_registry_and_images_of_mk_images():
+    """mk/images.mk's IMAGE_REGISTRY, SERVER_IMAGE and INITIALIZER_IMAGE are the one place: `make image-refs` wrote
+    them into the chart's values and examples, the operator values and the KServe manifests."""
+    result = subprocess.run(
+        ["make", "-s", "--no-print-directory", "image-refs", "IMAGE_REFS_ARGS=--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -49,9 +49,23 @@ lists the names the server knows (model_uri is not among them: the operator sets
 {{- if and (not (kindIs "invalid" $value)) (ne (toString $value) "") }}
 - name: {{ $name }}
   type: {{ get $types $name | default "STRING" }}
-  value: {{ toString $value | quote }}
+  value: {{ include "edge-model.parameterValue" $value | quote }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+One parameter value as Seldon's text: a number read from a values file is a float64 to Helm (8388608
+is 8.388608e+06 to toString), so a whole number is written in digits ("%.0f", exact at any size up to
+2^53, digits beyond) and any other number in Go's shortest form that reads back as the same float
+(0.6, 1e-07); strings and booleans as given.
+*/}}
+{{- define "edge-model.parameterValue" -}}
+{{- if and (kindIs "float64" .) (eq (floor .) .) -}}
+{{- printf "%.0f" . -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "edge-model.containerSecurityContext" -}}
