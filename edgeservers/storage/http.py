@@ -234,7 +234,9 @@ class _ShortBody(ProtocolError):
     """Fewer bytes than Content-Length and then EOF: a read error to urllib3's Retry."""
 
 
-def _save(response: urllib3.HTTPResponse, shown: str, url_path: str, out: Partial, budget: Budget) -> tuple[str, Source]:
+def _save(
+    response: urllib3.HTTPResponse, shown: str, url_path: str, out: Partial, budget: Budget
+) -> tuple[str, Source]:
     """Write the body to `out` (appending to what it holds for a 206 answer), checking its size against
     the budget as it arrives."""
     state = out.get(_BODY)

@@ -118,7 +118,9 @@ def _source_of(plan: list[_Object], single: bool) -> Source:
     return Source("listing:" + hashlib.sha256(lines.encode()).hexdigest()[:32], "", sum(o.size for o in plan))
 
 
-def _get(client: Any, bucket: str, obj: _Object, target: str, have: int, budget: Budget, shown: str, where: str) -> None:
+def _get(
+    client: Any, bucket: str, obj: _Object, target: str, have: int, budget: Budget, shown: str, where: str
+) -> None:
     """GET the object from byte `have` on into `target`, resuming with a ranged GET when the body breaks off."""
     retries = int(env_number("STORAGE_RETRIES", 4))
     attempt = 0
