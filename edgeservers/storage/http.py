@@ -24,6 +24,7 @@ import urllib.request
 
 import urllib3
 from urllib3.exceptions import (
+    ConnectTimeoutError,
     HTTPError,
     LocationValueError,
     MaxRetryError,
@@ -155,6 +156,8 @@ def probe(uri: str, known: Source, limits: Limits) -> Check:
     except MaxRetryError as e:
         if isinstance(e.reason, SSLError):
             raise _tls_error(e.reason, shown) from None
+        if isinstance(e.reason, (ReadTimeoutError, ConnectTimeoutError)):
+            return Check(UNREACHABLE, f"no answer from {shown} within {seconds:g} s")
         return Check(UNREACHABLE, f"cannot reach {shown}: {os_reason(e.reason) if e.reason else e}")
     except (LocationValueError, HTTPError) as e:
         return Check(UNREACHABLE, f"cannot reach {shown}: {os_reason(e)}")

@@ -34,6 +34,7 @@ from .common import (
     StorageError,
     env_flag,
     env_number,
+    os_reason,
     redact,
     safe_name,
     safe_relpath,
@@ -84,8 +85,10 @@ def probe(uri: str, known: Source, limits: Limits) -> Check:
     client, where = _client(limits, probing=True)
     try:
         plan, single = _plan(uri, key, _listing(client, bucket, key), False, Budget(limits))
-    except (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError, bx.ReadTimeoutError) as e:
-        return Check(UNREACHABLE, f"cannot reach S3 endpoint {where}: {type(e).__name__}")
+    except (bx.ConnectTimeoutError, bx.ReadTimeoutError):
+        return Check(UNREACHABLE, f"no answer from S3 endpoint {where} within {limits.connect_timeout:g} s")
+    except (bx.EndpointConnectionError, bx.ConnectionClosedError) as e:
+        return Check(UNREACHABLE, f"cannot reach S3 endpoint {where}: {os_reason(e)}")
     except bx.ClientError as e:
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         if status >= 500 or status in (408, 429):
@@ -221,7 +224,7 @@ def client(timeout: float, retries: int | None = None, connect_timeout: float | 
         connect_timeout=min(timeout, 15.0) if connect_timeout is None else connect_timeout,
         read_timeout=timeout,
         retries={
-            "max_attempts": (int(env_number("STORAGE_RETRIES", 4)) if retries is None else retries) + 1,
+            "total_max_attempts": (int(env_number("STORAGE_RETRIES", 4)) if retries is None else retries) + 1,
             "mode": "standard",
         },
         user_agent_extra=USER_AGENT,
