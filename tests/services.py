@@ -233,13 +233,14 @@ class Gate:
     make itself: `mode` "open" forwards, "blackhole" accepts connections and never answers (nor reads),
     "cut" forwards but closes the connection once the server has sent `cut_after` bytes on it (once:
     then it is "open" again). The first 2 KiB each client sent on a connection are kept in `requests`,
-    so a test can see a Range header."""
+    so a test can see a Range header; `bytes_to_clients` counts what the server sent through it."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.mode = "open"
         self.cut_after = 0
         self.requests: list[str] = []
+        self.bytes_to_clients = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._held: list[socket.socket] = []
         self._closed = False
@@ -289,11 +290,13 @@ class Gate:
                         server.sendall(data)
                         continue
                     if cut and sent + len(data) >= cut:
+                        self.bytes_to_clients += cut - sent
                         client.sendall(data[: cut - sent])
                         self.mode = "open"
                         client.shutdown(socket.SHUT_RDWR)
                         return
                     sent += len(data)
+                    self.bytes_to_clients += len(data)
                     client.sendall(data)
 
 
