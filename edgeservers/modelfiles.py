@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,14 +11,21 @@ from . import storage
 from .errors import ModelLoadError
 
 LABELS_FILE = "labels.txt"
+log = logging.getLogger(__name__)
 
 
-def local_model_dir(model_uri: str) -> Path:
-    """A local path for `model_uri`, downloading it first when it is remote (s3://, https://, ...)."""
+def local_model_dir(model_uri: str, cache_dir: str = "") -> Path:
+    """A local path for `model_uri`, downloading it first when it is remote (s3://, https://, ...): through
+    the model cache in `cache_dir` when one is given (the cached copy when the source is unchanged or
+    unreachable), else directly."""
     if storage.is_remote(model_uri):
         target = tempfile.mkdtemp(prefix="edgeservers-model-")
         try:
-            storage.download(model_uri, target)
+            if cache_dir:
+                provided = storage.provide(model_uri, target, cache_dir)
+                log.log(logging.WARNING if provided.offline else logging.INFO, "model_uri: %s", provided.line())
+            else:
+                storage.download(model_uri, target)
         except storage.StorageError as e:
             raise ModelLoadError(f"cannot download model_uri: {e}") from None  # e names the URI, credentials removed
         return Path(target)
@@ -25,6 +33,14 @@ def local_model_dir(model_uri: str) -> Path:
     if not path.exists():
         raise ModelLoadError(f"model_uri {model_uri}: no such file or directory")
     return path
+
+
+def model_provenance(model_dir: Path) -> dict[str, str]:
+    """What the server reports about the model's origin: {model_version, model_source, model_fetched_at}
+    from the manifest the storage initializer (or the server's own download) wrote in the model directory
+    (or beside a model file); {} when there is none (a model copied there by hand)."""
+    manifest = storage.provenance(str(model_dir))
+    return manifest.describe() if manifest else {}
 
 
 def find_model(path: Path, suffixes: Sequence[str]) -> Path:

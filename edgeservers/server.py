@@ -26,7 +26,7 @@ from .http_worker import RestOptions
 from .image_store import ImageStore, ObjectRef, parse_store
 from .images import ImagePreprocessor, check_opencv_cap, decode_image
 from .metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
-from .modelfiles import find_model, local_model_dir, read_labels
+from .modelfiles import find_model, local_model_dir, model_provenance, read_labels
 from .runtime import ModelRuntime, ModelSignature, select
 from .settings import Settings, adaptive_concurrency, available_cpus
 from .uncertain import UncertainUploader
@@ -91,7 +91,9 @@ class EdgeModelServer(SeldonComponent):
             )
         check_opencv_cap(settings.max_image_pixels)
         self._options = self.runtime_class.options_class.from_settings(settings)
-        self._model_path = find_model(local_model_dir(settings.model_uri), self.runtime_class.model_suffixes)
+        model_dir = local_model_dir(settings.model_uri, settings.model_cache_dir)
+        self._model_path = find_model(model_dir, self.runtime_class.model_suffixes)
+        self._provenance = model_provenance(model_dir)
         inputs, outputs = self.runtime_class.inspect(self._model_path, self._options)
         self._precision = self.runtime_class.precision(self._model_path, self._options)
         self._signature = ModelSignature(
@@ -300,6 +302,7 @@ class EdgeModelServer(SeldonComponent):
                 "pool_size": str(self._settings.pool_size),
                 "num_threads": str(self._settings.num_threads),
                 "slot_threads": ",".join(map(str, self.runtime_class.slot_threads(self._options, self._cpus))),
+                **self._provenance,
             },
         }
 

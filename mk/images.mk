@@ -28,7 +28,7 @@ IMAGES_ENV = VERSION=$(IMAGE_VERSION) BASE_IMAGE=$(BASE_IMAGE) PIP_CA=$(PIP_CA) 
   REPO=localhost/$(SERVER_IMAGE) INIT_REPO=localhost/$(INITIALIZER_IMAGE)
 IMAGE_REFS_ARGS ?=
 
-.PHONY: images publish image-refs base-images image-test image-sizes
+.PHONY: images publish image-refs base-images image-test image-sizes model-image
 
 ## images: all arches as manifest lists edgeservers:VERSION, edgeservers:VERSION-openvino and
 ## edgeservers-storage-initializer:VERSION, in $(IMAGE_OCI) or pushed to $(REGISTRY)
@@ -65,3 +65,9 @@ image-test:
 ## image-sizes: every built image's size, uncompressed and compressed (what a pull downloads)
 image-sizes:
 	$(IMAGES_ENV) docker/images.sh sizes $(IMAGE_ARCHES)
+
+## model-image: MODEL=dir IMAGE=ref, a FROM scratch image of the model's files for a Kubernetes image volume
+## (docs/kubernetes.md, "Models as OCI images"); push it with `buildah push $(IMAGE)`
+model-image:
+	@test -n "$(MODEL)" -a -n "$(IMAGE)" || { echo "usage: make model-image MODEL=models/face_mask IMAGE=registry/models/face-mask:1"; exit 2; }
+	PYTHON=$(PY) PYTHONPATH=$(CURDIR) docker/model-image.sh "$(MODEL)" "$(IMAGE)"

@@ -5,9 +5,10 @@
   tests/k8s/ (a copy of Seldon Core v1's CRD), strict about unknown fields like the API server's
   `--validate=strict` field validation (the CRD schema alone would let a misspelt field through: the
   API server prunes it silently).
-- `pod_errors`: each componentSpecs pod spec as a Pod against Kubernetes' own schemas (kubernetes-validate,
-  strict), plus the cross-field rules the API server enforces and no schema can express (mounts name
-  existing volumes, unique names, at most one mount per path).
+- `pod_errors`: each componentSpecs pod spec as a Pod against Kubernetes' own schemas, strict, of the
+  oldest and the newest version we check (1.28 from kubernetes-validate; 1.35, which knows image
+  volumes, vendored in tests/k8s/), plus the cross-field rules the API server enforces and no schema can
+  express (mounts name existing volumes, unique names, at most one mount per path).
 
 Run as a script to regenerate charts/examples/*.yaml from their values files: `make examples`.
 """
@@ -37,6 +38,7 @@ OPERATOR_VALUES = ROOT / "charts" / "operator-values.yaml"
 DOCS = ROOT / "docs" / "kubernetes.md"
 CRD = Path(__file__).resolve().parent / "k8s" / "seldondeployment-crd.yaml"
 K8S_VERSION = "1.28"  # newest schema set in kubernetes-validate 1.28.3
+K8S_VERSIONS = (K8S_VERSION, "1.35")  # 1.35: tests/k8s/pod-v1.35-strict.json (image volumes, 1.33+)
 
 TOOLS_HINT = "run `make tools` (it fetches the pinned helm and kubectl into .cache/k8s-tools)"
 
@@ -189,11 +191,15 @@ def pods(sdep: dict) -> list[dict]:
 
 
 @functools.cache
-def _k8s_validator(kind: str) -> jsonschema.Draft4Validator:
-    """Kubernetes' own schema for `kind` (e.g. pod-v1), strict variant, as packaged by kubernetes-validate.
+def _k8s_validator(kind: str, version: str = K8S_VERSION) -> jsonschema.Draft4Validator:
+    """Kubernetes' own schema for `kind` (e.g. pod-v1), strict variant, as packaged by kubernetes-validate
+    (or, for a Pod of a newer version, as vendored in tests/k8s/).
 
     kubernetes_validate.validate() stops at the first error; this reports them all.
     """
+    if version != K8S_VERSION:
+        vendored = json.loads((Path(__file__).resolve().parent / "k8s" / f"{kind}-v{version}-strict.json").read_text())
+        return jsonschema.Draft4Validator(vendored)
     folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{K8S_VERSION}.0-local-strict"
     schema = json.loads((folder / f"{kind}.json").read_text())
     resolver = jsonschema.RefResolver(base_uri=folder.as_uri() + "/", referrer=schema)
@@ -203,9 +209,15 @@ def _k8s_validator(kind: str) -> jsonschema.Draft4Validator:
 QUANTITY = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
 
 
-def pod_errors(pod: dict) -> list[str]:
-    """A Pod against Kubernetes' schemas (strict: unknown fields refused) and the API server's cross-field rules."""
-    errors = sorted(f"{_where(e)}: {e.message}" for e in _k8s_validator("pod-v1").iter_errors(pod))
+def pod_errors(pod: dict, versions: Iterable[str] = K8S_VERSIONS) -> list[str]:
+    """A Pod against Kubernetes' schemas of `versions` (strict: unknown fields refused) and the API server's
+    cross-field rules. Errors of a version other than the oldest start with [<version>]."""
+    errors = []
+    for version in versions:
+        tag = "" if version == K8S_VERSION else f"[{version}] "
+        schema_name = "pod-v1" if version == K8S_VERSION else "pod"
+        found = _k8s_validator(schema_name, version).iter_errors(pod)
+        errors += sorted(f"{tag}{_where(e)}: {e.message}" for e in found)
     spec = pod.get("spec", {})
     containers = list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
     volumes = [v.get("name") for v in spec.get("volumes") or []]

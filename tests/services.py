@@ -2,7 +2,10 @@
 
 - `web`: one HTTP server (stdlib http.server) that serves files from memory and misbehaves for real:
   drops connections half-way, answers errors, sends no Content-Length, sends an endless body, trickles.
+  Files carry an ETag and a Last-Modified date and honour conditional and Range requests.
 - `s3_server`: one S3 API (moto's ThreadedMotoServer).
+- `Gate`: a TCP forwarder in front of either, for faults at the connection level: a port that accepts
+  and never answers, a connection cut after so many bytes; it keeps the request heads it forwarded.
 Both are module-scoped fixtures, registered for every test by conftest.py (`pytest_plugins`).
 Archives are built by the test that needs them; `many_files_tgz` writes a million-entry .tgz in seconds.
 """
@@ -11,8 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import os
+import re
+import select
 import socket
 import tarfile
 import threading
@@ -32,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = ROOT / "models" / "mobilenet_v1_025_quant"
 MODEL = MODEL_DIR / "mobilenet_v1_0.25_128_quant.tflite"
 LABELS = MODEL_DIR / "labels.txt"
+LAST_MODIFIED = "Wed, 01 Jan 2025 00:00:00 GMT"
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
@@ -48,7 +55,10 @@ class _Handler(BaseHTTPRequestHandler):
     /endless/<name>            zeros without Content-Length until the client goes away
     /trickle/<seconds>/<name>  the file's headers, then one byte every <seconds>
     /redirect/<name>?<url>     302 to <url> (<name> is there for the file name)
-    The headers of the latest request to each path are kept in server.headers_seen.
+    The headers of the latest request to each path are kept in server.headers_seen. While
+    server.answer_all is set, every request gets that status (an outage answered with 503).
+    Files (/files, /drop) carry ETag (from their bytes) and Last-Modified, answer If-None-Match /
+    If-Modified-Since with 304, and Range: bytes=N- (with If-Range) with 206 and the rest.
     """
 
     server: FileServer
@@ -63,12 +73,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.headers_seen[url.path] = dict(self.headers)
         hits = self.server.hits[url.path]
         parts = url.path.strip("/").split("/")
+        if self.server.answer_all:
+            return self._send_status(self.server.answer_all)
         try:
             route, args = parts[0], parts[1:]
             if route == "files":
                 return self._send_file(args[0])
             if route == "drop":
-                return self._send_body(self.server.files[args[1]], half=hits <= int(args[0]))
+                return self._send_file(args[1], half=hits <= int(args[0]))
             if route == "flaky":
                 return self._send_status(int(args[0])) if hits <= int(args[1]) else self._send_file(args[2])
             if route == "status":
@@ -91,11 +103,27 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         self._send_status(404)
 
-    def _send_file(self, name: str, headers: dict[str, str] | None = None) -> None:
+    def _send_file(self, name: str, headers: dict[str, str] | None = None, half: bool = False) -> None:
         body = self.server.files.get(name)
         if body is None:
             return self._send_status(404)
-        self._send_body(body, headers=headers)
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        validators = {"ETag": etag, "Last-Modified": LAST_MODIFIED}
+        if self.headers.get("If-None-Match") == etag or (
+            "If-None-Match" not in self.headers and self.headers.get("If-Modified-Since") == LAST_MODIFIED
+        ):
+            self.send_response(304)
+            for k, v in validators.items():
+                self.send_header(k, v)
+            return self.end_headers()
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if m and self.headers.get("If-Range", etag) in validators.values():
+            start = int(m.group(1))
+            if start >= len(body):
+                return self._send_status(416)
+            ranged = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
+            return self._send_body(body[start:], {**validators, **ranged, **(headers or {})}, half=half, status=206)
+        self._send_body(body, headers={**validators, **(headers or {})}, half=half)
 
     def _send_body(
         self,
@@ -104,8 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
         half: bool = False,
         length: bool = True,
         every: float = 0.0,
+        status: int = 200,
     ) -> None:
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         if length:
             self.send_header("Content-Length", str(len(body)))
@@ -155,6 +184,20 @@ class FileServer(ThreadingHTTPServer):
         self.files: dict[str, bytes] = {}
         self.hits: Counter[str] = Counter()
         self.headers_seen: dict[str, dict[str, str]] = {}
+        self.answer_all = 0  # a status for every request (an outage), 0: serve normally
+
+    def outage(self, status: int = 503) -> contextlib.AbstractContextManager[None]:
+        """Every request answered with `status` for the duration of a `with` block."""
+
+        @contextlib.contextmanager
+        def down() -> Iterator[None]:
+            self.answer_all = status
+            try:
+                yield
+            finally:
+                self.answer_all = 0
+
+        return down()
 
     @property
     def base(self) -> str:
@@ -183,6 +226,78 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Gate:
+    """A TCP forwarder on a loopback port in front of `target` (host, port), for faults a server cannot
+    make itself: `mode` "open" forwards, "blackhole" accepts connections and never answers (nor reads),
+    "cut" forwards but closes the connection once the server has sent `cut_after` bytes on it (once:
+    then it is "open" again). The first 2 KiB each client sent on a connection are kept in `requests`,
+    so a test can see a Range header; `bytes_to_clients` counts what the server sent through it."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.mode = "open"
+        self.cut_after = 0
+        self.requests: list[str] = []
+        self.bytes_to_clients = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._held: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        for s in self._held:
+            s.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.mode == "blackhole":
+                self._held.append(client)  # open, silent: the client waits for its own timeout
+                continue
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        cut = self.cut_after if self.mode == "cut" else 0
+        sent = 0
+        try:
+            server = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            client.close()
+            return
+        with client, server:
+            while True:
+                readable, _, _ = select.select([client, server], [], [], 30)
+                if not readable:
+                    return
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if sock is client:
+                        if b"HTTP/1." in data[:2048]:
+                            self.requests.append(data[:2048].decode("latin-1"))
+                        server.sendall(data)
+                        continue
+                    if cut and sent + len(data) >= cut:
+                        self.bytes_to_clients += cut - sent
+                        client.sendall(data[: cut - sent])
+                        self.mode = "open"
+                        client.shutdown(socket.SHUT_RDWR)
+                        return
+                    sent += len(data)
+                    self.bytes_to_clients += len(data)
+                    client.sendall(data)
 
 
 # --- S3 ------------------------------------------------------------------------------------------

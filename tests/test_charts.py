@@ -23,6 +23,8 @@ from edgeservers.settings import Settings
 import k8s_validation as kv
 
 MODEL_VOLUME_PATH = "/mnt/models"
+CACHE_DIR = "/var/cache/edgeservers"  # the hostPath model cache, in the init containers
+CACHE_ARGS = ["--cache-dir", CACHE_DIR, "--cache-max", "1G"]
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults-https": {"modelUri": "https://example.com/models/mobilenet_v2_1.0_224_quant.tflite"},
@@ -135,10 +137,15 @@ def test_rendered_manifest_has_the_edge_shape(value_set):
 
     spec = pod_spec(sdep)
     # The operator's names (model_initializer_injector.go): its injection then finds ours and adds nothing.
-    (init,) = spec["initContainers"]
-    assert init["name"] == f"{unit}-model-initializer"
-    assert init["image"] == yaml.safe_load((kv.CHART / "values.yaml").read_text())["storageInitializer"]["image"]
-    assert init["args"] == [values["modelUri"], MODEL_VOLUME_PATH]
+    # Before it, the step that gives the model cache's hostPath directory to the pod's user.
+    owner, init = spec["initContainers"]
+    assert owner["name"] == f"{unit}-cache-owner" and init["name"] == f"{unit}-model-initializer"
+    assert (
+        init["image"]
+        == owner["image"]
+        == yaml.safe_load((kv.CHART / "values.yaml").read_text())["storageInitializer"]["image"]
+    )
+    assert init["args"] == [values["modelUri"], MODEL_VOLUME_PATH, *CACHE_ARGS]
     assert init.get("envFrom") == ([{"secretRef": {"name": secret}}] if secret else None)
     volume = by_name(spec["volumes"], f"{unit}-provision-location")
     assert "emptyDir" in volume
@@ -297,6 +304,8 @@ def _typed_names(sdep: dict) -> dict[str, dict[str, str]]:
             "must be below server.terminationGracePeriodSeconds",
         ),
         ({"modelUri": "x", "server": {"terminationGracePeriodSeconds": 15}}, "graceful_timeout"),
+        ({"modelUri": "x", "modelCache": {"hostPath": "relative/dir"}}, "hostPath"),
+        ({"modelUri": "x", "modelCache": {"maxSize": "a lot"}}, "maxSize"),
         (
             {
                 "modelUri": "x",
@@ -309,6 +318,55 @@ def _typed_names(sdep: dict) -> dict[str, dict[str, str]]:
 def test_helm_refuses_bad_values(set_values, message):
     result = kv.helm("template", "edge", str(kv.CHART), *kv.value_args(set_values=set_values), check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+# --- the node-local model cache -----------------------------------------------------------------------
+
+
+def test_model_cache_is_a_hostpath_given_to_the_pods_user_by_a_chown_only_root_step():
+    """The cache volume: a hostPath (DirectoryOrCreate) in both init containers, never in the server; the
+    step before the initializer runs as root with CHOWN alone and gives it to runAsUser:runAsGroup. The
+    pod passes the pod schemas of Kubernetes 1.28 and 1.35."""
+    sdep = kv.render_one(
+        set_values={"modelUri": "s3://b/m", "securityContext": {"runAsUser": 1234, "runAsGroup": 5678}}
+    )
+    assert kv.manifest_errors(sdep) == []
+    spec = pod_spec(sdep)
+    assert by_name(spec["volumes"], "model-cache") == {
+        "name": "model-cache",
+        "hostPath": {"path": "/var/lib/edgeservers/models", "type": "DirectoryOrCreate"},
+    }
+    owner, init = spec["initContainers"]
+    assert owner["args"] == ["--cache-dir", CACHE_DIR, "--prepare-cache", "1234:5678"]
+    assert owner["securityContext"] == {
+        "runAsNonRoot": False,
+        "runAsUser": 0,
+        "runAsGroup": 0,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert "command" not in owner  # the initializer image's ENTRYPOINT, like the download itself
+    for container in (owner, init):
+        assert by_name(container["volumeMounts"], "model-cache")["mountPath"] == CACHE_DIR
+    assert init["securityContext"]["runAsUser"] == 1234 and init["securityContext"]["runAsNonRoot"] is True
+    assert "model-cache" not in {m["name"] for m in _server(sdep)["volumeMounts"]}
+
+
+def test_model_cache_off_gives_a_plain_download_and_no_hostpath():
+    sdep = kv.render_one(set_values={"modelUri": "s3://b/m", "modelCache": {"enabled": False}})
+    assert kv.manifest_errors(sdep) == []
+    spec = pod_spec(sdep)
+    (init,) = spec["initContainers"]
+    assert init["args"] == ["s3://b/m", MODEL_VOLUME_PATH]
+    assert all("hostPath" not in v for v in spec["volumes"])
+
+
+def test_model_cache_without_the_root_step_for_prepared_nodes():
+    spec = pod_spec(kv.render_one(set_values={"modelUri": "s3://b/m", "modelCache": {"prepare": False}}))
+    (init,) = spec["initContainers"]
+    assert init["args"][2:] == CACHE_ARGS and all(c["securityContext"]["runAsNonRoot"] for c in spec["initContainers"])
 
 
 # --- NetworkPolicy (issue 9: exposure) ----------------------------------------------------------------
@@ -367,7 +425,8 @@ def test_termination_grace_period_is_above_the_servers_graceful_timeout():
 
 
 def _init(doc):
-    return pod_spec(doc)["initContainers"][0]
+    (init,) = [c for c in pod_spec(doc)["initContainers"] if c["name"].endswith("-model-initializer")]
+    return init
 
 
 def _server(doc):
@@ -453,7 +512,7 @@ def test_face_mask_example_is_pinned_to_the_pi_and_downloads_over_https():
     assert params["input_tensor_name"] == "data_1"
     assert "cls_branch_concat_1/concat" in params["output_tensor_name"].split(",")
     assert pod_spec(sdep)["nodeName"] == "raspberry"
-    assert _init(sdep)["args"] == [graph["modelUri"], MODEL_VOLUME_PATH]
+    assert _init(sdep)["args"] == [graph["modelUri"], MODEL_VOLUME_PATH, *CACHE_ARGS]
 
 
 def test_openvino_example_uses_the_openvino_server():

@@ -3,9 +3,11 @@
 The rendered SeldonDeployment's pod is run here the way the Seldon v1 operator and the kubelet would
 run it, with real processes and no cluster:
 
-1. every emptyDir volume becomes a temporary directory, and each container's mounts map its paths there;
-2. the init container's args run as its image's ENTRYPOINT does (`python -m edgeservers.storage`),
-   fetching the model from a local HTTP server into the model volume;
+1. every emptyDir volume becomes a temporary directory, every hostPath a directory under a temporary
+   "node" root (kept across pod runs, as a node keeps it), and each container's mounts map its paths there;
+2. the init containers' args run as their image's ENTRYPOINT does (`python -m edgeservers.storage`):
+   the model cache's owner step, then the download from a local HTTP or S3 server into the model volume
+   through the cache;
 3. the model container's environment is derived exactly as the operator derives it (see `operator_env`);
 4. the server starts with that environment (`seldon-core-microservice <MODEL_NAME> --service-type MODEL`,
    as the image's entrypoint runs it) and answers its probes and a REST prediction.
@@ -33,7 +35,9 @@ import yaml
 
 import k8s_validation as kv
 from harness import LOOPBACK_SHIM, MICROSERVICE, ServerProcess, free_port, http_ok, listening_hosts
-from services import FileServer, tar_dir
+from services import FileServer, S3Server, tar_dir
+
+MANIFEST = ".edgeservers-model.json"  # what the initializer writes beside the model (edgeservers.storage.cache)
 
 ROOT = kv.ROOT
 PYTHON = Path(sys.executable)  # the venv's python: the image's ENTRYPOINT is `python -m edgeservers.storage`
@@ -128,12 +132,18 @@ def operator_env(sdep: dict, predictor: dict, container: dict) -> dict[str, str]
 
 
 class Volumes:
-    """emptyDir volumes as temporary directories; container paths mapped through each container's mounts."""
+    """emptyDir volumes as temporary directories, hostPath volumes under `node` (the node's filesystem,
+    which outlives a pod); container paths mapped through each container's mounts."""
 
-    def __init__(self, pod_spec: dict, root: Path):
+    def __init__(self, pod_spec: dict, root: Path, node: Path | None = None):
         self.dirs = {}
         for volume in pod_spec.get("volumes") or []:
-            assert "emptyDir" in volume, f"the contract test only knows emptyDir volumes: {volume}"
+            if "hostPath" in volume:
+                assert node is not None and volume["hostPath"]["type"] == "DirectoryOrCreate", volume
+                self.dirs[volume["name"]] = node / volume["hostPath"]["path"].lstrip("/")
+                self.dirs[volume["name"]].mkdir(parents=True, exist_ok=True)  # the kubelet creates it, as root
+                continue
+            assert "emptyDir" in volume, f"the contract test only knows emptyDir and hostPath volumes: {volume}"
             self.dirs[volume["name"]] = root / volume["name"]
             self.dirs[volume["name"]].mkdir(parents=True)
 
@@ -145,6 +155,13 @@ class Volumes:
             if path == mount or path.startswith(mount + "/"):
                 return str(self.dirs[m["name"]]) + path[len(mount) :]
         return path
+
+
+def model_initializer(sdep: dict) -> dict:
+    """The init container that downloads the model (named as the operator names its own)."""
+    (spec,) = [c["spec"] for c in sdep["spec"]["predictors"][0]["componentSpecs"]]
+    (init,) = [c for c in spec["initContainers"] if c["name"].endswith("-model-initializer")]
+    return init
 
 
 # --- fixtures ------------------------------------------------------------------------------------------
@@ -172,12 +189,12 @@ def tools() -> None:
 class PodRun:
     """One rendered pod, run locally: init containers, then the model container."""
 
-    def __init__(self, sdep: dict, root: Path):
+    def __init__(self, sdep: dict, root: Path, node: Path):
         self.sdep = sdep
         (self.predictor,) = sdep["spec"]["predictors"]
         (component,) = self.predictor["componentSpecs"]
         self.spec = component["spec"]
-        self.volumes = Volumes(self.spec, root / "volumes")
+        self.volumes = Volumes(self.spec, root / "volumes", node)
         self.root = root
         self.server: ServerProcess | None = None
 
@@ -194,7 +211,9 @@ class PodRun:
         env.update({e["name"]: e["value"] for e in container.get("env") or []})
         return env
 
-    def run_init_containers(self, secrets: dict[str, dict[str, str]] | None = None) -> None:
+    def run_init_containers(self, secrets: dict[str, dict[str, str]] | None = None) -> list[str]:
+        """Each init container in order; what each printed (its one line)."""
+        lines = []
         for init in self.spec.get("initContainers") or []:
             assert init["image"].rsplit(":", 1)[0].endswith("/edgeservers-storage-initializer"), init["image"]
             assert "command" not in init, "the image's ENTRYPOINT must stay in charge"
@@ -210,6 +229,8 @@ class PodRun:
                 timeout=120,
             )
             assert result.returncode == 0, f"init container {init['name']} failed:\n{result.stderr}"
+            lines.append(result.stdout.strip())
+        return lines
 
     def start_server(self, secrets: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
         (container,) = self.spec["containers"]
@@ -269,10 +290,12 @@ class PodRun:
 
 @pytest.fixture
 def pod_run(tmp_path) -> Iterator:
+    """Run a rendered pod; every run of a test is on the same node (its hostPath directories are shared),
+    each with fresh emptyDirs (a new pod)."""
     runs: list[PodRun] = []
 
     def run(sdep: dict) -> PodRun:
-        runs.append(PodRun(sdep, tmp_path))
+        runs.append(PodRun(sdep, tmp_path / f"pod-{len(runs)}", tmp_path / "node"))
         return runs[-1]
 
     yield run
@@ -316,7 +339,7 @@ def test_chart_initializer_and_server_agree_on_a_classifier(model_site, pod_run)
     run = pod_run(sdep)
     run.run_init_containers()
     model_dir = Path(run.volumes.dirs["model-provision-location"])
-    assert sorted(f.name for f in model_dir.iterdir()) == ["labels.txt", "mobilenet_v2_1.0_224_quant.tflite"]
+    assert sorted(f.name for f in model_dir.iterdir()) == [MANIFEST, "labels.txt", "mobilenet_v2_1.0_224_quant.tflite"]
 
     env = run.start_server()
     for port_var in ("PREDICTIVE_UNIT_HTTP_SERVICE_PORT", "PREDICTIVE_UNIT_METRICS_SERVICE_PORT"):
@@ -395,10 +418,12 @@ def test_every_example_runs_as_shipped(example, web, s3_server, pod_run):
     sdep = kv.render_one([EXAMPLES[example]], set_values=set_values)
     assert kv.manifest_errors(sdep) == []
     run = pod_run(sdep)
-    (init,) = run.spec["initContainers"]
+    init = model_initializer(sdep)
     assert init.get("envFrom") == ([{"secretRef": {"name": secret}} for secret in secrets] or None)
     run.run_init_containers(secrets)
-    assert sorted(f.name for f in Path(run.volumes.dirs["model-provision-location"]).iterdir()) == files
+    assert sorted(f.name for f in Path(run.volumes.dirs["model-provision-location"]).iterdir()) == sorted(
+        [MANIFEST, *files]
+    )
 
     env = run.start_server(secrets)
     rendered = [
@@ -414,3 +439,38 @@ def test_every_example_runs_as_shipped(example, web, s3_server, pod_run):
         s3_server.put(bucket, {prefix + photo: (ROOT / "images" / photo).read_bytes()})
         reference = run.answer(json={"jsonData": {"image_uri": f"s3://{bucket}/{prefix}{photo}"}})
         assert reference == answer, "the same photo, posted or fetched by reference"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(s3_server: S3Server) -> str:
+    """The loopback S3 server holding the image-classifier example's object: models/mobilenet_v2_quant.tar.gz."""
+    s3_server.put("models", {"mobilenet_v2_quant.tar.gz": tar_dir(ROOT / "models" / "mobilenet_v2_quant")})
+    return s3_server.endpoint
+
+
+def test_node_reboot_offline_serves_the_model_from_the_node_cache(s3_server: S3Server, s3_endpoint, pod_run):
+    """The image-classifier example's pod runs, then runs again on the same node as a new pod (fresh
+    emptyDirs: the pod was deleted, or the node rebooted) with the S3 server stopped: the initializer
+    exits 0 from the hostPath cache, saying the source is unreachable, and the server answers."""
+    secret = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": S3Server.SECRET_KEY}
+    secret["AWS_ENDPOINT_URL"] = s3_endpoint
+    sdep = kv.render_one([kv.EXAMPLES / "image-classifier.values.yaml"])
+    init = model_initializer(sdep)
+    secrets = {init["envFrom"][0]["secretRef"]["name"]: secret}
+
+    online = pod_run(sdep)
+    owner_line, download_line = online.run_init_containers(secrets)
+    assert owner_line.endswith("belongs to 1000:1000 (1 path changed)") and " wrote 2 files " in download_line
+    online.start_server()
+    first = requests.get(online.url + "/api/v1.0/metadata", timeout=30).json()["custom"]
+    assert first["model_source"] == "download"
+    online.stop()
+
+    with s3_server.outage():
+        offline = pod_run(sdep)
+        _, line = offline.run_init_containers(secrets)
+        assert " unreachable (cannot reach S3 endpoint" in line and f"fetched {first['model_fetched_at']}" in line
+        offline.start_server()
+        assert [a["label"] for a in offline.predict("parrot.jpg")][:1] == ["macaw"]
+        custom = requests.get(offline.url + "/api/v1.0/metadata", timeout=30).json()["custom"]
+    assert custom["model_source"] == "cache-offline" and custom["model_version"] == first["model_version"]

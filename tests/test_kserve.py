@@ -45,6 +45,7 @@ RUNTIMES = {
     "edgeservers-openvino": KSERVE / "clusterservingruntime-openvino.yaml",
 }
 FACE_MASK = KSERVE / "face-mask-raspberry.yaml"
+FACE_MASK_IMAGE = KSERVE / "face-mask-model-image.yaml"  # the model as an OCI image volume
 HTTP_PORT, GRPC_PORT = 8080, 8081
 MODEL_DIR = "/mnt/models"
 
@@ -138,7 +139,7 @@ def kserve_pod(isvc: dict, runtime: dict) -> dict:
 # --- schema and KServe-convention checks ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [*RUNTIMES.values(), FACE_MASK], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*RUNTIMES.values(), FACE_MASK, FACE_MASK_IMAGE], ids=lambda p: p.name)
 def test_manifests_match_kserves_crd_schemas(path):
     assert schema_errors(load(path)) == []
 
@@ -192,9 +193,30 @@ def test_face_mask_inference_service_names_the_runtime_and_an_arm_node():
     assert predictor["nodeSelector"]["kubernetes.io/arch"] in ("arm64", "arm")
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
     assert "storageUri" not in model  # KServe's initializer would be injected; ours runs as an init container
-    (init,) = predictor["initContainers"]
-    assert init["image"].rsplit(":", 1)[0].endswith("/edgeservers-storage-initializer")
-    assert init["args"][1] == MODEL_DIR
+    owner, init = predictor["initContainers"]
+    for c in (owner, init):
+        assert c["image"].rsplit(":", 1)[0].endswith("/edgeservers-storage-initializer")
+    assert owner["args"] == ["--cache-dir", "/var/cache/edgeservers", "--prepare-cache", "1000:1000"]
+    assert owner["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert init["args"][1:] == [MODEL_DIR, "--cache-dir", "/var/cache/edgeservers"]
+    cache = next(v for v in predictor["volumes"] if v["name"] == "model-cache")
+    assert cache["hostPath"] == {"path": "/var/lib/edgeservers/models", "type": "DirectoryOrCreate"}
+
+
+def test_model_image_inference_service_mounts_an_image_volume_without_an_init_container():
+    """The model as an OCI image: a read-only image volume at /mnt/models, no init container; the pod
+    KServe builds passes Kubernetes 1.35's pod schema (and 1.28's refuses it: image volumes are newer)."""
+    isvc = load(FACE_MASK_IMAGE)
+    assert schema_errors(isvc) == []
+    pod = kserve_pod(isvc, load(RUNTIMES["edgeservers-tflite"]))
+    spec = pod["spec"]
+    assert "initContainers" not in spec
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "model"]
+    assert volume["image"]["reference"] and volume["image"]["pullPolicy"] == "IfNotPresent"
+    (container,) = spec["containers"]
+    assert {"name": "model", "mountPath": MODEL_DIR, "readOnly": True} in container["volumeMounts"]
+    assert kv.pod_errors(pod, versions=("1.35",)) == []
+    assert any("'image' was unexpected" in e for e in kv.pod_errors(pod, versions=(kv.K8S_VERSION,)))
 
 
 @pytest.mark.parametrize("runtime_name", sorted(RUNTIMES))
@@ -229,10 +251,13 @@ def kserve_run(tmp_path, model_site):  # noqa: F811 (the imported fixture)
     isvc = load(FACE_MASK)
     pod = kserve_pod(isvc, load(RUNTIMES["edgeservers-tflite"]))
     spec = pod["spec"]
-    volumes = Volumes(spec, tmp_path / "volumes")
-    (init,) = spec["initContainers"]
+    volumes = Volumes(spec, tmp_path / "volumes", tmp_path / "node")
+    init = spec["initContainers"][-1]  # the download; the cache owner step before it is the chart's (test_contract)
     url = init["args"][0]
-    args = [model_site.url(url.rsplit("/", 1)[-1]), volumes.host_path(init, init["args"][1])]
+    args = [
+        model_site.url(url.rsplit("/", 1)[-1]),
+        *(volumes.host_path(init, a) if a.startswith("/") else a for a in init["args"][1:]),
+    ]
     tmp = volumes.host_path(init, "/tmp")
     result = subprocess.run(
         [str(PYTHON), "-m", "edgeservers.storage", *args],
@@ -303,7 +328,10 @@ def kserve_run(tmp_path, model_site):  # noqa: F811 (the imported fixture)
 
 
 def test_the_kserve_pod_answers_oip_with_the_triton_client(kserve_run, tmp_path):
-    assert [f.name for f in kserve_run.model_dir.iterdir()] == ["face_mask_detection.tflite"]
+    assert sorted(f.name for f in kserve_run.model_dir.iterdir()) == [
+        ".edgeservers-model.json",
+        "face_mask_detection.tflite",
+    ]
     triton = TritonClient(tmp_path)
     photo = [{"name": "data_1", "datatype": "BYTES", "files": [str(ROOT / "images" / "face_mask_demo.jpg")]}]
     results = triton.run(

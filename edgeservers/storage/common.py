@@ -30,8 +30,8 @@ class StorageError(Exception):
 
 
 def size(text: str) -> int:
-    """A byte count such as 512M, 1G, 300MiB or 1048576 (K/M/G/T are powers of 1024)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, flags=re.I)
+    """A byte count such as 512M, 1G, 1Gi, 300MiB or 1048576 (K/M/G/T are powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:ib?|b)?\s*", text, flags=re.I)
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a positive size (bytes, or with K/M/G/T)")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
@@ -100,17 +100,31 @@ KNOBS: dict[str, Knob] = {
         "fail when 64 KiB take longer than this (HTTP) or no byte comes (S3)",
         "STORAGE_TIMEOUT",
     ),
+    "connect_timeout": Knob(
+        "--connect-timeout",
+        "STORAGE_CONNECT_TIMEOUT",
+        "5",
+        seconds,
+        lambda s: f"{s:g} s",
+        "seconds to wait for a connection, and for the source's answer when a cached copy could be used instead",
+    ),
+    "cache_max": Knob(
+        "--cache-max", "STORAGE_CACHE_MAX", "1G", size, human, "most bytes the model cache keeps (with --cache-dir)"
+    ),
 }
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bytes fetched, bytes unpacked, files (or archive entries) written, and seconds without a byte."""
+    """Bytes fetched, bytes unpacked, files (or archive entries) written, seconds without a byte, seconds
+    to connect, and bytes the model cache may keep."""
 
     max_download: int
     max_unpacked: int
     max_files: int
     stall_timeout: float
+    connect_timeout: float
+    cache_max: int
 
     @classmethod
     def resolve(cls, given: dict[str, str | None] | None = None) -> Limits:
@@ -135,6 +149,29 @@ class Limits:
     def breach(self, name: str, what: str) -> StorageError:
         """The one-line error for a breached limit."""
         return StorageError(self.describe(name, what))
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the source said about the model when it was fetched: what the next check sends back to it
+    (ETag for If-None-Match / the S3 listing, Last-Modified for If-Modified-Since)."""
+
+    etag: str = ""
+    last_modified: str = ""
+    size: int | None = None
+
+
+UNCHANGED, CHANGED, UNREACHABLE = "unchanged", "changed", "unreachable"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The answer of a cheap look at the source: UNCHANGED, CHANGED (with what it says now) or UNREACHABLE
+    (connection refused or timed out, HTTP 5xx), with the reason in words."""
+
+    state: str
+    detail: str
+    source: Source | None = None
 
 
 class Budget:

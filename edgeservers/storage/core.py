@@ -1,4 +1,5 @@
-"""The download itself: staging directory, scheme dispatch, checksum, unpacking, merge into dest."""
+"""The download itself: staging directory, scheme dispatch, checksum, unpacking, merge into dest; and the
+scheme's cheap check of a source (`probe`) for the model cache."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .archive import archive_kind, unpack
-from .common import CHUNK, Budget, Limits, StorageError, os_reason, redact, scheme
+from .common import CHUNK, Budget, Check, Limits, Source, StorageError, os_reason, redact, scheme
+from .partial import Partial
 
 REMOTE_SCHEMES = ("s3", "gs", "http", "https")
 PARTIAL_PREFIX = ".partial-"
@@ -47,44 +50,89 @@ def download(uri: str, dest_dir: str, sha256: str | None = None) -> str:
     return dest_dir
 
 
-def fetch(uri: str, dest_dir: str, sha256: str | None, limits: Limits) -> tuple[str, int, int]:
-    """download() plus what the CLI reports: (absolute dest, files written, bytes written)."""
+@dataclass(frozen=True)
+class Fetched:
+    """A complete, checked and unpacked download: the directory holding it and what the source said."""
+
+    root: str
+    files: int
+    nbytes: int
+    source: Source
+    fetched_sha256: str  # of the single file fetched (an archive before unpacking); "" for a directory or prefix
+
+
+def parse(uri: str, sha256: str | None) -> tuple[str, str | None]:
+    """The URI without its #sha256= fragment, and the expected sha256 (argument or fragment), checked."""
     if not isinstance(uri, str) or not uri.strip():
         raise StorageError("no model URI given")
     uri, fragment_sha = _split_sha256_fragment(uri.strip())
-    expected = _normalise_sha256(sha256, fragment_sha)
-    fetcher = _fetcher(uri)
+    return uri, _normalise_sha256(sha256, fragment_sha)
+
+
+def fetch(uri: str, dest_dir: str, sha256: str | None, limits: Limits) -> tuple[str, int, int]:
+    """download() plus what the CLI reports: (absolute dest, files written, bytes written)."""
+    uri, expected = parse(uri, sha256)
+    _fetcher(uri)  # an unsupported scheme fails before anything is written
     dest = os.path.abspath(dest_dir)
+    staging = make_staging(dest)
     try:
-        os.makedirs(dest, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=dest)
-    except OSError as e:
-        raise StorageError(f"cannot write to destination {dest}: {e.strerror or e}") from None
-    try:
-        fetched = os.path.join(staging, "fetched")
-        os.mkdir(fetched)
-        single = fetcher(uri, fetched, expected is not None, Budget(limits))
-        result = fetched
-        if single is not None:
-            if expected is not None:
-                _verify_sha256(single, expected)
-            if archive_kind(single):
-                result = os.path.join(staging, "unpacked")
-                os.mkdir(result)
-                unpack(single, result, limits)
-        files, nbytes = _tree_size(result)
-        if files == 0:
-            what = redact(uri) if result == fetched else f"archive {os.path.basename(single or '')}"
-            raise StorageError(f"{what} holds no files")
-        _merge_into(result, dest)
-        return dest, files, nbytes
+        got = fetch_tree(uri, staging, expected, limits, Partial(os.path.join(staging, "fetched")))
+        merge_into(got.root, dest)
+        return dest, got.files, got.nbytes
     except OSError as e:
         raise StorageError(f"cannot write to destination {dest}: {os_reason(e)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _fetcher(uri: str) -> Callable[[str, str, bool, Budget], str | None]:
+def make_staging(dest: str) -> str:
+    """A hidden staging directory inside `dest` (created if missing): renames from it stay on one filesystem."""
+    try:
+        os.makedirs(dest, exist_ok=True)
+        return tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=dest)
+    except OSError as e:
+        raise StorageError(f"cannot write to destination {dest}: {e.strerror or e}") from None
+
+
+def fetch_tree(uri: str, staging: str, expected: str | None, limits: Limits, partial: Partial) -> Fetched:
+    """Fetch `uri` into `partial` (resuming what it holds), check the sha256, unpack an archive into
+    `staging`; the complete tree is `Fetched.root` (inside `partial` or `staging`)."""
+    fetcher = _fetcher(uri)
+    single, source = fetcher(uri, partial, expected is not None, Budget(limits))
+    result, fetched_sha = partial.files, ""
+    if single is not None:
+        fetched_sha = file_sha256(single)
+        if expected is not None and fetched_sha != expected:
+            partial.discard(os.path.relpath(single, partial.files).replace(os.sep, "/"))
+            raise StorageError(
+                f"sha256 mismatch for {os.path.basename(single)}: expected {expected}, got {fetched_sha}"
+            )
+        if archive_kind(single):
+            result = os.path.join(staging, "unpacked")
+            os.mkdir(result)
+            unpack(single, result, limits)
+    files, nbytes = tree_size(result)
+    if files == 0:
+        what = redact(uri) if result == partial.files else f"archive {os.path.basename(single or '')}"
+        raise StorageError(f"{what} holds no files")
+    return Fetched(result, files, nbytes, source, fetched_sha)
+
+
+def probe(uri: str, known: Source, limits: Limits) -> Check:
+    """The scheme's cheap check of a remote source against what it said before (see the model cache)."""
+    module = importlib.import_module(f"{__package__}.{_FETCHERS[scheme(uri)][0]}")
+    return module.probe(uri, known, limits)
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fetcher(uri: str) -> Callable[[str, Partial, bool, Budget], tuple[str | None, Source]]:
     """The scheme module's fetch(), imported now (with its third-party package) and not before."""
     name = scheme(uri)
     if name == "gs":
@@ -100,14 +148,14 @@ def _fetcher(uri: str) -> Callable[[str, str, bool, Budget], str | None]:
         raise StorageError(f"{name}:// needs the {package} package, which is not installed") from None
 
 
-def _merge_into(src: str, dst: str) -> None:
+def merge_into(src: str, dst: str) -> None:
     """Move the contents of src into dst with os.replace, merging directories that already exist."""
     for name in sorted(os.listdir(src)):
         s, d = os.path.join(src, name), os.path.join(dst, name)
         s_is_dir = os.path.isdir(s) and not os.path.islink(s)
         d_is_dir = os.path.isdir(d) and not os.path.islink(d)
         if s_is_dir and d_is_dir:
-            _merge_into(s, d)
+            merge_into(s, d)
             continue
         if d_is_dir:
             shutil.rmtree(d)
@@ -116,7 +164,7 @@ def _merge_into(src: str, dst: str) -> None:
         os.replace(s, d)
 
 
-def _tree_size(root: str) -> tuple[int, int]:
+def tree_size(root: str) -> tuple[int, int]:
     files = nbytes = 0
     for dirpath, _dirs, names in os.walk(root):
         for name in names:
@@ -139,12 +187,3 @@ def _normalise_sha256(given: str | None, from_fragment: str | None) -> str | Non
             raise StorageError("the sha256 argument and the URI's #sha256= fragment disagree")
         return given
     return from_fragment
-
-
-def _verify_sha256(path: str, expected: str) -> None:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    if h.hexdigest() != expected:
-        raise StorageError(f"sha256 mismatch for {os.path.basename(path)}: expected {expected}, got {h.hexdigest()}")

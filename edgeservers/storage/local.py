@@ -6,7 +6,8 @@ import os
 import shutil
 import urllib.parse
 
-from .common import Budget, StorageError, os_reason, scheme
+from .common import Budget, Source, StorageError, os_reason, scheme
+from .partial import Partial
 
 
 def local_path(uri: str) -> str:
@@ -20,8 +21,9 @@ def local_path(uri: str) -> str:
     return os.path.abspath(path)
 
 
-def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str | None:
-    """Copy into `out`; return the copied file, or None for a directory."""
+def fetch(uri: str, partial: Partial, need_single: bool, budget: Budget) -> tuple[str | None, Source]:
+    """Copy into `partial.files`; return (the copied file, or None for a directory; the source's size)."""
+    out = partial.files
     path = local_path(uri)
     if not os.path.exists(path):
         raise StorageError(f"no such file or directory: {path}")
@@ -34,11 +36,11 @@ def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str | None:
                 raise StorageError(f"the destination is inside the source directory {path}")
             _check_tree(path, budget)
             shutil.copytree(path, out, dirs_exist_ok=True, copy_function=shutil.copyfile)
-            return None
+            return None, Source()
         budget.check(os.path.getsize(path), path)
         target = os.path.join(out, os.path.basename(path))
         shutil.copyfile(path, target)
-        return target
+        return target, Source(size=os.path.getsize(target))
     except shutil.Error as e:
         raise StorageError(f"cannot copy {path}: {e.args[0][0][2] if e.args and e.args[0] else e}") from None
     except OSError as e:

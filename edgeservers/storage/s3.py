@@ -1,69 +1,163 @@
 """s3://bucket/key or s3://bucket/prefix: AWS S3, Ceph RGW, MinIO (and GCS's XML API), with boto3.
 
-Retries are botocore's ("standard" mode, STORAGE_RETRIES + 1 attempts) and s3transfer's for a body
-that breaks off; the stall timeout is botocore's read timeout.
+Retries are botocore's ("standard" mode, STORAGE_RETRIES + 1 attempts); a body that breaks off is
+resumed with a ranged GET (IfMatch the ETag the listing gave, so an object replaced in between is
+refused rather than spliced), up to STORAGE_RETRIES times. The stall timeout is botocore's read
+timeout. `probe()` is the model cache's cheap look: the same listing (ETag, size and date of every
+object), one request, no retries.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
 
 import boto3
-from boto3.exceptions import Boto3Error, RetriesExceededError
-from boto3.s3.transfer import TransferConfig
+from boto3.exceptions import Boto3Error
 from botocore import exceptions as bx
 from botocore.config import Config
-from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceeded
-from s3transfer.exceptions import S3DownloadFailedError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .common import (
+    CHANGED,
+    CHUNK,
+    UNCHANGED,
+    UNREACHABLE,
     USER_AGENT,
     Budget,
+    Check,
     Limits,
+    Source,
     StorageError,
     env_flag,
     env_number,
+    os_reason,
     redact,
     safe_name,
     safe_relpath,
 )
+from .partial import Partial
 
-# One part at a time: s3transfer's default (10 threads, 8 MiB parts) buffers more than an init container has.
-_TRANSFER = TransferConfig(use_threads=False)
+log = logging.getLogger("edgeservers.storage")
+# A body that breaks off: these (and urllib3's own) end the stream; the next ranged GET resumes it.
+_BROKEN = (bx.IncompleteReadError, bx.ResponseStreamingError, bx.ConnectionClosedError, bx.ReadTimeoutError)
 
 
-def fetch(uri: str, out: str, need_single: bool, budget: Budget) -> str | None:
-    """The object `key` alone if it exists, else every object under `key/`; the file, or None for a prefix."""
+class _Object:
+    """One object to fetch: its key, where it goes, and what the listing said about it."""
+
+    def __init__(self, key: str, rel: str, size: int, etag: str, last_modified: str) -> None:
+        self.key, self.rel, self.size, self.etag, self.last_modified = key, rel, size, etag, last_modified
+
+
+def fetch(uri: str, out: Partial, need_single: bool, budget: Budget) -> tuple[str | None, Source]:
+    """The object `key` alone if it exists, else every object under `key/`: (the file, or None for a
+    prefix; what the listing said). Objects already complete in `out` with the same ETag are kept, a
+    partial one is resumed."""
     bucket, key = _split_bucket(uri)
     client, where = _client(budget.limits)
     try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-        entries = ((o["Key"], int(o.get("Size", 0))) for page in pages for o in page.get("Contents", ()))
-        plan, single = _plan(uri, key, entries, need_single, budget)
+        plan, single = _plan(uri, key, _listing(client, bucket, key), need_single, budget)
         target = ""
-        for obj_key, rel in plan:
-            target = os.path.join(out, *rel.split("/"))
+        for obj in plan:
+            target = out.path(obj.rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            counted = [0]
-
-            def progress(nbytes: int, obj_key: str = obj_key, counted: list[int] = counted) -> None:
-                counted[0] += nbytes  # s3transfer reports a retried part with a negative count first
-                budget.check(counted[0], f"s3://{bucket}/{obj_key}")
-
-            with open(target, "wb") as f:
-                client.download_fileobj(bucket, obj_key, f, Callback=progress, Config=_TRANSFER)
-            budget.commit(counted[0])
-        return target if single else None
+            have = out.resume_from(obj.rel, etag=obj.etag, size=obj.size)
+            if have != obj.size or not out.get(obj.rel).get("done"):
+                out.begin(obj.rel, etag=obj.etag, size=obj.size)
+                _get(client, bucket, obj, target, have, budget, f"s3://{bucket}/{obj.key}", where)
+                out.begin(obj.rel, etag=obj.etag, size=obj.size, done=True)
+            budget.commit(obj.size)
+        return (target if single else None), _source_of(plan, single)
     except (bx.BotoCoreError, bx.ClientError) as e:
         raise _error(e, uri, where, bucket, budget.limits) from None
-    except (RetriesExceededError, TransferRetriesExceeded):
-        raise StorageError(
-            f"connection to S3 endpoint {where} failed while fetching {uri} (gave up after retries)"
-        ) from None
-    except (Boto3Error, S3DownloadFailedError) as e:
+    except Boto3Error as e:
         raise StorageError(f"S3 transfer of {uri} from {where} failed: {e}") from None
+
+
+def probe(uri: str, known: Source, limits: Limits) -> Check:
+    """Have the objects at `uri` changed since `known`? One listing, no retries, each wait bounded by the
+    connect timeout. Missing objects, a missing bucket or refused credentials raise, as a download would."""
+    bucket, key = _split_bucket(uri)
+    client, where = _client(limits, probing=True)
+    try:
+        plan, single = _plan(uri, key, _listing(client, bucket, key), False, Budget(limits))
+    except (bx.ConnectTimeoutError, bx.ReadTimeoutError):
+        return Check(UNREACHABLE, f"no answer from S3 endpoint {where} within {limits.connect_timeout:g} s")
+    except (bx.EndpointConnectionError, bx.ConnectionClosedError) as e:
+        return Check(UNREACHABLE, f"cannot reach S3 endpoint {where}: {os_reason(e)}")
+    except bx.ClientError as e:
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if status >= 500 or status in (408, 429):
+            return Check(UNREACHABLE, f"S3 endpoint {where} answered HTTP {status}")
+        raise _error(e, uri, where, bucket, limits) from None
+    except bx.BotoCoreError as e:
+        raise _error(e, uri, where, bucket, limits) from None
+    now = _source_of(plan, single)
+    if now.etag == known.etag and now.size == known.size:
+        return Check(UNCHANGED, f"same ETag from S3 endpoint {where}", known)
+    return Check(CHANGED, f"S3 endpoint {where} lists another version", now)
+
+
+def _listing(client: Any, bucket: str, key: str) -> Iterable[_Object]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+    for page in pages:
+        for o in page.get("Contents", ()):
+            modified = o.get("LastModified")
+            yield _Object(
+                o["Key"], "", int(o.get("Size", 0)), str(o.get("ETag", "")), modified.isoformat() if modified else ""
+            )
+
+
+def _source_of(plan: list[_Object], single: bool) -> Source:
+    """A single object's own ETag and date; for a prefix, a digest of every key, ETag and size listed."""
+    if single:
+        (obj,) = plan
+        return Source(obj.etag, obj.last_modified, obj.size)
+    lines = "".join(f"{o.key}\t{o.etag}\t{o.size}\n" for o in sorted(plan, key=lambda o: o.key))
+    return Source("listing:" + hashlib.sha256(lines.encode()).hexdigest()[:32], "", sum(o.size for o in plan))
+
+
+def _get(
+    client: Any, bucket: str, obj: _Object, target: str, have: int, budget: Budget, shown: str, where: str
+) -> None:
+    """GET the object from byte `have` on into `target`, resuming with a ranged GET when the body breaks off."""
+    retries = int(env_number("STORAGE_RETRIES", 4))
+    attempt = 0
+    while True:
+        request: dict[str, Any] = {"Bucket": bucket, "Key": obj.key}
+        if obj.etag:
+            request["IfMatch"] = obj.etag
+        if have:
+            request["Range"] = f"bytes={have}-"
+        try:
+            body = client.get_object(**request)["Body"]
+            try:
+                with open(target, "ab" if have else "wb") as f:
+                    for chunk in body.iter_chunks(CHUNK):
+                        have += len(chunk)
+                        budget.check(have, shown)
+                        f.write(chunk)
+            finally:
+                body.close()
+            if have == obj.size:
+                return
+            failure = f"connection to S3 endpoint {where} closed after {have} of {obj.size} bytes of {shown}"
+        except bx.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise StorageError(f"{shown} changed on {where} while it was being fetched: fetch it again") from None
+            raise
+        except (*_BROKEN, Urllib3Error) as e:
+            if isinstance(e, bx.ReadTimeoutError) and attempt >= retries:
+                raise
+            failure = f"connection to S3 endpoint {where} broke after {have} of {obj.size} bytes of {shown}"
+        attempt += 1
+        if attempt > retries:
+            raise StorageError(f"{failure} (gave up after {retries + 1} attempts)")
+        log.warning("%s; resuming, retry %d/%d", failure, attempt, retries)
 
 
 def _split_bucket(uri: str) -> tuple[str, str]:
@@ -75,22 +169,25 @@ def _split_bucket(uri: str) -> tuple[str, str]:
 
 
 def _plan(
-    uri: str, key: str, entries: Iterable[tuple[str, int]], need_single: bool, budget: Budget
-) -> tuple[list[tuple[str, str]], bool]:
+    uri: str, key: str, entries: Iterable[_Object], need_single: bool, budget: Budget
+) -> tuple[list[_Object], bool]:
     """Which objects to fetch to which relative path, checked against the limits from the listing's
     sizes before anything is fetched. Returns (plan, single)."""
     under = key if key == "" or key.endswith("/") else key + "/"
-    children: list[tuple[str, str]] = []
+    children: list[_Object] = []
     total = 0
-    for name, nbytes in entries:
+    for obj in entries:
+        name = obj.key
         if key and name == key and not key.endswith("/"):
             if not safe_name(name):
                 raise StorageError(f"cannot tell a file name from {uri}")
-            budget.check(nbytes, uri)
-            return [(name, safe_name(name))], True
+            budget.check(obj.size, uri)
+            obj.rel = safe_name(name)
+            return [obj], True
         if name.startswith(under) and not name.endswith("/"):
-            children.append((name, safe_relpath(name[len(under) :], f"object key in {uri}")))
-            total += nbytes
+            obj.rel = safe_relpath(name[len(under) :], f"object key in {uri}")
+            children.append(obj)
+            total += obj.size
             if len(children) > budget.limits.max_files:
                 raise budget.limits.breach("max_files", f"{uri} holds more than {budget.limits.max_files} objects")
             budget.check(total, uri)
@@ -101,24 +198,33 @@ def _plan(
     return children, False
 
 
-def _client(limits: Limits) -> tuple[Any, str]:
-    return client(limits.stall_timeout)
+def _client(limits: Limits, probing: bool = False) -> tuple[Any, str]:
+    """The download's client, or the probe's: no retries, and no wait longer than the connect timeout."""
+    if probing:
+        return client(limits.connect_timeout, retries=0, connect_timeout=limits.connect_timeout)
+    return client(limits.stall_timeout, connect_timeout=min(limits.connect_timeout, limits.stall_timeout))
 
 
-def client(timeout: float, retries: int | None = None) -> tuple[Any, str]:
-    """A boto3 S3 client configured from the environment (endpoint, TLS, region, credentials) and where it
-    points, for messages: the model download's, and the servers' for images by reference and uploads.
-    `retries` defaults to STORAGE_RETRIES."""
+def endpoint_url() -> str:
+    """The S3 endpoint the environment names (AWS_ENDPOINT_URL, else S3_ENDPOINT with S3_USE_HTTPS), "" for AWS."""
     endpoint = (os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT") or "").strip()
     if endpoint and "://" not in endpoint:
         https = env_flag("S3_USE_HTTPS", env_flag("USE_SSL", True))
         endpoint = ("https://" if https else "http://") + endpoint
+    return endpoint
+
+
+def client(timeout: float, retries: int | None = None, connect_timeout: float | None = None) -> tuple[Any, str]:
+    """A boto3 S3 client configured from the environment (endpoint, TLS, region, credentials) and where it
+    points, for messages: the model download's, and the servers' for images by reference and uploads.
+    `retries` defaults to STORAGE_RETRIES, `connect_timeout` to `timeout` (at most 15 s)."""
+    endpoint = endpoint_url()
     region = (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1").strip()
     config = Config(
-        connect_timeout=min(timeout, 15.0),
+        connect_timeout=min(timeout, 15.0) if connect_timeout is None else connect_timeout,
         read_timeout=timeout,
         retries={
-            "max_attempts": (int(env_number("STORAGE_RETRIES", 4)) if retries is None else retries) + 1,
+            "total_max_attempts": (int(env_number("STORAGE_RETRIES", 4)) if retries is None else retries) + 1,
             "mode": "standard",
         },
         user_agent_extra=USER_AGENT,
