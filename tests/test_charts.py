@@ -486,7 +486,7 @@ def test_accelerator_examples_name_their_delegate_and_devices():
     assert "/dev/bus/usb" in {m["mountPath"] for m in _server(coral)["volumeMounts"]}
     assert _server(npu)["resources"]["limits"]["smarter-devices/galcore"] == 1
     assert "/dev/galcore" in {m["mountPath"] for m in _server(npu)["volumeMounts"]}
-    assert _server(npu)["image"] == "registry.local:5000/edgeservers-vx:0.1.0"
+    assert _server(npu)["image"] == "registry.local:5000/edgeservers:0.1.0-vx"
     assert not [v for v in pod_spec(armnn)["volumes"] if v.get("hostPath", {}).get("path", "").startswith("/dev")]
 
 
@@ -596,6 +596,20 @@ def test_docs_model_commands_render_what_the_tests_validate():
         manifest = values_file.replace(".values.yaml", ".yaml")
         assert manifest in applied, f"docs should `kubectl apply -f {manifest}` too"
         assert kv.plain(sdep) == yaml.safe_load((kv.ROOT / manifest).read_text())
+
+
+def test_accelerator_doc_commands_render_what_the_tests_validate():
+    """docs/accelerators.md's `helm install` of each recipe renders a valid manifest, the example's."""
+    installs = [c for c in kv.doc_commands(kv.ROOT / "docs" / "accelerators.md") if c[:2] == ["helm", "install"]]
+    assert len(installs) == 3
+    for install in installs:
+        flags = install[install.index("charts/edge-model") + 1 :]
+        (sdep,) = [
+            d for d in yaml.safe_load_all(kv.helm("template", install[2], "charts/edge-model", *flags).stdout) if d
+        ]
+        assert kv.manifest_errors(sdep) == []
+        values_file = kv.ROOT / flags[flags.index("-f") + 1]
+        assert kv.plain(sdep)["spec"] == kv.render_example(values_file)["spec"]
 
 
 def test_docs_predict_call_is_a_seldon_rest_predict():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 
 import numpy as np
@@ -21,9 +22,10 @@ from edgeservers.delegates import DelegateConfig, parse_options, shown
 from edgeservers.errors import ModelLoadError
 from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
 
-from conftest import EDGETPU_MODEL, MOBILENET_V1, plain_image_tensor, plain_outputs
+from conftest import EDGETPU_MODEL, MOBILENET_V1, ROOT, plain_image_tensor, plain_outputs
 from test_startup_errors import start_and_fail
 
+DOC = ROOT / "docs" / "accelerators.md"
 MODEL_NODES = 31  # mobilenet_v1_0.25_128_quant: 15 CONV_2D, 13 DEPTHWISE_CONV_2D, AVERAGE_POOL_2D, RESHAPE, SOFTMAX
 FALLBACK_NOTE = "(parameter delegate_fallback=cpu would run the model on the CPU instead)"
 
@@ -271,3 +273,28 @@ def test_only_an_edge_tpu_library_splits_its_devices():
     other = DelegateConfig.from_parameters("libvx_delegate.so", "device=a,b", "fail")
     assert other is not None and other.max_slots() is None and other.slot_options(2) == [{"device": "a,b"}] * 2
     assert DelegateConfig.from_parameters("", "", "fail") is None
+
+
+# --- docs/accelerators.md says what the server says ----------------------------------------------------------
+
+
+def _doc_blocks(kind: str) -> list[str]:
+    return [block.strip() for block in re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), re.S)]
+
+
+def test_the_lines_in_the_doc_are_the_servers(fail):
+    edgetpu = fail("TFLiteServer", model_uri=str(EDGETPU_MODEL))
+    missing = fail("TFLiteServer", model_uri=str(MOBILENET_V1), delegate="libedgetpu.so.1")
+    assert [" ".join(block.split()) for block in _doc_blocks("text")] == [edgetpu, missing]
+
+
+def test_the_metadata_in_the_doc_is_the_servers(load_server, tiny_delegate, tmp_path):
+    library = tmp_path / "libedgetpu.so.1"
+    shutil.copy(tiny_delegate.library, library)
+    options = "device=usb:0,usb:1;mode=reshape;api_token=s3cret"
+    server = load_server("TFLiteServer", **_delegated(library, delegate_options=options, pool_size=4))
+    custom = server.get("/api/v1.0/metadata").json()["custom"]
+    (documented,) = (json.loads(block) for block in _doc_blocks("json"))
+    assert documented.pop("delegate") == "/opt/edgeservers/delegate/libedgetpu.so.1"  # the chart's mount
+    assert custom.pop("delegate") == str(library)
+    assert {k: v for k, v in custom.items() if k in documented} == documented
