@@ -228,10 +228,8 @@ class TFLiteRuntime(ModelRuntime[TFLiteOptions]):
             "delegate_options": delegates.shown(dict(config.options)),
             "delegate_fallback": config.fallback,
         }
-        trial = _trials.get((str(model_path), config))
-        if trial is None:
-            report["delegate_applied"] = "unknown: not tried yet"
-        elif trial.error is not None:
+        trial = _trials[(str(model_path), config)]
+        if trial.error is not None:
             report["delegate_applied"] = f"no, the CPU runs the model (delegate_fallback=cpu): {trial.error}"
         else:
             report["delegate_applied"] = "yes"
@@ -251,8 +249,7 @@ class TFLiteRuntime(ModelRuntime[TFLiteOptions]):
         config = options.delegate_config
         if config is None:
             return []
-        trial = _trials.get((str(model_path), config))
-        applied = trial is not None and trial.error is None
+        applied = _trials[(str(model_path), config)].error is None
         return [info_gauge(DELEGATE_INFO, {"delegate": config.library, "applied": "true" if applied else "false"})]
 
     @classmethod
