@@ -45,6 +45,6 @@ test: install $(TEST_DEPS)
 ## help: every target with what it does (the `## ` lines above each rule, here and in mk/*.mk)
 help:
 	@awk '/^## / { block = block substr($$0, 4) "\n"; next } \
-	  /^[a-z][a-z-]*:/ && block { name = substr($$0, 1, index($$0, ":") - 1); sub("^" name ": ", "", block); \
+	  /^[a-z][a-z0-9-]*:/ && block { name = substr($$0, 1, index($$0, ":") - 1); sub("^" name ": ", "", block); \
 	    n = split(block, lines, "\n"); for (i = 1; i < n; i++) printf "  %-18s %s\n", (i == 1 ? name : ""), lines[i] } \
 	  { block = "" }' $(MAKEFILE_LIST)

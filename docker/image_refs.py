@@ -6,7 +6,9 @@
 
 Every non-empty `image:` in charts/ (the chart's values and examples, the operator values, the KServe
 manifests) names one of our images: the storage initializer where it sits under `initContainers` or
-`storageInitializer`, else the server, whose flavour tag (-openvino) is kept. The operator values carry
+`storageInitializer`, else the server, whose flavour tag (-openvino) is kept. A server image whose tag
+has another suffix is a user's own image built from ours (e.g. `...:0.1.0-vx`, adding a delegate) and
+is left as it is. The operator values carry
 the server's repository and tag apart (`image`, `defaultImageVersion`). Only those values change;
 comments and layout stay. With --check nothing is written: the files that differ are listed, exit 1.
 """
@@ -46,6 +48,14 @@ class Images:
         return self.version + next((f for f in FLAVOURS if current.endswith(f)), "")
 
 
+def ours(reference: str) -> bool:
+    """A server reference of ours: no tag, or a version with at most one of our flavours."""
+    name = reference.rsplit("/", 1)[-1]
+    return (
+        ":" not in name or re.fullmatch(r"[0-9][^-]*(" + "|".join(FLAVOURS) + ")?", name.split(":", 1)[1]) is not None
+    )
+
+
 def wanted(node: Any, images: Images, initializer: bool = False) -> Iterator[tuple[str, str, str]]:
     """(key, current value, wanted value) for every image reference in a parsed YAML document."""
     if isinstance(node, list):
@@ -54,8 +64,10 @@ def wanted(node: Any, images: Images, initializer: bool = False) -> Iterator[tup
     elif isinstance(node, dict):
         for key, value in node.items():
             if key == "image" and isinstance(value, str) and value:
-                ref = f"{images.registry}/{images.initializer}:{images.version}"
-                yield key, value, ref if initializer else images.server_ref(value)
+                if initializer:
+                    yield key, value, f"{images.registry}/{images.initializer}:{images.version}"
+                elif ours(value):
+                    yield key, value, images.server_ref(value)
             elif key == "defaultImageVersion" and isinstance(value, str):
                 yield key, value, images.tag(value)
             else:

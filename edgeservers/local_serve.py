@@ -26,8 +26,8 @@ from . import postprocess
 from .errors import ModelLoadError
 from .images import geometry
 from .modelfiles import find_model, read_labels
-from .runtime import RuntimeOptions, TensorSpec, select
-from .runtime_tflite import TFLiteRuntime
+from .runtime import TensorSpec, select
+from .runtime_tflite import TFLiteOptions, TFLiteRuntime
 from .settings import Settings
 
 MICROSERVICE = Path(sys.executable).parent / "seldon-core-microservice"
@@ -76,7 +76,7 @@ def requests_for(parameters: Mapping[str, str], rest_url: str, metrics_url: str)
     """The commands to try the model with: a prediction that fits it, its OIP metadata and the metrics."""
     settings = Settings.from_parameters(parameters)
     model = find_model(Path(settings.model_uri), TFLiteRuntime.model_suffixes)
-    inputs, outputs = TFLiteRuntime.inspect(model, RuntimeOptions(num_threads=1, pool_size=1))
+    inputs, outputs = TFLiteRuntime.inspect(model, TFLiteOptions(num_threads=1, pool_size=1))
     inputs = list(select(inputs, settings.input_names, "input"))
     outputs = list(select(outputs, settings.output_names, "output"))
     predictions = f"{rest_url}/api/v1.0/predictions"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -18,6 +18,12 @@ PREPROCESS = "edgeservers_preprocess_ms"
 INFERENCE = "edgeservers_inference_ms"
 POSTPROCESS = "edgeservers_postprocess_ms"
 UNCERTAIN = "edgeservers_uncertain_predictions_total"
+DELEGATE_INFO = "edgeservers_delegate_info"
+
+
+def info_gauge(key: str, labels: Mapping[str, str]) -> dict:
+    """A Seldon GAUGE of value 1 whose labels carry the facts (Prometheus' info-metric convention)."""
+    return {"type": "GAUGE", "key": key, "value": 1, "tags": dict(labels)}
 
 
 @dataclass
@@ -46,13 +52,14 @@ class MetricsBatch:
     """Request metrics of one worker, handed to Seldon at most once per `interval` seconds.
 
     Each response carries, in meta.metrics, the metrics gathered since the last hand-over when it is
-    due (the first request's at once), else none; `interval` 0 hands over every request's.
+    due (the first request's at once), else none; `interval` 0 hands over every request's. `info` (gauges
+    that do not change, e.g. info_gauge) go with the first hand-over of each process that serves.
     """
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, info: Sequence[dict] = ()):
         self._interval = interval
         self._lock = threading.Lock()
-        self._pending: list[dict] = []
+        self._pending: list[dict] = list(info)
         self._last = float("-inf")
 
     def add(self, request: RequestMetrics) -> None:

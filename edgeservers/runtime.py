@@ -128,6 +128,18 @@ class ModelRuntime(ABC, Generic[OptionsT]):
         report it without compiling: metadata says it, and a precision the device lacks stops the server."""
 
     @classmethod
+    def report(cls, model_path: Path, options: OptionsT) -> dict[str, str]:
+        """What metadata's `custom` says of how this runtime runs the model beyond the shared settings (e.g.
+        TFLite's delegate), as strings; known after `inspect`."""
+        return {}
+
+    @classmethod
+    def info_metrics(cls, model_path: Path, options: OptionsT) -> list[dict]:
+        """Seldon GAUGE metrics whose labels say how the model runs (metrics.info_gauge), for each worker to
+        hand over once; known after `inspect`."""
+        return []
+
+    @classmethod
     def slot_threads(cls, options: OptionsT, cpus: int) -> tuple[int, ...]:
         """The threads of each slot, first to last (free slots are taken in this order): num_threads each."""
         return (options.num_threads,) * max(1, options.pool_size)

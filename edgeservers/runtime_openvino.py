@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +79,30 @@ def _spec(port: Any, quantization: Quantization | None) -> TensorSpec:
     return TensorSpec(port.get_any_name(), dtype, shape, quantization if dtype.kind in "ui" else None, _layout(port))
 
 
+# The lines of an OpenVINO message that only say where in its sources it was raised.
+_SOURCE_LOCATION = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
+
+
 def _first_line(error: Exception) -> str:
-    """OpenVINO's messages run over many lines (with source locations); the first says what failed."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """OpenVINO's messages run over many lines, source locations first; the rest, on one line, says what failed."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if not _SOURCE_LOCATION.match(line)]
+    return " ".join(said or lines) or type(error).__name__
+
+
+def _named_devices(device: str) -> list[str]:
+    """The real devices a device string names: GPU.1 itself; the candidates of AUTO:GPU,CPU, MULTI:...,
+    HETERO:... and BATCH:GPU(4) (not those AUTO:-GPU excludes); none for AUTO alone."""
+    kind, colon, candidates = device.partition(":")
+    if kind not in _VIRTUAL_DEVICES:
+        return [device]
+    names = (c.split("(")[0].strip() for c in candidates.split(",")) if colon else iter(())
+    return [name for name in names if name and not name.startswith("-")]
+
+
+def _is_available(name: str, available: list[str]) -> bool:
+    """As OpenVINO lists it (GPU.1), or a kind it lists (GPU for GPU.0 and GPU.1)."""
+    return name in available or any(a.partition(".")[0] == name for a in available)
 
 
 def _read(core: ov.Core, model_path: Path) -> ov.Model:
@@ -125,12 +146,16 @@ class OpenVINORuntime(ModelRuntime[OpenVINOOptions]):
         model = _read(core, model_path)
         _inspected.clear()
         _inspected[_file_key(model_path)] = model
-        device = options.device
-        if not device.startswith(_VIRTUAL_DEVICES) and device.split(".")[0] not in {
-            d.split(".")[0] for d in core.available_devices
-        }:
+        device, available = options.device, core.available_devices
+        missing = [name for name in _named_devices(device) if not _is_available(name, available)]
+        if missing:
+            which = (
+                "is"
+                if missing == [device]
+                else f"names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'}"
+            )
             raise ModelLoadError(
-                f"OpenVINO device {device!r} is not available here; available: {', '.join(core.available_devices)}"
+                f"parameter device: OpenVINO device {device!r} {which} not available here; available: {', '.join(available)}"
             )
         inputs = [_spec(p.output(0), _input_quantization(p)) for p in model.get_parameters()]
         # model.outputs[i] is the tensor that model.get_results()[i] returns.

@@ -68,7 +68,9 @@ class EdgeModelServer(SeldonComponent):
         except ModelLoadError as e:
             _stop(type(self).__name__, e, code=1)
         self._runtime: ModelRuntime[Any] | None = None
-        self._metrics = MetricsBatch(self._settings.metrics_interval)
+        self._metrics = MetricsBatch(
+            self._settings.metrics_interval, self.runtime_class.info_metrics(self._model_path, self._options)
+        )
         self._uncertain = self._uncertain_uploader()
         seldon_compat.install()  # here, in the main process, so every forked worker has it
         # What the REST worker enforces (edgeservers/http_worker.py); read by the wrapper's gunicorn applications.
@@ -303,6 +305,7 @@ class EdgeModelServer(SeldonComponent):
                 "num_threads": str(self._settings.num_threads),
                 "slot_threads": ",".join(map(str, self.runtime_class.slot_threads(self._options, self._cpus))),
                 **self._provenance,
+                **self.runtime_class.report(self._model_path, self._options),
             },
         }
 

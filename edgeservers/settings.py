@@ -22,6 +22,8 @@ CHANNEL_ORDERS = ("RGB", "BGR")
 LAYOUTS = ("auto", "NHWC", "NCHW")
 # Float precisions a runtime may compute in; each runtime accepts its own subset (ModelRuntime.precisions).
 PRECISIONS = ("f32", "auto", "bf16", "f16")
+# What TFLiteServer does when its delegate cannot run the model: stop at start, or run on the CPU.
+DELEGATE_FALLBACKS = ("fail", "cpu")
 
 # The face-mask detector's anchor layout (../models/README.md): the defaults of postprocess=detection.
 FACE_MASK_FEATURE_MAPS = "33,17,9,5,3"
@@ -104,6 +106,10 @@ class Settings:
     output_layout: str = "auto"
     # Both runtimes (values per runtime: ModelRuntime.precisions)
     inference_precision: str = "f32"
+    # TFLite only: an external delegate (accelerator) library, its options, and what to do when it cannot run
+    delegate: str = ""
+    delegate_options: str = ""  # a JSON object or key=value;key=value, passed to the delegate as strings
+    delegate_fallback: str = "fail"
     # OpenVINO only
     device: str = "CPU"
     performance_hint: str = "LATENCY"
@@ -166,6 +172,7 @@ class Settings:
             "input_layout": LAYOUTS,
             "output_layout": LAYOUTS,
             "inference_precision": PRECISIONS,
+            "delegate_fallback": DELEGATE_FALLBACKS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -43,8 +43,8 @@ charts-test: install tools
 examples: install tools
 	$(PY) tests/k8s_validation.py --write-examples
 
-## k8s-pod-schema: regenerate tests/k8s/pod-v1.35-strict.json from the pinned kubernetes-validate wheel (pip download, no install)
 K8S_SCHEMA_WHEEL ?= kubernetes-validate==1.37.0
+## k8s-pod-schema: regenerate tests/k8s/pod-v1.35-strict.json from the pinned kubernetes-validate wheel (pip download, no install)
 k8s-pod-schema: install
 	rm -rf .cache/k8s-schema && mkdir -p .cache/k8s-schema
 	$(PY) -m pip download --quiet --no-deps --dest .cache/k8s-schema "$(K8S_SCHEMA_WHEEL)"

@@ -9,7 +9,11 @@ import functools
 import importlib
 import io
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,8 @@ MOBILENET_V2 = MODELS / "mobilenet_v2_quant"
 MOBILENET_V1 = MODELS / "mobilenet_v1_025_quant"
 FACE_MASK = MODELS / "face_mask"
 DEEPLAB = MODELS / "deeplabv3"
+EDGETPU_MODEL = MODELS / "mobilenet_v1_025_quant_edgetpu"
+TINY_DELEGATE_SOURCE = ROOT / "tests" / "delegate" / "tiny_delegate.c"
 
 
 def image_bytes(name: str) -> bytes:
@@ -163,6 +169,28 @@ class InProcessServer(Clients):
         )
 
 
+def our_line(server_class: str, stderr: str) -> str:
+    """The one line a server that cannot load its model writes (and no traceback anywhere)."""
+    ours = [line for line in stderr.splitlines() if line.startswith(f"{server_class}: cannot load model:")]
+    assert len(ours) == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return ours[0]
+
+
+@pytest.fixture
+def fail(capsys):
+    """fail(server_class, **params): build the server in-process; it must exit non-zero with one line."""
+
+    def build(server_class: str, **params) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stopped:
+            build_component(server_class, params)
+        assert stopped.value.code != 0
+        return our_line(server_class, capsys.readouterr().err)
+
+    return build
+
+
 def build_component(server_class: str, params: dict[str, Any]) -> Any:
     """`server_class(**parameters)` as the wrapper calls it: PREDICTIVE_UNIT_PARAMETERS parsed by Seldon."""
     from seldon_core.microservice import parse_parameters
@@ -211,6 +239,35 @@ mobilenet = _server("start_server", "TFLiteServer", **DEMO)
 face_mask = _server("start_server", "TFLiteServer", **DETECTOR)
 mobilenet_in_process = _server("load_server", "TFLiteServer", **DEMO)
 face_mask_in_process = _server("load_server", "TFLiteServer", **DETECTOR)
+
+
+# --- a TFLite external delegate, built here ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TinyDelegate:
+    """tests/delegate/tiny_delegate.c built with the system C compiler: `library`, a real external delegate
+    (its `mode` option picks what it does), and `not_a_delegate`, a library without the delegate interface."""
+
+    library: Path
+    not_a_delegate: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_delegate(tmp_path_factory: pytest.TempPathFactory) -> TinyDelegate:
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        pytest.fail(
+            "the delegate tests build tests/delegate/tiny_delegate.c: install a C compiler (apt-get install gcc)"
+        )
+    out = tmp_path_factory.mktemp("delegate")
+    built = TinyDelegate(out / "libtiny_delegate.so", out / "libnot_a_delegate.so")
+    for library, flags in ((built.library, []), (built.not_a_delegate, ["-DWITHOUT_PLUGIN_API"])):
+        command = [compiler, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", *flags, "-o", str(library)]
+        done = subprocess.run([*command, str(TINY_DELEGATE_SOURCE)], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(command)} {TINY_DELEGATE_SOURCE} failed:\n{done.stderr}")
+    return built
 
 
 # --- ground truth: the plain interpreter ---------------------------------------------------

@@ -271,9 +271,9 @@ def manifest_errors(doc: dict) -> list[str]:
 # --- docs/kubernetes.md -------------------------------------------------------------------------------
 
 
-def doc_commands() -> list[list[str]]:
+def doc_commands(doc: Path = DOCS) -> list[list[str]]:
     """Shell commands in the doc's ```sh blocks (backslash continuations joined), as argument lists."""
-    text = DOCS.read_text()
+    text = doc.read_text()
     commands = []
     for block in re.findall(r"```(?:sh|bash|shell)\n(.*?)```", text, re.S):
         for command in re.sub(r"\\\n\s*", " ", block).splitlines():

@@ -51,6 +51,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "nodeSelector": {"kubernetes.io/arch": "amd64"},
         "parameters": {"device": "CPU", "confidence_threshold": 0.25},
     },
+    "tflite-coral-pcie-device-plugin": {
+        "modelUri": "https://example.com/models/mobilenet_v1_0.25_128_quant_edgetpu.tflite",
+        "nodeName": "gateway-1",
+        "parameters": {"delegate_options": "device=pci:0"},
+        "delegate": {"hostPath": "/opt/coral/lib", "library": "libedgetpu.so.1"},
+        "devices": {"resource": "smarter-devices/apex_0", "hostPaths": ["/dev/apex_0"], "group": 1001},
+    },
     "both-pinnings-named-unit": {
         "name": "classifier-a",
         "namespace": "edge",
@@ -369,6 +376,105 @@ def test_model_cache_without_the_root_step_for_prepared_nodes():
     assert init["args"][2:] == CACHE_ARGS and all(c["securityContext"]["runAsNonRoot"] for c in spec["initContainers"])
 
 
+# --- the accelerator: delegate library and devices, never privileged ----------------------------------------
+
+
+def _accelerated(values: dict) -> tuple[dict, dict, dict]:
+    """Rendered with `values` on top of a model URI: (the graph's parameters by name, the server container,
+    the pod spec); the manifest validates."""
+    sdep = kv.render_one(set_values={"modelUri": "x", **values})
+    assert kv.manifest_errors(sdep) == []
+    params = {x["name"]: x["value"] for x in predictor(sdep)["graph"].get("parameters", [])}
+    return params, _server(sdep), pod_spec(sdep)
+
+
+def test_a_delegate_directory_from_the_node_is_mounted_read_only_and_named_in_the_parameters():
+    params, server, spec = _accelerated({"delegate": {"hostPath": "/opt/coral/lib", "library": "libedgetpu.so.1"}})
+    assert params["delegate"] == "/opt/edgeservers/delegate/libedgetpu.so.1"
+    assert by_name(server["volumeMounts"], "delegate") == {
+        "name": "delegate",
+        "mountPath": "/opt/edgeservers/delegate",
+        "readOnly": True,
+    }
+    assert by_name(spec["volumes"], "delegate")["hostPath"] == {"path": "/opt/coral/lib", "type": "Directory"}
+    assert env_of(server)["LD_LIBRARY_PATH"] == "/opt/edgeservers/delegate"  # libusb beside libedgetpu
+    assert "delegate" not in {m["name"] for m in _init_of(spec)["volumeMounts"]}
+
+
+def test_a_delegate_in_the_image_is_only_named():
+    params, server, spec = _accelerated({"delegate": {"library": "/opt/edgeservers-delegate/libvx_delegate.so"}})
+    assert params["delegate"] == "/opt/edgeservers-delegate/libvx_delegate.so"
+    assert "LD_LIBRARY_PATH" not in env_of(server)
+    assert [v["name"] for v in spec["volumes"] if "hostPath" in v] == ["model-cache"]
+
+
+def test_devices_without_privileged():
+    """Device files mounted from the node, the device plugin's resource as a limit, the devices' group as the
+    server's group; the pod stays unprivileged, with no capabilities, as without an accelerator."""
+    _, server, spec = _accelerated(
+        {
+            "devices": {
+                "resource": "squat.ai/coral",
+                "count": 2,
+                "hostPaths": ["/dev/bus/usb", "/dev/apex_0"],
+                "group": 46,
+            }
+        }
+    )
+    mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
+    for i, path in enumerate(["/dev/bus/usb", "/dev/apex_0"]):
+        assert mounts[path]["name"] == f"device-{i}" and not mounts[path].get("readOnly")
+        assert by_name(spec["volumes"], f"device-{i}")["hostPath"] == {"path": path}
+    assert server["resources"]["limits"]["squat.ai/coral"] == 2
+    assert server["resources"]["limits"]["memory"] == "512Mi"  # server.resources kept
+    assert server["securityContext"]["runAsGroup"] == 46
+    assert _init_of(spec)["securityContext"]["runAsGroup"] == 1000  # the initializer opens no device
+    for container in (server, _init_of(spec)):
+        sc = container["securityContext"]
+        assert "privileged" not in sc and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    assert "securityContext" not in spec and "hostNetwork" not in spec
+
+
+def test_no_accelerator_renders_nothing_of_it():
+    _, server, spec = _accelerated({})
+    assert {v["name"] for v in spec["volumes"]} == {"model-provision-location", "tmp", "model-cache"}
+    assert set(server["resources"]["limits"]) == {"cpu", "memory"}
+    assert server["securityContext"]["runAsGroup"] == 1000
+
+
+def _init_of(spec: dict) -> dict:
+    """The model initializer (after the model cache's owner step)."""
+    (init,) = [c for c in spec["initContainers"] if c["name"].endswith("-model-initializer")]
+    return init
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"delegate": {"hostPath": "/opt/coral/lib"}}, "delegate.hostPath needs delegate.library"),
+        (
+            {"delegate": {"hostPath": "/opt/coral/lib", "library": "/opt/coral/lib/libedgetpu.so.1"}},
+            "the library's file name in that directory",
+        ),
+        (
+            {"delegate": {"library": "libedgetpu.so.1"}, "parameters": {"delegate": "libedgetpu.so.1"}},
+            "delegate.library (with delegate.hostPath) or parameters.delegate, not both",
+        ),
+        ({"delegate": {"hostPath": "opt/coral"}}, "hostPath"),
+        ({"devices": {"hostPaths": ["/etc/shadow"]}}, "hostPaths"),
+        ({"devices": {"resource": "coral usb"}}, "resource"),
+        ({"devices": {"group": 0}}, "group"),
+        ({"devices": {"privileged": True}}, "privileged"),
+    ],
+)
+def test_helm_refuses_bad_accelerator_values(values, message):
+    result = kv.helm(
+        "template", "edge", str(kv.CHART), *kv.value_args(set_values={"modelUri": "x", **values}), check=False
+    )
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
 # --- NetworkPolicy (issue 9: exposure) ----------------------------------------------------------------
 
 
@@ -486,13 +592,36 @@ def test_validation_fails_on_a_broken_manifest(breakage):
 EXAMPLES = kv.example_pairs()
 
 
-def test_there_are_four_examples():
+def test_these_are_the_examples():
     assert {m.name for _, m in EXAMPLES} == {
+        "armnn-cpuacc.yaml",
         "camera-loop.yaml",
+        "coral-usb.yaml",
         "face-mask-raspberry.yaml",
         "image-classifier.yaml",
+        "imx8mp-npu.yaml",
         "openvino-classifier.yaml",
     }
+
+
+def test_accelerator_examples_name_their_delegate_and_devices():
+    """docs/accelerators.md's three recipes: Coral USB (library from the node, device plugin, plugdev),
+    Arm NN (library from the node, no device, CPU fallback), NXP NPU (library in a user image, galcore)."""
+    examples = {m.name: yaml.safe_load(m.read_text()) for _, m in EXAMPLES}
+    coral, armnn, npu = (examples[name] for name in ("coral-usb.yaml", "armnn-cpuacc.yaml", "imx8mp-npu.yaml"))
+    params = {
+        name: {x["name"]: x["value"] for x in predictor(d)["graph"]["parameters"]} for name, d in examples.items()
+    }
+    assert params["coral-usb.yaml"]["delegate"] == "/opt/edgeservers/delegate/libedgetpu.so.1"
+    assert params["armnn-cpuacc.yaml"]["delegate"] == "/opt/edgeservers/delegate/libarmnnDelegate.so"
+    assert params["armnn-cpuacc.yaml"]["delegate_fallback"] == "cpu"
+    assert params["imx8mp-npu.yaml"]["delegate"] == "/opt/edgeservers-delegate/libvx_delegate.so"
+    assert _server(coral)["resources"]["limits"]["squat.ai/coral"] == 1
+    assert "/dev/bus/usb" in {m["mountPath"] for m in _server(coral)["volumeMounts"]}
+    assert _server(npu)["resources"]["limits"]["smarter-devices/galcore"] == 1
+    assert "/dev/galcore" in {m["mountPath"] for m in _server(npu)["volumeMounts"]}
+    assert _server(npu)["image"] == "registry.local:5000/edgeservers:0.1.0-vx"
+    assert not [v for v in pod_spec(armnn)["volumes"] if v.get("hostPath", {}).get("path", "").startswith("/dev")]
 
 
 @pytest.mark.parametrize("values_file, manifest", EXAMPLES, ids=[m.name for _, m in EXAMPLES])
@@ -599,6 +728,20 @@ def test_docs_model_commands_render_what_the_tests_validate():
         manifest = values_file.replace(".values.yaml", ".yaml")
         assert manifest in applied, f"docs should `kubectl apply -f {manifest}` too"
         assert kv.plain(sdep) == yaml.safe_load((kv.ROOT / manifest).read_text())
+
+
+def test_accelerator_doc_commands_render_what_the_tests_validate():
+    """docs/accelerators.md's `helm install` of each recipe renders a valid manifest, the example's."""
+    installs = [c for c in kv.doc_commands(kv.ROOT / "docs" / "accelerators.md") if c[:2] == ["helm", "install"]]
+    assert len(installs) == 3
+    for install in installs:
+        flags = install[install.index("charts/edge-model") + 1 :]
+        (sdep,) = [
+            d for d in yaml.safe_load_all(kv.helm("template", install[2], "charts/edge-model", *flags).stdout) if d
+        ]
+        assert kv.manifest_errors(sdep) == []
+        values_file = kv.ROOT / flags[flags.index("-f") + 1]
+        assert kv.plain(sdep)["spec"] == kv.render_example(values_file)["spec"]
 
 
 def test_docs_predict_call_is_a_seldon_rest_predict():

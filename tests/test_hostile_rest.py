@@ -370,7 +370,7 @@ def test_make_serve_puts_rest_grpc_and_metrics_on_loopback():
         timeout=60,
         check=True,
     ).stdout
-    command = dry[dry.rindex("\n", 0, dry.index("-m edgeservers.local_serve")) + 1 :]  # serve's own recipe
+    command = dry[dry.rfind("\n", 0, dry.index("-m edgeservers.local_serve")) + 1 :]  # serve's own recipe
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no loopback shim: the real binding
     proc = subprocess.Popen(
         ["bash", "-c", command],

@@ -13,8 +13,7 @@ import pytest
 from seldon_core.microservice import parse_parameters
 
 from edgeservers.local_serve import main, requests_for, seldon_types, tensor_request, typed_parameters
-from edgeservers.runtime import RuntimeOptions
-from edgeservers.runtime_tflite import TFLiteRuntime
+from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
 from edgeservers.settings import Settings
 
 from conftest import DEEPLAB, FACE_MASK, MOBILENET_V2, ROOT, free_port, tflite_file
@@ -28,7 +27,7 @@ def test_make_help_lists_every_target_with_its_line():
     makefiles = [ROOT / "Makefile", *sorted((ROOT / "mk").glob("*.mk"))]
     phony = {t for f in makefiles for line in re.findall(r"^\.PHONY:(.*)$", f.read_text(), re.M) for t in line.split()}
     # "## name: what it does" (more "## " lines may follow), right above the rule "name:"
-    rule = re.compile(r"^## ([a-z][a-z-]*): .*\n(?:## .*\n)*\1:", re.M)
+    rule = re.compile(r"^## ([a-z][a-z0-9-]*): .*\n(?:## .*\n)*\1:", re.M)
     documented = {name for f in makefiles for name in rule.findall(f.read_text())}
     assert phony == documented, "every target has a `## target: what it does` line above its rule"
     shown = subprocess.run([*MAKE, "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -113,7 +112,7 @@ def test_make_serve_takes_any_parameter_and_its_printed_requests_work(tmp_path):
         assert "edgeservers_inference_ms" in _run(prometheus.split("#")[0])
 
         # What a tensor-only model gets: a tensor of the input's shape and dtype, in a file curl sends.
-        inputs, _ = TFLiteRuntime.inspect(tflite_file(MOBILENET_V2), RuntimeOptions(num_threads=1, pool_size=1))
+        inputs, _ = TFLiteRuntime.inspect(tflite_file(MOBILENET_V2), TFLiteOptions(num_threads=1, pool_size=1))
         body = tensor_request(inputs, tmp_path / "tensor.json")
         tensor = json.loads(
             _run(f"curl -s -H 'Content-Type: application/json' -d @{body} http://127.0.0.1:{rest}/api/v1.0/predictions")

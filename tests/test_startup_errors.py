@@ -13,15 +13,8 @@ import subprocess
 
 import pytest
 
-from conftest import FACE_MASK, MOBILENET_V1, MOBILENET_V2, ROOT, ModelServer, build_component, parameters
+from conftest import FACE_MASK, MOBILENET_V1, MOBILENET_V2, ROOT, ModelServer, our_line, parameters
 from harness import listening_on
-
-
-def _our_line(server_class: str, stderr: str) -> str:
-    ours = [line for line in stderr.splitlines() if line.startswith(f"{server_class}: cannot load model:")]
-    assert len(ours) == 1, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    return ours[0]
 
 
 def _run_to_exit(server: ModelServer) -> str:
@@ -33,21 +26,7 @@ def _run_to_exit(server: ModelServer) -> str:
 
 def start_and_fail(server_class: str, **params) -> str:
     """Run the real microservice; it must exit non-zero by itself. Returns its one line."""
-    return _our_line(server_class, _run_to_exit(ModelServer(server_class, **params)))
-
-
-@pytest.fixture
-def fail(capsys):
-    """fail(server_class, **params): build the server in-process; it must exit non-zero with one line."""
-
-    def build(server_class: str, **params) -> str:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as stopped:
-            build_component(server_class, params)
-        assert stopped.value.code != 0
-        return _our_line(server_class, capsys.readouterr().err)
-
-    return build
+    return our_line(server_class, _run_to_exit(ModelServer(server_class, **params)))
 
 
 def test_missing_model_uri_stops_the_whole_wrapper():
@@ -121,6 +100,26 @@ SIGNATURE_CASES = {
         {"model_uri": str(MOBILENET_V2), "device": "NPU7"},
         ["'NPU7' is not available", "CPU"],
     ),
+    "OpenVINO device number the node lacks": (
+        "OpenVINOServer",
+        {"model_uri": str(MOBILENET_V2), "device": "CPU.7"},
+        ["parameter device: OpenVINO device 'CPU.7' is not available here; available: CPU"],
+    ),
+    "OpenVINO AUTO with a candidate the node lacks": (
+        "OpenVINOServer",
+        {"model_uri": str(MOBILENET_V2), "device": "AUTO:NPU7,CPU"},
+        ["OpenVINO device 'AUTO:NPU7,CPU' names NPU7, which is not available here; available: CPU"],
+    ),
+    "OpenVINO HETERO with devices the node lacks": (
+        "OpenVINOServer",
+        {"model_uri": str(MOBILENET_V2), "device": "HETERO:NPU7,GPU7,CPU"},
+        ["names NPU7, GPU7, which are not available here; available: CPU"],
+    ),
+    "OpenVINO BATCH on a device the node lacks": (
+        "OpenVINOServer",
+        {"model_uri": str(MOBILENET_V2), "device": "BATCH:NPU7(4)"},
+        ["names NPU7, which is not available here"],
+    ),
 }
 
 
@@ -141,6 +140,9 @@ def test_openvino_corrupt_ir(fail, tmp_path):
     _corrupt_ir(tmp_path)
     line = fail("OpenVINOServer", model_uri=str(tmp_path))
     assert "OpenVINO cannot read" in line and "model.xml" in line
+    assert (
+        "Unable to read the model" in line and "Exception from src/" not in line
+    )  # OpenVINO's words, not its source lines
 
 
 def test_openvino_corrupt_ir_stops_the_whole_wrapper(tmp_path):

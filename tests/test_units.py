@@ -98,11 +98,11 @@ def test_openvino_reads_the_same_quantization_as_tflite(model_dir):
     from pathlib import Path
 
     from edgeservers.runtime_openvino import OpenVINOOptions, OpenVINORuntime
-    from edgeservers.runtime_tflite import TFLiteRuntime
+    from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
 
     (model,) = (Path(__file__).parent.parent / "models" / model_dir).glob("*.tflite")
-    options = OpenVINOOptions(num_threads=1, pool_size=1)
-    assert OpenVINORuntime.inspect(model, options) == TFLiteRuntime.inspect(model, options)
+    openvino = OpenVINORuntime.inspect(model, OpenVINOOptions(num_threads=1, pool_size=1))
+    assert openvino == TFLiteRuntime.inspect(model, TFLiteOptions(num_threads=1, pool_size=1))
 
 
 @pytest.mark.parametrize(
@@ -290,21 +290,20 @@ def test_small_bodies_are_left_to_the_parser():
     ],
 )
 def test_tflite_slots_after_the_first_get_their_share_of_the_cpus(cpus, pool_size, num_threads, expected):
-    from edgeservers.runtime import RuntimeOptions
-    from edgeservers.runtime_tflite import TFLiteRuntime
+    from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
 
-    assert TFLiteRuntime.slot_threads(RuntimeOptions(num_threads=num_threads, pool_size=pool_size), cpus) == expected
+    assert TFLiteRuntime.slot_threads(TFLiteOptions(num_threads=num_threads, pool_size=pool_size), cpus) == expected
 
 
 def test_a_request_takes_the_first_free_slot():
     """So one request alone always runs on the slot with the most threads."""
-    from edgeservers.runtime import ModelSignature, RuntimeOptions
-    from edgeservers.runtime_tflite import TFLiteRuntime
+    from edgeservers.runtime import ModelSignature
+    from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
 
     model = find_model(MOBILENET_V1, (".tflite",))
-    inputs, outputs = TFLiteRuntime.inspect(model, RuntimeOptions(num_threads=1, pool_size=1))
+    inputs, outputs = TFLiteRuntime.inspect(model, TFLiteOptions(num_threads=1, pool_size=1))
     runtime = TFLiteRuntime(
-        model, RuntimeOptions(num_threads=2, pool_size=2), ModelSignature(tuple(inputs), tuple(outputs)), 2
+        model, TFLiteOptions(num_threads=2, pool_size=2), ModelSignature(tuple(inputs), tuple(outputs)), 2
     )
     zeros = {inputs[0].name: np.zeros(inputs[0].shape, inputs[0].dtype)}
     for _ in range(3):
@@ -312,3 +311,22 @@ def test_a_request_takes_the_first_free_slot():
         rank, slot = runtime._slots.get()  # the slot the next request would take
         assert rank == 0
         runtime._slots.put((rank, slot))
+
+
+def test_info_gauges_go_with_the_first_hand_over_only():
+    from edgeservers.metrics import MetricsBatch, RequestMetrics, info_gauge
+
+    gauge = info_gauge("edgeservers_delegate_info", {"delegate": "libedgetpu.so.1", "applied": "true"})
+    assert gauge == {
+        "type": "GAUGE",
+        "key": "edgeservers_delegate_info",
+        "value": 1,
+        "tags": {"delegate": "libedgetpu.so.1", "applied": "true"},
+    }
+    batch = MetricsBatch(0, [gauge])
+    assert batch.due() == [gauge]
+    request = RequestMetrics()
+    with request.timed("edgeservers_inference_ms"):
+        pass
+    batch.add(request)
+    assert [m["type"] for m in batch.due()] == ["TIMER"]
