@@ -4,8 +4,8 @@ Run by Seldon's wrapper: `seldon-core-microservice OpenVINOServer --service-type
 parameters (model_uri, device, performance_hint, ...) in PREDICTIVE_UNIT_PARAMETERS.
 """
 
-from edgeservers.runtime_openvino import OpenVINORuntime
-from edgeservers.server import EdgeModelServer
+from edgeservers.runtimes.openvino import OpenVINORuntime
+from edgeservers.seldon.component import EdgeModelServer
 
 
 class OpenVINOServer(EdgeModelServer):

@@ -4,8 +4,8 @@ Run by Seldon's wrapper: `seldon-core-microservice TFLiteServer --service-type M
 parameters (model_uri, ...) in PREDICTIVE_UNIT_PARAMETERS. See the README for every parameter.
 """
 
-from edgeservers.runtime_tflite import TFLiteRuntime
-from edgeservers.server import EdgeModelServer
+from edgeservers.runtimes.tflite import TFLiteRuntime
+from edgeservers.seldon.component import EdgeModelServer
 
 
 class TFLiteServer(EdgeModelServer):

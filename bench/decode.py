@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from bench.limits import _server_class
-from edgeservers.images import decode_image
-from edgeservers.server import EdgeModelServer
+from edgeservers.core.images import decode_image
+from edgeservers.seldon.component import EdgeModelServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ((640, 480), (1920, 1080), (4000, 3000))
@@ -45,7 +45,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for model, params in MODELS.items():
         server: EdgeModelServer = _server_class("tflite")(model_uri=str(ROOT / "models" / model), **params)
-        image = server._image
+        image = server.model.image
         assert image is not None
         fit = (image.geometry.height, image.geometry.width)
         for width, height in SIZES:

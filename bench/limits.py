@@ -2,7 +2,7 @@
 
 `invoke`: the plain runtime (the TFLite Interpreter / an OpenVINO infer request): set the input, run,
 read the outputs; nothing of ours. `pipeline`: the server's own request steps minus the protocol:
-the server class built and loaded as the wrapper does it, then `predict_payload` on the JPEG (decode,
+the server class built and loaded as the wrapper does it, then the model's `predict` on the JPEG (decode,
 resize/convert/quantize, infer on the server's pool, dequantize and post-process: top-k labels or
 detections), its metrics handed over as after every request.
 
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeservers.codecs import Payload
-from edgeservers.images import decode_image
+from edgeservers.core.images import decode_image
+from edgeservers.core.payload import Payload
 from edgeservers.metrics import RequestMetrics
-from edgeservers.server import EdgeModelServer
+from edgeservers.seldon.component import EdgeModelServer
 
 
 def _server_class(runtime: str) -> type[EdgeModelServer]:
@@ -55,22 +55,22 @@ class Limits:
         self.runtime = runtime
         # The server's own start-up checks and choices (parameters, model file, signature, pre- and post-processing).
         self.server = _server_class(runtime)(**params)
-        self.settings = self.server._settings
-        self.options = self.server._options
-        self.model_path = self.server._model_path
-        self.signature = self.server._signature
+        self.settings = self.server.model.settings
+        self.options = self.server.model.options
+        self.model_path = self.server.model.model_path
+        self.signature = self.server.model.signature
 
     def image_tensor(self, jpeg: bytes) -> np.ndarray:
         """The input tensor the server computes for this image (what tensor payloads carry)."""
-        assert self.server._image is not None, "the model takes no images"
-        g = self.server._image.geometry
-        return self.server._image(decode_image(jpeg, fit=(g.height, g.width))[0])
+        image = self.server.model.image
+        assert image is not None, "the model takes no images"
+        return image(decode_image(jpeg)[0])
 
     def invoke(self, tensor: np.ndarray) -> Callable[[], _Call]:
         """The plain runtime: set the input, run, read every output."""
         slots: queue.Queue = queue.Queue()
         if self.runtime == "tflite":
-            from edgeservers.runtime_tflite import Interpreter
+            from edgeservers.runtimes.tflite import Interpreter
 
             for _ in range(self.options.pool_size):
                 interpreter = Interpreter(model_path=str(self.model_path), num_threads=self.options.num_threads)
@@ -117,7 +117,7 @@ class Limits:
         payload = Payload("image", image=jpeg)
 
         def run() -> None:
-            server.predict_payload(payload, True, RequestMetrics())
+            server.model.predict(payload, True, RequestMetrics())
             server.metrics()
 
         return lambda: _Call(run)

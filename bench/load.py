@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 from seldon_core.proto import prediction_pb2
 
-from edgeservers.codecs import tensor_from_tf, tensor_to_tf
+from edgeservers.protocols.v1.codecs import tensor_from_tf, tensor_to_tf
 
 PREDICT_METHOD = "/seldon.protos.Model/Predict"
 JSON_HEADERS = {"Content-Type": "application/json"}

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from edgeservers.runtime_tflite import Interpreter  # the runtime's own class (LiteRT; tflite_runtime on armv7)
+from edgeservers.runtimes.tflite import Interpreter  # the runtime's own class (LiteRT; tflite_runtime on armv7)
 
 
 class NaiveServer:

@@ -92,7 +92,7 @@ def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
             server.stop()
         rows = [[float(v) for v in line.split()] for line in log.read_text().splitlines()]
     if not rows:
-        raise SystemExit(f"no request was timed: is {STAGE_CLOCK} still in step with edgeservers.http_worker?")
+        raise SystemExit(f"no request was timed: is {STAGE_CLOCK} still in step with edgeservers.seldon.rest_worker?")
     stages = [statistics.median(r[i + 1] - r[i] for r in rows) * 1000 for i in range(len(STAGES))]
     cpu = [statistics.median(r[9 + i] for r in rows) * 1000 for i in range(len(CPU_PARTS))]
     return {

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import postprocess
+from .core import postprocess
+from .core.images import geometry
+from .core.modelfiles import find_model, read_labels
 from .errors import ModelLoadError
-from .images import geometry
-from .modelfiles import find_model, read_labels
-from .runtime import TensorSpec, select
-from .runtime_tflite import TFLiteOptions, TFLiteRuntime
+from .runtimes.base import TensorSpec, select
+from .runtimes.tflite import TFLiteOptions, TFLiteRuntime
 from .settings import Settings
 
 MICROSERVICE = Path(sys.executable).parent / "seldon-core-microservice"

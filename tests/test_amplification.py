@@ -81,10 +81,13 @@ def test_a_classification_beyond_the_outputs_classes_is_refused(server):
 @contextmanager
 def oip_grpc(component: Any) -> Iterator[grpc.Channel]:
     """The component's Open Inference Protocol service on a real gRPC server in this process."""
-    from edgeservers import oip
+    from edgeservers.protocols.grpc_limits import ValueBudget
+    from edgeservers.protocols.oip import grpc as oip_grpc
+    from edgeservers.protocols.oip.model import OipModel
 
-    server = grpc.server(ThreadPoolExecutor(2))
-    oip.grpc_registrar(component)(server)
+    oip = OipModel(component.model, lambda metrics: None)
+    server = grpc.server(ThreadPoolExecutor(2), interceptors=[ValueBudget(oip.values_limit)])
+    oip_grpc.registrar(oip)(server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -293,8 +296,8 @@ def test_one_request_cannot_stop_the_uncertain_uploads(start_server, store):
 def test_an_upload_the_store_refuses_is_dropped_after_bounded_tries(store, monkeypatch):
     """A real 4xx (a bucket that does not exist, 404) for every try of an item: dropped after REFUSED_TRIES and
     counted; the next item is tried at once, and uploads once the bucket exists."""
-    from edgeservers import uncertain
-    from edgeservers.image_store import ObjectRef
+    from edgeservers.data_loop import uncertain
+    from edgeservers.data_loop.image_store import ObjectRef
 
     for name, value in store.env.items():
         monkeypatch.setenv(name, value)
@@ -315,8 +318,8 @@ def test_an_upload_the_store_refuses_is_dropped_after_bounded_tries(store, monke
 
 
 def test_uploads_left_at_shutdown_are_counted_as_dropped(monkeypatch):
-    from edgeservers import uncertain
-    from edgeservers.image_store import ObjectRef
+    from edgeservers.data_loop import uncertain
+    from edgeservers.data_loop.image_store import ObjectRef
 
     with black_hole() as hole:
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{hole.port}")

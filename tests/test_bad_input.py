@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from seldon_core.proto import prediction_pb2
 
-from edgeservers.codecs import tensor_to_tf
+from edgeservers.protocols.v1.codecs import tensor_to_tf
 
 from conftest import FACE_MASK
 

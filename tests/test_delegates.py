@@ -18,9 +18,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edgeservers.delegates import DelegateConfig, parse_options, shown
 from edgeservers.errors import ModelLoadError
-from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
+from edgeservers.runtimes.delegates import DelegateConfig, parse_options, shown
+from edgeservers.runtimes.tflite import TFLiteOptions, TFLiteRuntime
 
 from conftest import EDGETPU_MODEL, MOBILENET_V1, ROOT, plain_image_tensor, plain_outputs
 from test_startup_errors import start_and_fail

@@ -187,7 +187,7 @@ def test_hostile_form_fields_answer_4xx_with_a_message(chart_server, body, case)
 
 def test_a_multipart_image_is_parsed_in_memory_not_spooled_to_tmp():
     """Werkzeug spools file parts past 500 KB to a temporary file in /tmp (a 64Mi emptyDir in the chart)."""
-    from edgeservers.seldon_compat import LimitedRequest
+    from edgeservers.seldon.rest_app import LimitedRequest
 
     content_type, data = multipart_fields({})
     part = b"\xff" * (4 << 20)
@@ -295,10 +295,10 @@ def test_a_request_on_a_kept_alive_connection_is_answered(chart_server, body):
 
 
 def _multipart_request(data: bytes, boundary: bytes = b"xyzboundary"):
-    from edgeservers import seldon_compat
-    from edgeservers.seldon_compat import LimitedRequest
+    from edgeservers import seldon
+    from edgeservers.seldon.rest_app import LimitedRequest
 
-    seldon_compat.install()  # what the component does in the server's main process
+    seldon.install()  # what the component does in the server's main process
 
     body = (
         b"--"
@@ -323,7 +323,7 @@ def _multipart_request(data: bytes, boundary: bytes = b"xyzboundary"):
 
 @pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 7, 1 << 20])
 def test_multipart_parts_come_through_intact(size):
-    """The CVE-2023-46136 backport (seldon_compat._linear_multipart_data) must not change what is parsed:
+    """The CVE-2023-46136 backport (edgeservers/seldon/rest_app.py) must not change what is parsed:
     random bytes (with CR, LF and boundary-like runs) across the parser's 64 KiB reads."""
     import random
 

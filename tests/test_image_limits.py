@@ -18,8 +18,8 @@ from seldon_core.proto import prediction_pb2
 
 from bench.hostile import PeakPss
 from bench.image_bombs import bmp_header, jpeg_bomb, png_bomb
+from edgeservers.core.images import check_opencv_cap, decode_image, image_header
 from edgeservers.errors import BadRequest, ModelLoadError, TooLarge
-from edgeservers.images import check_opencv_cap, decode_image, image_header
 
 from conftest import MOBILENET_V2, ModelServer, image_bytes
 

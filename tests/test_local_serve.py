@@ -13,7 +13,7 @@ import pytest
 from seldon_core.microservice import parse_parameters
 
 from edgeservers.local_serve import main, requests_for, seldon_types, tensor_request, typed_parameters
-from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
+from edgeservers.runtimes.tflite import TFLiteOptions, TFLiteRuntime
 from edgeservers.settings import Settings
 
 from conftest import DEEPLAB, FACE_MASK, MOBILENET_V2, ROOT, free_port, tflite_file

@@ -66,12 +66,12 @@ def _minor_faults(pid: int) -> int:
 
 
 def test_request_buffers_are_reused_not_faulted_in_again(start_server):
-    """Freed request buffers stay in malloc's heap for the next request (seldon_compat.tuned_malloc).
+    """Freed request buffers stay in malloc's heap for the next request (process_tuning.tuned_malloc).
 
-    A parrot.jpg JSON request holds four buffers of 0.4-0.8 MB (the body, its JSON string, the decoded
-    JPEG, its pixels): with glibc's 128 KiB trim threshold each was given back and faulted in again,
-    about 730 faults per request (measured); with the 4 MiB threshold about 200 remain (orjson maps its
-    parse buffer itself). No timing: page faults are counted by the kernel."""
+    A parrot.jpg JSON request holds buffers of 0.4-1.4 MB (the body, its JSON string, the decoded JPEG, its
+    pixels decoded whole): with glibc's 128 KiB trim threshold each was given back and faulted in again,
+    about 730 faults per request (measured, with the pixels at half scale); with the thresholds set, about
+    200 remain (orjson maps its parse buffer itself). No timing: page faults are counted by the kernel."""
     server = start_server("TFLiteServer", env={"GRPC_WORKERS": "0"}, model_uri=str(MOBILENET_V2))
     for _ in range(5):
         server.image("parrot.jpg")

@@ -22,7 +22,7 @@ import pytest
 import requests
 from seldon_core.proto import prediction_pb2
 
-from edgeservers.codecs import tensor_from_tf, tensor_to_tf
+from edgeservers.protocols.v1.codecs import tensor_from_tf, tensor_to_tf
 
 from conftest import (
     FACE_MASK,

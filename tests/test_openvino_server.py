@@ -14,7 +14,7 @@ import pytest
 from seldon_core.proto import prediction_pb2
 
 from bench.precision import rounded_model_dir
-from edgeservers.codecs import tensor_from_tf, tensor_to_tf
+from edgeservers.protocols.v1.codecs import tensor_from_tf, tensor_to_tf
 
 from conftest import FACE_MASK, MOBILENET_V2, plain_image_tensor, tflite_file
 from conftest import IMAGES as IMAGES_DIR

@@ -14,7 +14,7 @@ import requests
 from google.protobuf import json_format
 from seldon_core.proto import prediction_pb2
 
-from edgeservers.codecs import tensor_from_tf, tensor_to_tf
+from edgeservers.protocols.v1.codecs import tensor_from_tf, tensor_to_tf
 
 from conftest import (
     DEEPLAB,

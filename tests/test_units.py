@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from seldon_core.proto.tensorflow.core.framework import tensor_pb2, types_pb2
 
-from edgeservers.codecs import tensor_from_tf, tensor_to_tf
+from edgeservers.core.modelfiles import find_model
+from edgeservers.core.postprocess import decode_boxes, non_max_suppression, ssd_anchors
 from edgeservers.errors import ModelLoadError
-from edgeservers.modelfiles import find_model
-from edgeservers.postprocess import decode_boxes, non_max_suppression, ssd_anchors
-from edgeservers.runtime import Quantization
+from edgeservers.protocols.v1.codecs import tensor_from_tf, tensor_to_tf
+from edgeservers.runtimes.base import Quantization
 from edgeservers.settings import Settings
 
 from conftest import MOBILENET_V1
@@ -97,8 +97,8 @@ def test_openvino_prefers_the_ir_and_needs_its_weights(tmp_path):
 def test_openvino_reads_the_same_quantization_as_tflite(model_dir):
     from pathlib import Path
 
-    from edgeservers.runtime_openvino import OpenVINOOptions, OpenVINORuntime
-    from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
+    from edgeservers.runtimes.openvino import OpenVINOOptions, OpenVINORuntime
+    from edgeservers.runtimes.tflite import TFLiteOptions, TFLiteRuntime
 
     (model,) = (Path(__file__).parent.parent / "models" / model_dir).glob("*.tflite")
     openvino = OpenVINORuntime.inspect(model, OpenVINOOptions(num_threads=1, pool_size=1))
@@ -115,7 +115,7 @@ def test_openvino_reads_the_same_quantization_as_tflite(model_dir):
     ],
 )
 def test_adaptive_concurrency_gives_one_request_every_core(requests_at_once, cpus, expected):
-    from edgeservers.settings import adaptive_concurrency
+    from edgeservers.process_tuning import adaptive_concurrency
 
     chosen = adaptive_concurrency(requests_at_once, cpus)
     assert chosen == expected and chosen["pool_size"] <= min(requests_at_once, cpus)
@@ -129,7 +129,7 @@ def test_explicit_parameters_win_over_adaptive_defaults():
 
 
 def test_the_wrapper_thread_settings_give_the_requests_one_worker_runs_at_once(monkeypatch):
-    from edgeservers.seldon_compat import concurrent_requests
+    from edgeservers.seldon import concurrent_requests
 
     for name in ("GUNICORN_THREADS", "GRPC_THREADS", "GRPC_WORKERS", "FLASK_SINGLE_THREADED"):
         monkeypatch.delenv(name, raising=False)
@@ -157,8 +157,8 @@ def test_the_wrapper_thread_settings_give_the_requests_one_worker_runs_at_once(m
     ],
 )
 def test_output_layout_from_the_model_the_parameter_or_the_shape(shape, model_layout, wanted, expected):
-    from edgeservers.postprocess import output_layout
-    from edgeservers.runtime import TensorSpec
+    from edgeservers.core.postprocess import output_layout
+    from edgeservers.runtimes.base import TensorSpec
 
     assert output_layout(TensorSpec("map", np.dtype(np.float32), shape, layout=model_layout), wanted) == expected
 
@@ -172,8 +172,8 @@ def test_output_layout_from_the_model_the_parameter_or_the_shape(shape, model_la
     ],
 )
 def test_output_layout_that_cannot_be_told_stops_the_server(shape, model_layout, wanted, words):
-    from edgeservers.postprocess import output_layout
-    from edgeservers.runtime import TensorSpec
+    from edgeservers.core.postprocess import output_layout
+    from edgeservers.runtimes.base import TensorSpec
 
     with pytest.raises(ModelLoadError, match=words):
         output_layout(TensorSpec("map", np.dtype(np.float32), shape, layout=model_layout), wanted)
@@ -184,7 +184,7 @@ def test_openvino_reads_the_output_layout_the_model_carries(tmp_path, layout):
     import openvino as ov
     import openvino.opset13 as ops
 
-    from edgeservers.runtime_openvino import OpenVINOOptions, OpenVINORuntime
+    from edgeservers.runtimes.openvino import OpenVINOOptions, OpenVINORuntime
 
     image = ops.parameter([1, 3, 8, 8], np.float32, name="image")
     result = ops.result(ops.sigmoid(image))
@@ -201,8 +201,8 @@ def test_openvino_compiles_the_model_its_inspection_read_once(tmp_path, monkeypa
     import openvino as ov
     import openvino.opset13 as ops
 
-    from edgeservers.runtime import ModelSignature
-    from edgeservers.runtime_openvino import OpenVINOOptions, OpenVINORuntime
+    from edgeservers.runtimes.base import ModelSignature
+    from edgeservers.runtimes.openvino import OpenVINOOptions, OpenVINORuntime
 
     image = ops.parameter([1, 4], np.float32, name="x")
     ov.save_model(ov.Model([ops.result(ops.sigmoid(image))], [image], "m"), str(tmp_path / "model.xml"))
@@ -225,8 +225,8 @@ def test_openvino_compiles_the_model_its_inspection_read_once(tmp_path, monkeypa
 
 
 def test_classification_ranks_raw_unsigned_scores_best_first():
-    from edgeservers.postprocess import Classification
-    from edgeservers.runtime import TensorSpec
+    from edgeservers.core.postprocess import Classification
+    from edgeservers.runtimes.base import TensorSpec
 
     spec = TensorSpec("scores", np.dtype(np.uint8), (1, 4))
     answer = Classification([spec], ["a", "b", "c", "d"], top_k=2)(
@@ -264,7 +264,7 @@ def test_a_one_string_body_is_split_exactly_as_orjson_parses_it(body, split):
     it must give what orjson gives, or leave the body to orjson (which then parses or refuses it)."""
     import orjson
 
-    from edgeservers.seldon_compat import one_string_member
+    from edgeservers.protocols.json_limits import one_string_member
 
     data = (body % _B64).encode()
     result = one_string_member(data)
@@ -274,7 +274,7 @@ def test_a_one_string_body_is_split_exactly_as_orjson_parses_it(body, split):
 
 
 def test_small_bodies_are_left_to_the_parser():
-    from edgeservers.seldon_compat import one_string_member
+    from edgeservers.protocols.json_limits import one_string_member
 
     assert one_string_member(b'{"binData": "QUJD"}') is None  # orjson is as quick there
 
@@ -290,15 +290,15 @@ def test_small_bodies_are_left_to_the_parser():
     ],
 )
 def test_tflite_slots_after_the_first_get_their_share_of_the_cpus(cpus, pool_size, num_threads, expected):
-    from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
+    from edgeservers.runtimes.tflite import TFLiteOptions, TFLiteRuntime
 
     assert TFLiteRuntime.slot_threads(TFLiteOptions(num_threads=num_threads, pool_size=pool_size), cpus) == expected
 
 
 def test_a_request_takes_the_first_free_slot():
     """So one request alone always runs on the slot with the most threads."""
-    from edgeservers.runtime import ModelSignature
-    from edgeservers.runtime_tflite import TFLiteOptions, TFLiteRuntime
+    from edgeservers.runtimes.base import ModelSignature
+    from edgeservers.runtimes.tflite import TFLiteOptions, TFLiteRuntime
 
     model = find_model(MOBILENET_V1, (".tflite",))
     inputs, outputs = TFLiteRuntime.inspect(model, TFLiteOptions(num_threads=1, pool_size=1))

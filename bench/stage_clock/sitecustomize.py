@@ -25,8 +25,8 @@ from typing import Any
 import flask
 from tornado.http1connection import HTTP1Connection
 
-from edgeservers import http_worker
-from edgeservers.server import EdgeModelServer
+from edgeservers.seldon import rest_worker
+from edgeservers.seldon.component import EdgeModelServer
 
 _OUT = open(os.environ["EDGESERVERS_STAGE_CLOCK"], "a", buffering=1)  # noqa: SIM115 (lives as long as the process)
 _KEY = "edgeservers.stage_clock"
@@ -62,10 +62,10 @@ def _stamp(reader: Any) -> None:
     reader.stage_clock.append(time.perf_counter())
 
 
-_wrap(http_worker.RequestReader, "headers_received", lambda r: setattr(r, "stage_clock", [time.perf_counter()]))
-_wrap(http_worker.RequestReader, "finish", _stamp)
+_wrap(rest_worker.RequestReader, "headers_received", lambda r: setattr(r, "stage_clock", [time.perf_counter()]))
+_wrap(rest_worker.RequestReader, "finish", _stamp)
 
-_run = http_worker.RequestReader._run
+_run = rest_worker.RequestReader._run
 
 
 @functools.wraps(_run)
@@ -78,9 +78,9 @@ async def _timed_run(self: Any, body: bytes) -> None:
     await _run(self, body)
 
 
-http_worker.RequestReader._run = _timed_run  # type: ignore[method-assign]
+rest_worker.RequestReader._run = _timed_run  # type: ignore[method-assign]
 
-_call_wsgi = http_worker.call_wsgi
+_call_wsgi = rest_worker.call_wsgi
 
 
 @functools.wraps(_call_wsgi)
@@ -89,7 +89,7 @@ def _timed_call_wsgi(app: Any, environ: dict) -> Any:
         return _call_wsgi(app, environ)
 
 
-http_worker.call_wsgi = _timed_call_wsgi
+rest_worker.call_wsgi = _timed_call_wsgi
 
 _predict_raw = EdgeModelServer.predict_raw
 
@@ -111,7 +111,7 @@ def _resumed(conn: Any) -> None:
 
 _wrap(HTTP1Connection, "write_headers", _resumed)
 
-_done = http_worker.RequestReader._done
+_done = rest_worker.RequestReader._done
 
 
 @functools.wraps(_done)
@@ -128,4 +128,4 @@ def _timed_done(self: Any) -> None:
             _OUT.write(" ".join(f"{v:.9f}" for v in (*stamps, *spans)) + "\n")
 
 
-http_worker.RequestReader._done = _timed_done  # type: ignore[method-assign]
+rest_worker.RequestReader._done = _timed_done  # type: ignore[method-assign]

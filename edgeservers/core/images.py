@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import BadRequest, ModelLoadError, TooLarge
-from .runtime import TensorSpec
-from .settings import Settings
+from ..errors import BadRequest, ModelLoadError, TooLarge
+from ..runtimes.base import TensorSpec
+from ..settings import Settings
 
 # input_scale -> (multiplier, offset) applied to 0..255 pixels to get the model's real-valued input.
 _AFFINE = {

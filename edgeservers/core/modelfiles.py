@@ -7,8 +7,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import storage
-from .errors import ModelLoadError
+from .. import storage
+from ..errors import ModelLoadError
 
 LABELS_FILE = "labels.txt"
 log = logging.getLogger(__name__)

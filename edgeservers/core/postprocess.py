@@ -14,9 +14,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import ModelLoadError
-from .runtime import TensorSpec
-from .settings import Settings
+from ..errors import ModelLoadError
+from ..runtimes.base import TensorSpec
+from ..settings import Settings
 
 Size = tuple[int, int]  # (height, width) in pixels
 

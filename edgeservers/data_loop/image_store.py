@@ -23,7 +23,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BadRequest, Forbidden, NotFound, StoreError, TooLarge
+from ..errors import BadRequest, Forbidden, NotFound, StoreError, TooLarge
 
 # S3 bucket naming rules (lower-case letters, digits, dots and hyphens): anything else, e.g. a host
 # with a port or user-info smuggled into the "bucket", is refused.
@@ -161,7 +161,7 @@ class ImageStore:
             return self._pool
 
     def _s3(self) -> Any:
-        from .storage import s3  # boto3, imported only where S3 is used
+        from ..storage import s3  # boto3, imported only where S3 is used
 
         with self._lock:
             if self._client is None:

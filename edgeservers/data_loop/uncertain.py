@@ -111,7 +111,7 @@ class UncertainUploader:
                 self._count(DROPPED)
 
     def _run(self) -> None:
-        from .storage import s3  # boto3, imported only where S3 is used
+        from ..storage import s3  # boto3, imported only where S3 is used
 
         client, _ = s3.client(10.0, retries=1)
         while True:

@@ -16,23 +16,8 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 
-from .errors import ModelLoadError
-
-# Seldon metadata datatypes (KServe v2 names) of the numpy dtypes models use.
-_DATATYPES = {
-    np.dtype(np.bool_): "BOOL",
-    np.dtype(np.uint8): "UINT8",
-    np.dtype(np.uint16): "UINT16",
-    np.dtype(np.uint32): "UINT32",
-    np.dtype(np.uint64): "UINT64",
-    np.dtype(np.int8): "INT8",
-    np.dtype(np.int16): "INT16",
-    np.dtype(np.int32): "INT32",
-    np.dtype(np.int64): "INT64",
-    np.dtype(np.float16): "FP16",
-    np.dtype(np.float32): "FP32",
-    np.dtype(np.float64): "FP64",
-}
+from ..datatypes import name_of
+from ..errors import ModelLoadError
 
 
 @dataclass(frozen=True)
@@ -63,7 +48,8 @@ class TensorSpec:
 
     @property
     def datatype(self) -> str:
-        return _DATATYPES.get(self.dtype, "BYTES")
+        """Its Open Inference Protocol name, which metadata shows."""
+        return name_of(self.dtype)
 
     def describe(self) -> dict[str, Any]:
         """The tensor as Seldon's metadata endpoint shows it."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 try:  # amd64, arm64
     from ai_edge_litert.interpreter import load_delegate
@@ -193,12 +193,12 @@ class TrialResult:
 
 
 def run_trial(model_path: Path, options: Mapping[str, Any]) -> TrialResult:
-    """Run `python -m edgeservers.delegate_trial` on the model with these runtime options and read its
+    """Run `python -m edgeservers.runtimes.delegate_trial` on the model with these runtime options and read its
     result. In a process of its own, a delegate that crashes (a segfault in a vendor library) or hangs
     cannot take the server with it, and the server's main process, which forks the workers, never opens
     the device (libusb state, as libedgetpu's, does not survive a fork)."""
-    command = [sys.executable, "-m", "edgeservers.delegate_trial", str(model_path), json.dumps(dict(options))]
-    package_root = str(Path(__file__).resolve().parent.parent)  # where this process found edgeservers
+    command = [sys.executable, "-m", "edgeservers.runtimes.delegate_trial", str(model_path), json.dumps(dict(options))]
+    package_root = str(Path(__file__).resolve().parents[2])  # where this process found edgeservers
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     try:
         done = subprocess.run(

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from .errors import ModelLoadError
-from .runtime import ModelRuntime, ModelSignature, Quantization, RuntimeOptions, TensorSpec
+from ..errors import ModelLoadError
+from .base import ModelRuntime, ModelSignature, Quantization, RuntimeOptions, TensorSpec
 
 # Nodes that move or re-type a tensor without changing its values' meaning.
 _PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Convert"}

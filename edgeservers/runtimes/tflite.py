@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ModelLoadError
+from ..metrics import DELEGATE_INFO, info_gauge
 from . import delegates
+from .base import ModelRuntime, ModelSignature, Quantization, RuntimeOptions, TensorSpec
 from .delegates import EDGETPU_LIBRARY, EDGETPU_OP, DelegateConfig, TrialResult, one_line
-from .errors import ModelLoadError
-from .metrics import DELEGATE_INFO, info_gauge
-from .runtime import ModelRuntime, ModelSignature, Quantization, RuntimeOptions, TensorSpec
 
 try:  # amd64, arm64
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -199,7 +199,7 @@ class TFLiteRuntime(ModelRuntime[TFLiteOptions]):
 
     @classmethod
     def trial(cls, model_path: Path, options: TFLiteOptions) -> TrialResult:
-        """The delegate's trial (run by edgeservers.delegate_trial, in a process of its own): an instance for each
+        """The delegate's trial (run by edgeservers.runtimes.delegate_trial, in a process of its own): an instance for each
         distinct slot (each Edge TPU device listed), handed the model, with one inference on zeros."""
         config = options.delegate_config
         assert config is not None

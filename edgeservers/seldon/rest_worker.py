@@ -1,4 +1,4 @@
-"""The REST serving layer: a gunicorn worker that reads HTTP with tornado and runs Seldon's Flask app in threads.
+"""The REST worker: a gunicorn worker that reads HTTP with tornado and runs Seldon's Flask app in threads.
 
 seldon-core 1.17.1 runs its REST app on gunicorn's default sync worker with a 5000 s timeout: one
 thread per connection, blocked while the client sends nothing. One idle socket stops all REST traffic
@@ -47,6 +47,45 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 from tornado.wsgi import WSGIContainer
 
+from ..protocols.errors import request_too_large, v1_body
+from .patches import relies_on
+
+relies_on(
+    "tornado.http1connection:HTTP1Connection._read_message_inner",
+    "823ab7277a0b5056",
+    "header_timeout bounds request line + headers in total; no 100-continue once answered; delegate.finish only if unanswered",
+)
+relies_on(
+    "tornado.http1connection:HTTP1Connection._parse_headers",
+    "b3c54fda82dad6ac",
+    "(data) -> (start line, headers) of each request head, called through the instance (crlf_only wraps it)",
+)
+relies_on(
+    "tornado.http1connection:HTTP1Connection.detach",
+    "bd8f827cec92a67f",
+    "takes the stream; _read_message_inner then reads nothing more",
+)
+relies_on(
+    "tornado.httputil:HTTPServerRequest.__init__",
+    "189551b6385eb71e",
+    "raises HTTPInputError for a missing, invalid or repeated Host",
+)
+relies_on(
+    "tornado.tcpserver:TCPServer._handle_connection",
+    "9c38c32e7f22ee10",
+    "wraps an accepted socket in an IOStream (used to take the backlog at stop)",
+)
+relies_on(
+    "gunicorn.workers.base:Worker.__init__",
+    "e0f1de2d60574066",
+    "(age, ppid, sockets, app, timeout, cfg, log): does nothing to the process",
+)
+relies_on(
+    "gunicorn.workers.base:Worker.init_process",
+    "350cf06610586641",
+    "signal handlers, app.wsgi() (the wrapper's load()), post_worker_init, then run(): also without an arbiter",
+)
+
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 64 << 10
@@ -70,16 +109,11 @@ class RestOptions:
     graceful_timeout: float = 20.0
     bind_address: str = "0.0.0.0"
     cors_origins: tuple[str, ...] = ()
-    max_json_values: int | None = None  # JSON values (commas) a request may hold; None: only the byte limit
 
 
 def error_body(code: int, reason: str, info: str) -> bytes:
-    """A Seldon-style error answer (as SeldonMicroserviceException's, with the HTTP status as the code)."""
-    return json.dumps({"status": {"status": 1, "info": info, "code": code, "reason": reason}}).encode()
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
+    """The worker's own refusals in Seldon's v1 error body (the protocol is not known before the app runs)."""
+    return json.dumps(v1_body(code, reason, info)).encode()
 
 
 def raw_response(code: int, reason: str, info: str, extra: str = "") -> bytes:
@@ -127,13 +161,6 @@ def crlf_only(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
         return parse(data)
 
     return parse_strictly
-
-
-def too_large(what: str, limit: int) -> str:
-    return (
-        f"request body of {what} is larger than max_request_bytes={limit} ({_mib(limit)}); "
-        "the parameter max_request_bytes sets it (send images as JPEG binData, tensors as tftensor)"
-    )
 
 
 class Counters:
@@ -236,7 +263,7 @@ class RequestReader(httputil.HTTPMessageDelegate):
         limit = self.counters.options.max_request_bytes
         length = int(headers.get("Content-Length", 0))
         if length > limit:
-            info = too_large(f"{length} bytes (Content-Length)", limit)
+            info = request_too_large(f"{length} bytes (Content-Length)", limit)
             if length > UNLIMITED:  # more than tornado would even begin to read
                 self._reject(413, "REQUEST_TOO_LARGE", info)
             else:
@@ -249,7 +276,9 @@ class RequestReader(httputil.HTTPMessageDelegate):
         self.size += len(chunk)
         if self.size > limit:
             self._release()
-            self._refuse(413, "REQUEST_TOO_LARGE", too_large(f"more than {limit} bytes (chunked)", limit), drain=True)
+            self._refuse(
+                413, "REQUEST_TOO_LARGE", request_too_large(f"more than {limit} bytes (chunked)", limit), drain=True
+            )
             return
         if self.counters.buffered + len(chunk) > self.counters.buffer_budget:
             self._release()

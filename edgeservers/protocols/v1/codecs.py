@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -20,10 +19,11 @@ from google.protobuf import json_format, struct_pb2
 from seldon_core.proto import prediction_pb2
 from seldon_core.proto.tensorflow.core.framework import tensor_pb2, types_pb2
 
-from . import seldon_compat
-from .errors import BadRequest
-from .postprocess import Answer
-from .runtime import TensorSpec
+from ...core.payload import Payload
+from ...core.postprocess import Answer
+from ...datatypes import BY_NUMPY, BY_TF
+from ...errors import BadRequest
+from .. import json_limits
 
 TENSOR_FORMS = ("ndarray", "tensor", "tftensor")
 EXPECTED_PAYLOAD = (
@@ -34,47 +34,8 @@ EXPECTED_PAYLOAD = (
 # Forms whose images are named by URI and fetched from the image store.
 REFERENCE_FORMS = ("image_uri", "s3_event")
 
-_TF_DTYPES = {
-    types_pb2.DT_FLOAT: np.float32,
-    types_pb2.DT_DOUBLE: np.float64,
-    types_pb2.DT_HALF: np.float16,
-    types_pb2.DT_INT8: np.int8,
-    types_pb2.DT_INT16: np.int16,
-    types_pb2.DT_INT32: np.int32,
-    types_pb2.DT_INT64: np.int64,
-    types_pb2.DT_UINT8: np.uint8,
-    types_pb2.DT_UINT16: np.uint16,
-    types_pb2.DT_UINT32: np.uint32,
-    types_pb2.DT_UINT64: np.uint64,
-    types_pb2.DT_BOOL: np.bool_,
-}
-_TF_ENUMS = {np.dtype(v): k for k, v in _TF_DTYPES.items()}
-# Which repeated field of TensorProto holds the values of each dtype when tensor_content is empty.
-_TF_VALUE_FIELDS = {
-    types_pb2.DT_FLOAT: "float_val",
-    types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_HALF: "half_val",
-    types_pb2.DT_INT64: "int64_val",
-    types_pb2.DT_UINT32: "uint32_val",
-    types_pb2.DT_UINT64: "uint64_val",
-    types_pb2.DT_BOOL: "bool_val",
-}
 
-
-@dataclass
-class Payload:
-    """What a request carries: tensors by input name (None = the single input), an encoded image, or
-    the URIs of images in the object store; and the client's own meta.tags."""
-
-    form: str  # "ndarray" | "tensor" | "tftensor" | "jsonData" | "image" | "image_uri" | "s3_event"
-    tensors: dict[str | None, np.ndarray] = field(default_factory=dict)
-    image: bytes = b""
-    image_field: str = "binData"  # what the request called the image, for messages
-    image_uris: tuple[Any, ...] = ()  # image_uri: the one URI as sent; s3_event: each created object's
-    tags: dict[str, Any] = field(default_factory=dict)
-
-
-def _s3_event(body: Mapping[str, Any]) -> Payload | None:
+def _s3_event(body: Mapping[str, Any], values_limit: int | None) -> Payload | None:
     """An S3 bucket notification as Ceph RGW, MinIO and AWS send it (`{"Records": [...]}`), one record
     alone (the data of Knative CephSource's CloudEvents), an AWS test event, or a structured CloudEvent
     whose data (or data_base64) is one of these; None when `body` is none of them. Only object creations
@@ -82,7 +43,7 @@ def _s3_event(body: Mapping[str, Any]) -> Payload | None:
     retry them."""
     if "specversion" in body:
         if "data_base64" in body:
-            body = _cloudevent_data(body["data_base64"])
+            body = _cloudevent_data(body["data_base64"], values_limit)
         elif isinstance(body.get("data"), Mapping):
             body = body["data"]
     if isinstance(body.get("Records"), list):
@@ -105,10 +66,10 @@ def _s3_event(body: Mapping[str, Any]) -> Payload | None:
     return Payload("s3_event", image_uris=tuple(uris))
 
 
-def _cloudevent_data(text: Any) -> Mapping[str, Any]:
+def _cloudevent_data(text: Any, values_limit: int | None) -> Mapping[str, Any]:
     """A structured CloudEvent's data_base64 (binary data, here JSON), counted as JSON before it is parsed."""
     data = _image_bytes(text, "data_base64", "JSON (an S3 bucket notification)")
-    seldon_compat.check_json_values(data, "the CloudEvent's data_base64")
+    json_limits.check_values(data, values_limit, "the CloudEvent's data_base64")
     try:
         decoded = orjson.loads(data)
     except orjson.JSONDecodeError as e:
@@ -125,27 +86,27 @@ def _tags(meta: Any) -> dict[str, Any]:
 
 def tensor_from_tf(proto: tensor_pb2.TensorProto) -> np.ndarray:
     """A numpy array from a TensorProto (no TensorFlow needed): tensor_content bytes, or the typed value list."""
-    dtype = _TF_DTYPES.get(proto.dtype)
-    if dtype is None:
+    datatype = BY_TF.get(proto.dtype)
+    if datatype is None:
+        name = types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else proto.dtype
         raise BadRequest(
-            f"tftensor dtype {types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else proto.dtype} "
-            f"is not supported: expected one of {', '.join(types_pb2.DataType.Name(k) for k in _TF_DTYPES)}"
+            f"tftensor dtype {name} is not supported: expected one of {', '.join(types_pb2.DataType.Name(k) for k in BY_TF)}"
         )
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     count = int(np.prod(shape)) if shape else 1
     if proto.tensor_content:
-        values = np.frombuffer(proto.tensor_content, dtype)
+        values = np.frombuffer(proto.tensor_content, datatype.numpy)
     else:
-        values = np.asarray(getattr(proto, _TF_VALUE_FIELDS.get(proto.dtype, "int_val")), dtype)
+        values = np.asarray(getattr(proto, datatype.tf_values or "int_val"), datatype.numpy)
         if values.size == 1 and count > 1:  # TensorFlow's shorthand: one value fills the tensor
-            values = np.full(count, values[0], dtype)
+            values = np.full(count, values[0], datatype.numpy)
     if values.size != count:
         raise BadRequest(f"tftensor has {values.size} values but its shape {list(shape)} needs {count}")
     return values.reshape(shape)
 
 
 def tensor_to_tf(array: np.ndarray) -> tensor_pb2.TensorProto:
-    proto = tensor_pb2.TensorProto(dtype=_TF_ENUMS[array.dtype], tensor_content=np.ascontiguousarray(array).tobytes())
+    proto = tensor_pb2.TensorProto(dtype=BY_NUMPY[array.dtype].tf, tensor_content=np.ascontiguousarray(array).tobytes())
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
     return proto
@@ -208,27 +169,28 @@ def _shaped(values: Any, shape: Any, where: str) -> np.ndarray:
     return array.reshape(shape_array.tolist())
 
 
-def _json_inputs(obj: Any) -> Payload:
+def _json_inputs(obj: Any, values_limit: int | None) -> Payload:
     if isinstance(obj, Mapping) and list(obj) == ["image_uri"]:
         return Payload("image_uri", image_uris=(obj["image_uri"],))
-    if isinstance(obj, Mapping) and (event := _s3_event(obj)) is not None:
+    if isinstance(obj, Mapping) and (event := _s3_event(obj, values_limit)) is not None:
         return event
     if not isinstance(obj, Mapping) or not obj:
         raise BadRequest("jsonData must be an object with one entry per input name, each a nested list of numbers")
     return Payload("jsonData", {str(k): numbers(v, f"jsonData[{k!r}]") for k, v in obj.items()})
 
 
-def decode_rest(request: Any) -> Payload:
-    """A REST request (the dict Seldon's wrapper parsed from JSON or a multipart form)."""
+def decode_rest(request: Any, values_limit: int | None) -> Payload:
+    """A REST request (the dict Seldon's wrapper parsed from JSON or a multipart form, its values counted
+    before); JSON within it (a CloudEvent's data_base64) is counted against `values_limit` before parsing."""
     if not isinstance(request, Mapping):
         raise BadRequest(f"the request body must be a JSON object, got {type(request).__name__}: {EXPECTED_PAYLOAD}")
-    payload = _decode_rest(request)
+    payload = _decode_rest(request, values_limit)
     payload.tags = _tags(request.get("meta"))
     return payload
 
 
-def _decode_rest(request: Mapping[str, Any]) -> Payload:
-    if (event := _s3_event(request)) is not None:
+def _decode_rest(request: Mapping[str, Any], values_limit: int | None) -> Payload:
+    if (event := _s3_event(request, values_limit)) is not None:
         return event
     if "binData" in request:
         return Payload("image", image=_image_bytes(request["binData"], "binData"))
@@ -237,27 +199,27 @@ def _decode_rest(request: Mapping[str, Any]) -> Payload:
     if "data" in request:
         return _default_data_rest(request["data"])
     if "jsonData" in request:
-        return _json_inputs(request["jsonData"])
+        return _json_inputs(request["jsonData"], values_limit)
     keys = ", ".join(request) or "none"
     raise BadRequest(f"the request has no payload (keys: {keys}): {EXPECTED_PAYLOAD}")
 
 
-def decode_grpc(request: prediction_pb2.SeldonMessage) -> Payload:
+def decode_grpc(request: prediction_pb2.SeldonMessage, values_limit: int | None) -> Payload:
     """A gRPC SeldonMessage; binary forms stay binary."""
-    payload = _decode_grpc(request)
+    payload = _decode_grpc(request, values_limit)
     if request.meta.tags:
         payload.tags = json_format.MessageToDict(request.meta)["tags"]
     return payload
 
 
-def _decode_grpc(request: prediction_pb2.SeldonMessage) -> Payload:
+def _decode_grpc(request: prediction_pb2.SeldonMessage, values_limit: int | None) -> Payload:
     which = request.WhichOneof("data_oneof")
     if which == "binData":
         return Payload("image", image=request.binData)
     if which == "strData":
         return Payload("image", image=_image_bytes(request.strData, "strData"))
     if which == "jsonData":
-        return _json_inputs(json_format.MessageToDict(request.jsonData))
+        return _json_inputs(json_format.MessageToDict(request.jsonData), values_limit)
     if which == "data":
         form = request.data.WhichOneof("data_oneof")
         if form == "tftensor":
@@ -270,33 +232,6 @@ def _decode_grpc(request: prediction_pb2.SeldonMessage) -> Payload:
             return Payload("ndarray", {None: numbers(json_format.MessageToDict(request.data.ndarray), "data.ndarray")})
         raise BadRequest("data has none of ndarray, tensor, tftensor")
     raise BadRequest(f"the request has no payload: {EXPECTED_PAYLOAD}")
-
-
-def as_input(spec: TensorSpec, array: np.ndarray, form: str) -> np.ndarray:
-    """The array as the input tensor `spec` needs it, or a BadRequest naming the expected shape and dtype.
-
-    A missing leading batch dimension of 1 is added. Integer inputs accept only whole numbers in
-    the dtype's range; a tftensor must carry the input's own dtype.
-    """
-    expected = f"input {spec.name} expects shape {list(spec.shape)} of {spec.dtype.name}"
-    shape = array.shape
-    if len(shape) == len(spec.shape) - 1 and spec.shape[0] == 1:
-        array = array[np.newaxis]
-    if len(array.shape) != len(spec.shape) or any(s not in (d, -1) for d, s in zip(array.shape, spec.shape)):
-        raise BadRequest(f"{expected}; {form} has shape {list(shape)}")
-    if array.dtype == spec.dtype:
-        return array
-    if form == "tftensor":
-        raise BadRequest(f"{expected}; tftensor has dtype {array.dtype.name}")
-    if spec.dtype.kind in "iu":
-        info = np.iinfo(spec.dtype)
-        if array.dtype.kind == "f" and not np.array_equal(array, np.rint(array)):
-            raise BadRequest(f"{expected}: whole numbers from {info.min} to {info.max}; {form} has fractions")
-        if array.size and (array.min() < info.min or array.max() > info.max):
-            raise BadRequest(
-                f"{expected}: values from {info.min} to {info.max}; {form} has {array.min()}..{array.max()}"
-            )
-    return array.astype(spec.dtype)
 
 
 def encode(
