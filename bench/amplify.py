@@ -113,22 +113,19 @@ def repeated_outputs(count: int, classification: int) -> bytes:
 
 def grpc_call(server: Server, method: str, request: bytes, timeout: float = 300) -> tuple[Any, int]:
     """(status name, response bytes) of one call with an already serialized request (the client's own
-    pure-Python serializing stays out of the time)."""
+    pure-Python serializing stays out of the time); `method` is "Service/Method" (the OIP service's when
+    only the method is given)."""
     import grpc
-    from open_inference.grpc import protocol as pb
 
     channel = grpc.insecure_channel(
         f"127.0.0.1:{server.grpc_port}",
         options=[("grpc.max_send_message_length", GRPC_MESSAGE), ("grpc.max_receive_message_length", GRPC_MESSAGE)],
     )
-    call = channel.unary_unary(
-        f"/inference.GRPCInferenceService/{method}",
-        request_serializer=lambda data: data,
-        response_deserializer=pb.ModelInferResponse.FromString,
-    )
+    path = method if "/" in method else f"inference.GRPCInferenceService/{method}"
+    call = channel.unary_unary(f"/{path}", request_serializer=lambda data: data, response_deserializer=bytes)
     try:
         reply = call(request, timeout=timeout)
-        return "OK", reply.ByteSize()
+        return "OK", len(reply)
     except grpc.RpcError as e:
         return e.code().name, 0
     finally:
@@ -164,6 +161,16 @@ def grpc_typed_contents(field: str, size: int) -> bytes:
     tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype=datatype, shape=[count]).SerializeToString()
     tensor += _length_delimited(5, contents)  # InferInputTensor.contents
     return pb.ModelInferRequest(model_name=MODEL_NAME).SerializeToString() + _length_delimited(5, tensor)  # .inputs
+
+
+def v1_grpc_ndarray(size: int) -> bytes:
+    """A SeldonMessage of about `size` bytes whose data.ndarray holds zeros (each a google.protobuf.Value)."""
+    from google.protobuf import struct_pb2
+
+    value = struct_pb2.Value(number_value=0.0).SerializeToString()
+    item = _length_delimited(1, value)  # ListValue.values
+    values = item * (size // len(item))
+    return _length_delimited(3, _length_delimited(3, values))  # SeldonMessage.data, DefaultData.ndarray
 
 
 def _varint(value: int) -> bytes:
@@ -323,6 +330,13 @@ def table() -> list[dict[str, Any]]:
                         lambda r=request: grpc_call(server, "ModelInfer", r),
                     )
                 )
+            rows.append(
+                measured(
+                    server,
+                    "v1 gRPC: 15 MB data.ndarray of zeros",
+                    lambda: grpc_call(server, "seldon.protos.Model/Predict", v1_grpc_ndarray(15_000_000)),
+                )
+            )
             hole, hole_port = black_hole()
             try:
                 hanging = start(

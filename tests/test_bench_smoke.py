@@ -55,7 +55,8 @@ def test_bench_smoke_writes_results(tmp_path: Path) -> None:
         for key in ("p50_ms", "p90_ms", "p99_ms", "loadavg_before"):
             assert row[key] is not None, (key, row)
         if not row["target"].startswith("in-process"):
-            assert row["memory"]["processes"] >= 2 and row["memory"]["rss_mb"] > 0 and row["memory"]["pss_mb"] > 0
+            # the whole tree is measured: one process serves REST and gRPC (GRPC_WORKERS=1), the naive server one too
+            assert row["memory"]["processes"] >= 1 and row["memory"]["rss_mb"] > 0 and row["memory"]["pss_mb"] > 0
             assert row["cold_start_s"] > 0 and row["server_alive_after"]
     labels = next(r for r in report["rows"] if r["target"] == "TFLiteServer" and r["case"] == "rest_image")["answer"]
     assert labels.startswith("jsonData list of 5")

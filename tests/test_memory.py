@@ -48,16 +48,21 @@ def test_tflite_tree_fits_its_memory_limit_after_predictions(config):
     assert roles == ["main (REST) + metrics Manager, metrics endpoint"], roles
 
 
-def test_metrics_of_rest_and_grpc_workers_reach_prometheus_through_the_main_process(start_server):
-    """The metrics store and endpoint now live on threads of the main process: every worker still reaches them."""
-    server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), metrics_interval=0.0)
+@pytest.mark.parametrize("grpc_workers", ["1", "2"])
+def test_metrics_of_rest_and_grpc_reach_prometheus_through_the_main_process(start_server, grpc_workers):
+    """The metrics store and endpoint live on threads of the main process: REST and gRPC reach them, from the
+    main process itself (GRPC_WORKERS=1: one process serves both) or from forked gRPC workers."""
+    server = start_server(
+        "TFLiteServer", env={"GRPC_WORKERS": grpc_workers}, model_uri=str(MOBILENET_V2), metrics_interval=0.0
+    )
     for _ in range(2):
         server.image("parrot.jpg")
         server.grpc(prediction_pb2.SeldonMessage(binData=image_bytes("parrot.jpg")))
     text = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
     counts = [line for line in text.splitlines() if line.startswith("edgeservers_inference_ms_count{")]
     assert sum(float(line.split()[-1]) for line in counts) == 4
-    assert len({re.search(r'worker_id="(\d+)"', line).group(1) for line in counts}) == 2  # REST and gRPC worker
+    workers = {re.search(r'worker_id="(\d+)"', line).group(1) for line in counts}
+    assert len(workers) == (1 if grpc_workers == "1" else 2)  # the main process alone, or beside a gRPC worker
 
 
 def _minor_faults(pid: int) -> int:

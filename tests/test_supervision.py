@@ -61,6 +61,8 @@ def part(server: ModelServer, which: str) -> int:
     # gunicorn's arbiter and its workers share the listening socket: the arbiter is the one whose parent does not
     if which in ("rest", "metrics"):
         found = [p for p in found if _ppid(p) not in found]
+    elif which == "grpc":
+        found = found[:1]  # one of the gRPC workers, each listening with SO_REUSEPORT
     elif which == "rest worker":
         found = [p for p in found if _ppid(p) in found][:1]  # one of them
     assert len(found) == 1, f"{which}: {found} in {tree}"
@@ -108,9 +110,10 @@ def one_line(stderr: str, pattern: str) -> str:
 def served():
     servers: list[ModelServer] = []
 
-    def start(workers: int = 1, **params) -> ModelServer:
-        # one REST worker (the chart's default) runs in the main process; more run under gunicorn's arbiter
-        env = {"GUNICORN_WORKERS": str(workers), "GUNICORN_THREADS": "1", "GRPC_WORKERS": "1"}
+    def start(workers: int = 1, grpc_workers: int = 1, **params) -> ModelServer:
+        # one REST worker (the chart's default) runs in the main process, and with GRPC_WORKERS=1 serves gRPC
+        # there too; more REST workers run under gunicorn's arbiter, and gRPC then in a forked worker
+        env = {"GUNICORN_WORKERS": str(workers), "GUNICORN_THREADS": "1", "GRPC_WORKERS": str(grpc_workers)}
         server = ModelServer("TFLiteServer", env=env, **{"model_uri": str(MOBILENET_V2), **params}).start()
         servers.append(server)
         return server
@@ -132,7 +135,7 @@ def _status(server: ModelServer) -> tuple[int, str]:
     [
         ("grpc", r"gRPC worker 1 of 1 \(pid \d+\) was killed by SIGKILL", "gRPC is not accepting connections"),
         # Seldon's metrics Manager is no process of its own any more: it runs on threads of the main process
-        # (seldon_compat, section "memory"), so it cannot be down while the server is up.
+        # (edgeservers/seldon/metrics.py), so it cannot be down while the server is up.
     ],
 )
 def test_readiness_fails_while_a_part_is_down_and_the_server_then_exits(served, which, name, words):
@@ -157,17 +160,18 @@ def test_readiness_fails_while_a_part_is_down_and_the_server_then_exits(served, 
 
 
 @pytest.mark.parametrize(
-    "which, workers, name",
+    "which, workers, grpc_workers, name",
     [
-        # with one REST worker REST is served by the main process itself (seldon_compat, section "memory")
-        ("rest", 2, r"REST server \(pid \d+\) was killed by SIGKILL"),
-        # the metrics endpoint is a thread of the main process (seldon_compat, section "memory"): no part to kill
-        ("grpc", 1, r"gRPC worker 1 of 1 \(pid \d+\) was killed by SIGKILL"),
-        ("grpc", 2, r"gRPC worker 1 of 1 \(pid \d+\) was killed by SIGKILL"),
+        # with one REST worker REST is served by the main process itself, and so is gRPC with GRPC_WORKERS=1
+        # (no part to kill: edgeservers/seldon/supervisor.py watches that server from a thread); the metrics
+        # endpoint is a thread of the main process too
+        ("rest", 2, 1, r"REST server \(pid \d+\) was killed by SIGKILL"),
+        ("grpc", 1, 2, r"gRPC worker \d of 2 \(pid \d+\) was killed by SIGKILL"),
+        ("grpc", 2, 1, r"gRPC worker 1 of 1 \(pid \d+\) was killed by SIGKILL"),
     ],
 )
-def test_a_killed_part_takes_the_whole_server_down(served, which, workers, name):
-    server = served(workers)
+def test_a_killed_part_takes_the_whole_server_down(served, which, workers, grpc_workers, name):
+    server = served(workers, grpc_workers)
     os.kill(part(server, which), signal.SIGKILL)
     code, stderr = wait_for_exit(server)
     assert code == 1
@@ -198,3 +202,28 @@ def test_sigterm_to_the_main_process_alone_stops_every_part_with_exit_0(served, 
     assert code == 0, stderr[-3000:]
     assert "edgeservers: " not in stderr
     assert_nothing_left(server)
+
+
+def test_a_grpc_server_in_the_main_process_that_stops_takes_the_server_down():
+    """With one REST worker and GRPC_WORKERS=1 the main process serves gRPC itself: there is no process to kill,
+    so the supervisor watches the server (a real one here, in this process) and, when it stops unasked, marks
+    the server down (readiness answers 503 naming it) and ends the watch with the one line it prints."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from edgeservers.seldon import state
+    from edgeservers.seldon.supervisor import Supervisor, unavailable
+
+    server = grpc.server(ThreadPoolExecutor(1))
+    server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    supervisor = Supervisor()
+    supervisor.keep("gRPC server", server)
+    server.stop(None)
+    try:
+        line = supervisor.watch()
+        assert line is not None and re.fullmatch(r"gRPC server \(in pid \d+\) stopped", line), line
+        assert unavailable() == [line]
+    finally:
+        state.current().mark_down("")  # this process's state, which other in-process tests read

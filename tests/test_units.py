@@ -128,17 +128,22 @@ def test_explicit_parameters_win_over_adaptive_defaults():
     assert (chosen.pool_size, chosen.num_threads) == (4, 3)
 
 
-def test_the_wrapper_thread_settings_give_the_requests_one_worker_runs_at_once(monkeypatch):
+def test_the_wrapper_thread_settings_give_the_requests_one_process_runs_at_once(monkeypatch):
+    """One REST worker and GRPC_WORKERS=1 (the wrapper's defaults): one process serves both, so their threads
+    add up; with gRPC off, or in forked workers, each process serves one protocol."""
     from edgeservers.seldon import concurrent_requests
 
-    for name in ("GUNICORN_THREADS", "GRPC_THREADS", "GRPC_WORKERS", "FLASK_SINGLE_THREADED"):
+    for name in ("GUNICORN_WORKERS", "GUNICORN_THREADS", "GRPC_THREADS", "GRPC_WORKERS", "FLASK_SINGLE_THREADED"):
         monkeypatch.delenv(name, raising=False)
-    assert concurrent_requests() == 1
+    assert concurrent_requests() == 2
     monkeypatch.setenv("GUNICORN_THREADS", "8")
-    assert concurrent_requests() == 8
+    assert concurrent_requests() == 9
     monkeypatch.setenv("GUNICORN_THREADS", "1")
     monkeypatch.setenv("GRPC_THREADS", "4")
+    assert concurrent_requests() == 5
+    monkeypatch.setenv("GUNICORN_WORKERS", "2")  # REST and gRPC in processes of their own
     assert concurrent_requests() == 4
+    monkeypatch.setenv("GUNICORN_WORKERS", "1")
     monkeypatch.setenv("GRPC_WORKERS", "0")
     assert concurrent_requests() == 1
 

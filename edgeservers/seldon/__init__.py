@@ -38,20 +38,32 @@ def install() -> state.AdapterState:
     return adapter
 
 
+def _number(name: str, default: int) -> int:
+    """An integer from the environment, read the way the wrapper's argument parser reads it."""
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def one_process() -> bool:
+    """Whether the main process serves REST and gRPC itself, from one model pool: one REST worker that never
+    restarts (GUNICORN_WORKERS=1, no GUNICORN_MAX_REQUESTS: the chart's defaults) and GRPC_WORKERS=1.
+    GRPC_WORKERS above 1 forks gRPC workers, each with its own copy of the model, as the wrapper does."""
+    return (
+        _number("GUNICORN_WORKERS", 1) == 1
+        and not _number("GUNICORN_MAX_REQUESTS", 0)
+        and _number("GRPC_WORKERS", 1) == 1
+    )
+
+
 def concurrent_requests() -> int:
-    """How many requests one worker of the wrapper may run at once: its REST threads (GUNICORN_THREADS, 1 under
-    FLASK_SINGLE_THREADED) or its gRPC threads (GRPC_THREADS, when GRPC_WORKERS > 0), read from the environment
-    the way the wrapper's own argument parser does."""
-
-    def number(name: str, default: int) -> int:
-        try:
-            return int(os.environ.get(name, default))
-        except ValueError:
-            return default
-
-    rest = 1 if number("FLASK_SINGLE_THREADED", 0) else number("GUNICORN_THREADS", 1)
-    grpc_threads = number("GRPC_THREADS", 1) if number("GRPC_WORKERS", 1) > 0 else 0
-    return max(1, rest, grpc_threads)
+    """How many requests one process of the server may run at once: its REST threads (GUNICORN_THREADS, 1 under
+    FLASK_SINGLE_THREADED) and its gRPC threads (GRPC_THREADS, when GRPC_WORKERS > 0): both together when one
+    process serves both, else the more of the two."""
+    rest = 1 if _number("FLASK_SINGLE_THREADED", 0) else _number("GUNICORN_THREADS", 1)
+    grpc_threads = _number("GRPC_THREADS", 1) if _number("GRPC_WORKERS", 1) > 0 else 0
+    return max(1, rest + grpc_threads if one_process() else max(rest, grpc_threads))
 
 
 def wrapper_version() -> str:

@@ -161,9 +161,34 @@ class GrpcWorkers:
             yield f"{host}:{port}"
 
     def target(self, bind_address: str) -> Callable[[], None]:
+        """A gRPC worker to fork: the wrapper's own, which loads its own copy of the model."""
         return functools.partial(
             _grpc_worker, self.user_object, self.seldon_metrics, self.args, self.annotations, bind_address
         )
+
+    def serve_here(self, bind_address: str) -> grpc.Server:
+        """The one gRPC server in this process, on the component (and model pool) REST serves from: no fork, no
+        second copy of the model; the REST worker loads the model (until then gRPC answers UNAVAILABLE)."""
+        server = wrapper.get_grpc_server(
+            self.user_object,
+            self.seldon_metrics,
+            annotations=self.annotations,
+            trace_interceptor=_tracing(self.args),
+            num_threads=self.args.grpc_threads,
+        )
+        server.add_insecure_port(bind_address)
+        server.start()
+        return server
+
+
+def _tracing(args: Any) -> Any:
+    """The tracing interceptor the wrapper gives its gRPC workers with --tracing (Jaeger), else None."""
+    if not args.tracing:
+        return None
+    from grpc_opentracing import open_tracing_server_interceptor
+    from seldon_core.utils import setup_tracing
+
+    return open_tracing_server_interceptor(setup_tracing(args.interface_name))
 
 
 def _grpc_worker(*args: Any) -> None:

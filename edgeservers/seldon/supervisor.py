@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 from seldon_core import microservice
 
 from . import state
@@ -147,13 +148,30 @@ class Supervisor:
 
     def __init__(self) -> None:
         self.parts: list[tuple[str, multiprocessing.process.BaseProcess]] = []
+        self.servers: list[tuple[str, grpc.Server]] = []  # in this process, beside REST
+        self.ended_servers: list[str] = []  # those that stopped on their own
         self.stop_signal: int | None = None
-        _adopt_orphans()
 
     def start(self, name: str, target: Callable[[], None]) -> None:
         process = _FORK.Process(target=target, name=name, daemon=False)
         process.start()
         self.parts.append((name, process))
+
+    def keep(self, name: str, server: grpc.Server) -> None:
+        """Watch a server running in this process (after every fork: grpc's threads must not be forked)."""
+        self.servers.append((name, server))
+
+        def until_it_ends() -> None:
+            server.wait_for_termination()
+            self.ended_servers.append(name)
+
+        threading.Thread(target=until_it_ends, name=f"watch {name}", daemon=True).start()
+
+    def stop_servers(self, grace: float) -> None:
+        """Stop the servers of this process, letting calls in flight finish for at most `grace` seconds."""
+        state.current().note_stop()
+        for _, server in self.servers:
+            server.stop(grace).wait(grace + 1.0)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         state.current().note_stop()
@@ -173,18 +191,22 @@ class Supervisor:
                 multiprocessing.connection.wait(fds, timeout=self.POLL)
                 if self.stop_signal is not None:
                     break
-                for name, process in watched:
-                    if process.exitcode is not None:  # this process is the parent of every part: waitpid works
-                        if state.current().stop_noted():
-                            return None
-                        line = f"{name} (pid {process.pid}) {_how_it_ended(name, process.exitcode)}"
-                        state.current().mark_down(line)
-                        print(
-                            f"edgeservers: {line}: stopping the whole server (exit 1) so that it is restarted",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        return line
+                ended = [f"{name} (in pid {os.getpid()}) stopped" for name in self.ended_servers]
+                ended += [
+                    f"{name} (pid {process.pid}) {_how_it_ended(name, process.exitcode)}"
+                    for name, process in watched
+                    if process.exitcode is not None  # this process is the parent of every part: waitpid works
+                ]
+                if ended:
+                    if state.current().stop_noted():
+                        return None
+                    state.current().mark_down(ended[0])
+                    print(
+                        f"edgeservers: {ended[0]}: stopping the whole server (exit 1) so that it is restarted",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return ended[0]
             return None
         finally:
             for fd in fds:
@@ -218,6 +240,7 @@ class Supervisor:
         try:
             rest()
         finally:
+            self.stop_servers(state.current().rest_options.graceful_timeout)
             self.stop_signal = self.stop_signal or signal.SIGTERM
             watcher.join()
             self.stop_all(signal.SIGTERM)
@@ -261,11 +284,16 @@ def _start_servers(
     target1: Callable, target2: Callable | None, target3: Callable | None, metrics_target: Callable | None
 ) -> None:
     """The wrapper's start_servers, supervised: every part a child of this process, which watches them."""
+    _adopt_orphans()
     supervisor = Supervisor()
+    rest_here = getattr(target1, "one_worker", False)  # one REST worker that never restarts: no arbiter
     with contextlib.ExitStack() as stack:
+        grpc_here = None  # gRPC in this process too, started once every part is forked
         if isinstance(target2, GrpcWorkers):
             bind_address = stack.enter_context(target2.reserved())
-            for i in range(target2.count):
+            if rest_here and target2.count == 1:
+                grpc_here = target2
+            for i in range(0 if grpc_here else target2.count):
                 supervisor.start(f"gRPC worker {i + 1} of {target2.count}", target2.target(bind_address))
         elif target2:
             supervisor.start("gRPC server", target2)
@@ -273,7 +301,9 @@ def _start_servers(
             supervisor.start("custom server", target3)
         if metrics_target:
             supervisor.start("metrics server", metrics_target)
-        if getattr(target1, "one_worker", False):  # REST in this process, no arbiter
+        if grpc_here is not None:
+            supervisor.keep("gRPC server", grpc_here.serve_here(bind_address))
+        if rest_here:
             state.current().rest_in_main_process = True
             code = supervisor.run_with_rest(target1)
         else:
