@@ -283,7 +283,7 @@ def measure(
             "total": total,
             "pss_mb": round(total["Pss"] / 1024, 1),
             "alone_pss_mb": round(sum(p["Pss_alone"] for p in processes) / 1024, 1) if alone else None,
-            "metrics_ok": "edgeservers_inference_ms_count" in prometheus,
+            "metrics_ok": "edgeservers_inference_seconds_count" in prometheus,
             "cold_start_s": round(server.cold_start_s or 0, 2),
             "detail": {named[pid]: rows for pid, rows in detail(list(named), top).items()} if top else {},
         }

@@ -1,9 +1,9 @@
 """Per-request timings and the uncertain-prediction count, as Seldon custom metrics.
 
-Seldon exposes what a response's meta.metrics holds on its Prometheus endpoint (TIMER values in
-milliseconds become histograms, COUNTER values are added up), labelled with the worker. It keeps
-them in a multiprocessing Manager, so every hand-over costs a few IPC round trips (about 4 ms on a
-2-core amd64, more than a small model's inference): `MetricsBatch` hands them over in batches.
+Seldon exposes what a response's meta.metrics holds on its Prometheus endpoint, labelled with the worker:
+a TIMER (its value in milliseconds, as Seldon defines it) becomes a histogram of seconds, so the keys name
+the Prometheus series in Prometheus' base unit (`..._seconds`); COUNTER values are added up (`..._total`).
+Every hand-over costs IPC round trips to the store: `MetricsBatch` hands them over in batches.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-PREPROCESS = "edgeservers_preprocess_ms"
-INFERENCE = "edgeservers_inference_ms"
-POSTPROCESS = "edgeservers_postprocess_ms"
+PREPROCESS = "edgeservers_preprocess_seconds"
+INFERENCE = "edgeservers_inference_seconds"
+POSTPROCESS = "edgeservers_postprocess_seconds"
 UNCERTAIN = "edgeservers_uncertain_predictions_total"
 DELEGATE_INFO = "edgeservers_delegate_info"
 

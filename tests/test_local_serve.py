@@ -109,7 +109,7 @@ def test_make_serve_takes_any_parameter_and_its_printed_requests_work(tmp_path):
         ]
         assert answer["meta"]["tags"]["uncertain"] is False  # confidence_threshold=0.8 reached the server
         assert json.loads(_run(metadata.split("#")[0]))["name"] == "mobilenet_v2_1.0_224_quant"
-        assert "edgeservers_inference_ms" in _run(prometheus.split("#")[0])
+        assert "edgeservers_inference_seconds" in _run(prometheus.split("#")[0])
 
         # What a tensor-only model gets: a tensor of the input's shape and dtype, in a file curl sends.
         inputs, _ = TFLiteRuntime.inspect(tflite_file(MOBILENET_V2), TFLiteOptions(num_threads=1, pool_size=1))

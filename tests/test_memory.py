@@ -59,7 +59,7 @@ def test_metrics_of_rest_and_grpc_reach_prometheus_through_the_main_process(star
         server.image("parrot.jpg")
         server.grpc(prediction_pb2.SeldonMessage(binData=image_bytes("parrot.jpg")))
     text = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
-    counts = [line for line in text.splitlines() if line.startswith("edgeservers_inference_ms_count{")]
+    counts = [line for line in text.splitlines() if line.startswith("edgeservers_inference_seconds_count{")]
     assert sum(float(line.split()[-1]) for line in counts) == 4
     workers = {re.search(r'worker_id="(\d+)"', line).group(1) for line in counts}
     assert len(workers) == (1 if grpc_workers == "1" else 2)  # the main process alone, or beside a gRPC worker

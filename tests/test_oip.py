@@ -579,7 +579,7 @@ def test_oip_requests_reach_seldons_metrics(start_server, triton):
     ):
         for r in result:
             ok(r)
-    assert _prometheus_count(server, "edgeservers_inference_ms_count") == 5
+    assert _prometheus_count(server, "edgeservers_inference_seconds_count") == 5
 
 
 # --- the README's examples ---------------------------------------------------------------------------------

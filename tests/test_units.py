@@ -331,7 +331,7 @@ def test_info_gauges_go_with_the_first_hand_over_only():
     batch = MetricsBatch(0, [gauge])
     assert batch.due() == [gauge]
     request = RequestMetrics()
-    with request.timed("edgeservers_inference_ms"):
+    with request.timed("edgeservers_inference_seconds"):
         pass
     batch.add(request)
     assert [m["type"] for m in batch.due()] == ["TIMER"]
