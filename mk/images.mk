@@ -1,4 +1,4 @@
-# Images (issues 3, 10, 13): the TFLite server, the OpenVINO server (amd64, arm64) and the storage
+# Images: the TFLite server, the OpenVINO server (amd64, arm64) and the storage
 # initializer for amd64, arm64 and arm/v7, all built by buildah from one Dockerfile per image.
 # docs/images.md explains; none of this is part of `make test` (heavy: builds, qemu).
 #   make images                      build all arches, manifest lists, OCI archive in build/

@@ -1,4 +1,4 @@
-# Lint (issue 10): ruff (lint + format check) over the repo and mypy over the package, with the
+# Lint: ruff (lint + format check) over the repo and mypy over the package, with the
 # settings in pyproject.toml; the GitHub workflows with actionlint and zizmor, both offline. .ci/run runs
 # `make lint` before `make test`; `make format` rewrites.
 #

@@ -1,4 +1,4 @@
-# Open Inference Protocol (issue 11): the real Triton client in its own venv for the tests.
+# Open Inference Protocol: the real Triton client in its own venv for the tests.
 # tritonclient 2.73 needs urllib3>=2 and protobuf>=6, which seldon-core 1.17.1's pins (urllib3 1.26,
 # protobuf 3.20) rule out in .venv; tests/test_oip.py runs tests/oip_client.py with this venv's python.
 

@@ -1,4 +1,4 @@
-# Dependency audit (issue 9, item 7; docs/security.md "Dependencies"). Offline: it matches the packages
+# Dependency audit (docs/security.md "Dependencies"). Offline: it matches the packages
 # against the committed PyPA advisory snapshot in security/advisories/ and fails on any finding that has
 # no reachability note. tests/test_audit.py runs the same code in `make test`.
 #   make audit                                  the server venv and the armv7 image's pinned closure

@@ -416,7 +416,7 @@ def call_wsgi(app: Callable, environ: dict) -> tuple[str, list[tuple[str, str]],
 
 
 class EdgeWorker(Worker):
-    """The gunicorn worker class seldon_compat makes the wrapper use, for REST and for metrics."""
+    """The gunicorn worker class the wrapper runs REST on (seldon/rest_app.py sets it)."""
 
     def init_process(self) -> None:
         IOLoop.clear_current()  # a loop cannot survive a fork
