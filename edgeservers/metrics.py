@@ -33,13 +33,9 @@ class RequestMetrics:
     timings_ms: dict[str, float] = field(default_factory=dict)
     uncertain: bool = False
     counters: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    gauges: dict[str, float] = field(default_factory=dict)
 
     def count(self, key: str, **labels: str) -> None:
         self.counters.append((key, labels))
-
-    def gauge(self, key: str, value: float) -> None:
-        self.gauges[key] = value
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:
@@ -55,7 +51,6 @@ class RequestMetrics:
             metrics.append({"type": "COUNTER", "key": UNCERTAIN, "value": 1})
         for key, labels in self.counters:
             metrics.append({"type": "COUNTER", "key": key, "value": 1, **({"tags": dict(labels)} if labels else {})})
-        metrics.extend({"type": "GAUGE", "key": key, "value": value} for key, value in self.gauges.items())
         return metrics
 
 

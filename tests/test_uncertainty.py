@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from conftest import FACE_MASK, MOBILENET_V1, plain_image_tensor, plain_interpreter, plain_outputs, tflite_file
 from edgeservers.core import uncertainty
 from edgeservers.core.postprocess import Answer
 from edgeservers.errors import ModelLoadError
 from edgeservers.settings import Settings
+
+from conftest import FACE_MASK, MOBILENET_V1, plain_image_tensor, plain_interpreter, plain_outputs, tflite_file
 
 
 def classified(*scores: float) -> Answer:
@@ -89,7 +90,10 @@ def test_a_criterion_that_does_not_fit_the_post_processing_stops_the_server(crit
     "params, message",
     [
         ({"uncertainty": "cross_entropy"}, "uncertainty='cross_entropy': expected one of top1, margin, entropy"),
-        ({"uncertainty": "margin", "confidence_threshold": 1.5}, "expected a number from 0 to 1 for uncertainty=margin"),
+        (
+            {"uncertainty": "margin", "confidence_threshold": 1.5},
+            "expected a number from 0 to 1 for uncertainty=margin",
+        ),
         ({"weak_box_fraction": 0}, "weak_box_fraction=0.0: expected a share above 0, at most 1"),
         ({"weak_box_fraction": 1.5}, "weak_box_fraction=1.5"),
     ],
@@ -122,7 +126,9 @@ def plain_scores(photo: str) -> np.ndarray:
         ("entropy", 0.75, lambda p: -(q := p[p > 0] / p.sum()) @ np.log(q) / np.log(p.size) > 0.25),
     ],
 )
-def test_classifier_criteria_in_the_server_agree_with_the_plain_interpreter(load_server, criterion, threshold, expected):
+def test_classifier_criteria_in_the_server_agree_with_the_plain_interpreter(
+    load_server, criterion, threshold, expected
+):
     server = load_server(
         "TFLiteServer", model_uri=str(MOBILENET_V1), uncertainty=criterion, confidence_threshold=threshold
     )

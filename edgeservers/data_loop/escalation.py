@@ -44,7 +44,10 @@ ESCALATED, EDGE = "escalated", "edge"  # who answered (tag answered_by)
 ESCALATIONS = "edgeservers_escalations_total"  # answered by the bigger model
 FAILURES = "edgeservers_escalation_failures_total"  # tried and failed (label reason)
 SKIPPED = "edgeservers_escalations_skipped_total"  # not tried: the breaker was open
-BREAKER_OPEN = "edgeservers_escalation_breaker_open"  # 1 while the breaker is open, as of the last uncertain answer
+# The breaker's state as events (open now: opened - closed > 0). Not a gauge of 0 and 1: Seldon's v1 gRPC path
+# turns meta.metrics into JSON through protobuf, which leaves a value of 0 out, and then fails on the metric.
+BREAKER_OPENED = "edgeservers_escalation_breaker_opened_total"
+BREAKER_CLOSED = "edgeservers_escalation_breaker_closed_total"
 ESCALATION_MS = "edgeservers_escalation_ms"  # the wait for a tried escalation
 
 _CALL_THREADS = 4  # escalations in flight per process (a call past its deadline holds one until its socket times out)
@@ -316,7 +319,6 @@ class Escalator:
         wait = self.breaker.wait()
         if wait is not None:
             metrics.count(SKIPPED)
-            metrics.gauge(BREAKER_OPEN, 1)
             error = f"breaker open: {self.breaker.failures} escalations failed in a row; next try in {wait:.0f} s"
             return edge, Escalation(EDGE, error=error)
         try:
@@ -324,6 +326,7 @@ class Escalator:
                 body = self._ask(image)
         except Failed as e:
             if self.breaker.record(False):
+                metrics.count(BREAKER_OPENED)
                 log.warning(
                     "escalate_url %s: %d escalations failed in a row (last: %s); none tried for %g s",
                     self.target.origin + self.target.model_path,
@@ -334,12 +337,11 @@ class Escalator:
             with self._lock:
                 self._remote = None  # read the metadata again next time: the target may have changed
             metrics.count(FAILURES, reason=e.kind)
-            metrics.gauge(BREAKER_OPEN, int(self.breaker.is_open))
             return edge, Escalation(EDGE, error=str(e))
         if self.breaker.record(True):
+            metrics.count(BREAKER_CLOSED)
             log.info("escalate_url %s answers again", self.target.origin + self.target.model_path)
         metrics.count(ESCALATIONS)
-        metrics.gauge(BREAKER_OPEN, 0)
         return Answer(body), Escalation(ESCALATED, edge_answer=edge)
 
     def _ask(self, image: bytes) -> Any:
