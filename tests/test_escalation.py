@@ -434,3 +434,47 @@ class served:
     def __exit__(self, *exc: Any) -> None:
         self._http.shutdown()
         self._http.server_close()
+
+
+def test_the_two_tier_examples_name_each_other():
+    """charts/examples/two-tier-edge.yaml escalates to the Service and OIP model name two-tier-gateway.yaml serves."""
+    import yaml
+
+    def graph(name: str) -> tuple[dict, dict]:
+        sdep = yaml.safe_load((ROOT / "charts" / "examples" / f"{name}.yaml").read_text())
+        predictor = sdep["spec"]["predictors"][0]
+        return sdep, {p["name"]: p["value"] for p in predictor["graph"]["parameters"]}
+
+    gateway, served_as = graph("two-tier-gateway")
+    _, edge = graph("two-tier-edge")
+    service = f"{gateway['metadata']['name']}-{gateway['spec']['predictors'][0]['name']}"
+    assert edge["escalate_url"] == (
+        f"http://{service}.default.svc.cluster.local:9000/v2/models/{served_as['model_name']}/infer"
+    )
+    assert gateway["spec"]["predictors"][0]["graph"]["implementation"] == "OPENVINO_SERVER"
+    assert float(edge["confidence_threshold"]) > 0 and float(edge["escalate_timeout"]) > 0
+
+
+def test_the_chart_mounts_the_escalation_headers_from_a_secret():
+    import k8s_validation as kv
+
+    values = {
+        "modelUri": "x",
+        "escalateHeadersSecret": "gateway-token",
+        "parameters": {"escalate_url": "http://g/v2/models/m"},
+    }
+    sdep = kv.render_one(set_values=values)
+    assert kv.manifest_errors(sdep) == []
+    predictor = sdep["spec"]["predictors"][0]
+    params = {p["name"]: p["value"] for p in predictor["graph"]["parameters"]}
+    assert params["escalate_headers_file"] == "/etc/edgeservers/escalate/headers"
+    spec = predictor["componentSpecs"][0]["spec"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "escalate-headers"]
+    assert volume["secret"]["secretName"] == "gateway-token" and volume["secret"]["items"] == [
+        {"key": "headers", "path": "headers"}
+    ]
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "escalate-headers"]
+    assert mount == {"name": "escalate-headers", "mountPath": "/etc/edgeservers/escalate", "readOnly": True}
+    both = {**values, "parameters": {**values["parameters"], "escalate_headers_file": "/x"}}
+    result = kv.helm("template", "edge", str(kv.CHART), *kv.value_args(set_values=both), check=False)
+    assert result.returncode != 0 and "set escalateHeadersSecret or parameters.escalate_headers_file" in result.stderr
