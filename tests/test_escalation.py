@@ -478,3 +478,30 @@ def test_the_chart_mounts_the_escalation_headers_from_a_secret():
     both = {**values, "parameters": {**values["parameters"], "escalate_headers_file": "/x"}}
     result = kv.helm("template", "edge", str(kv.CHART), *kv.value_args(set_values=both), check=False)
     assert result.returncode != 0 and "set escalateHeadersSecret or parameters.escalate_headers_file" in result.stderr
+
+
+def test_the_pipeline_recipes_install_the_examples_they_name():
+    """docs/pipelines.md's `helm install` commands render valid manifests: the examples' own, or with the Secret
+    of escalation headers its `kubectl create secret` makes."""
+    import yaml
+
+    import k8s_validation as kv
+
+    doc = ROOT / "docs" / "pipelines.md"
+    installs = [c for c in kv.doc_commands(doc) if c[:2] == ["helm", "install"]]
+    assert {c[2] for c in installs} == {"camera-loop", "two-tier-gateway", "two-tier-edge"}
+    for install in installs:
+        flags = install[install.index("charts/edge-model") + 1 :]
+        (sdep,) = [
+            d for d in yaml.safe_load_all(kv.helm("template", install[2], "charts/edge-model", *flags).stdout) if d
+        ]
+        assert kv.manifest_errors(sdep) == []
+        example = kv.render_example(ROOT / flags[flags.index("-f") + 1])
+        if "--set" not in flags:
+            assert kv.plain(sdep) == example
+        else:
+            spec = sdep["spec"]["predictors"][0]["componentSpecs"][0]["spec"]
+            (volume,) = [v for v in spec["volumes"] if v["name"] == "escalate-headers"]
+            (create,) = [c for c in kv.doc_commands(doc) if c[:4] == ["kubectl", "create", "secret", "generic"]]
+            secret = yaml.safe_load(kv.run_tool("kubectl", *create[1:], "--dry-run=client", "-o", "yaml").stdout)
+            assert secret["metadata"]["name"] == volume["secret"]["secretName"] and "headers" in secret["data"]
