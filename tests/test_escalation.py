@@ -246,8 +246,14 @@ class Recorder(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, status: int = 500, location: str = ""):
+    def __init__(self, status: int = 500, location: str = "", metadata: bytes = b""):
         self.status, self.location = status, location
+        self.metadata = (
+            metadata
+            or json.dumps(
+                {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1]}], "outputs": [{"name": "answer"}]}
+            ).encode()
+        )
         self.seen: list[dict[str, Any]] = []
         super().__init__(("127.0.0.1", 0), _Recording)
 
@@ -264,8 +270,7 @@ class _Recording(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         server.seen.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body})
         if self.command == "GET" and not server.location:
-            meta = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1]}], "outputs": [{"name": "answer"}]}
-            return self._send(200, json.dumps(meta).encode())
+            return self._send(200, server.metadata)
         if server.location:
             self.send_response(server.status)
             self.send_header("Location", server.location)
@@ -315,6 +320,18 @@ def test_a_target_that_redirects_elsewhere_is_not_followed(load_server, recorder
     assert tags["answered_by"] == "edge"
     assert tags["escalation_error"] == "redirect: the target answered 307; redirects are not followed"
     assert redirecting.seen and elsewhere.seen == []
+
+
+def test_a_target_that_is_not_a_model_server_gets_the_edge_answer(load_server, recorders):
+    page = recorders(metadata=b"<html>a login page</html>")
+    edge = load_server(
+        "TFLiteServer", model_uri=str(MOBILENET_V1), confidence_threshold=0.5, escalate_url=f"{page.url}/v2/models/m"
+    )
+    reply = edge.rest({"binData": base64.b64encode(image_bytes("cat.bmp")).decode()})
+    assert reply.status_code == 200
+    tags = reply.json()["meta"]["tags"]
+    assert tags["answered_by"] == "edge"
+    assert tags["escalation_error"] == "answer: the target's metadata or answer is unreadable (JSONDecodeError)"
 
 
 def test_the_image_goes_as_tritonclient_sends_it_with_the_headers_file_and_no_credential_anywhere(

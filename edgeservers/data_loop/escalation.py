@@ -353,6 +353,10 @@ class Escalator:
         except FutureTimeout:
             future.cancel()  # a call not yet started; one under way ends by its own timeouts
             raise Failed("timeout", f"no answer within escalate_timeout={self.timeout:g} s") from None
+        except Failed:
+            raise
+        except Exception as e:  # whatever else the target sent (metadata that is not JSON, ...): the edge answers
+            raise Failed("answer", f"the target's metadata or answer is unreadable ({type(e).__name__})") from None
 
     def _call(self, image: bytes, deadline: float) -> Any:
         remote = self._remote
