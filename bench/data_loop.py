@@ -94,6 +94,16 @@ def _keys() -> dict[str, str]:
     return {"aws_access_key_id": "k", "aws_secret_access_key": "s", "region_name": "us-east-1"}
 
 
+def counts(server: Microservice) -> str:
+    """The server's uploaded / dropped counters, from its Prometheus endpoint."""
+    text = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
+
+    def total(name: str) -> int:
+        return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")))
+
+    return f"{total('edgeservers_uncertain_uploaded_total')} / {total('edgeservers_uncertain_dropped_total')}"
+
+
 def spool_rows(n: int, spooled: int) -> list[tuple[str, str]]:
     from edgeservers.data_loop import spool
 
@@ -105,6 +115,8 @@ def spool_rows(n: int, spooled: int) -> list[tuple[str, str]]:
     try:
         queue_only = start(every, s3.env)
         rows.append(("uncertain prediction p50, in-memory queue, S3 up", f"{p50_ms(queue_only, PHOTOS, n)} ms"))
+        time.sleep(5)
+        rows.append(("... of which uploaded / dropped (queue full)", counts(queue_only)))
         queue_only.stop()
         with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
             directory = Path(tmp) / "spool"
@@ -114,6 +126,7 @@ def spool_rows(n: int, spooled: int) -> list[tuple[str, str]]:
             rows.append(("uncertain prediction p50, spool, S3 up", f"{p50_ms(server, PHOTOS, n)} ms"))
             while spool.ready_items(ready):
                 time.sleep(0.2)
+            rows.append(("... of which uploaded / dropped", counts(server)))
             s3.stop()
             rows.append(("uncertain prediction p50, spool, S3 stopped", f"{p50_ms(server, PHOTOS, n)} ms"))
             server.stop()
