@@ -28,10 +28,14 @@ def info_gauge(key: str, labels: Mapping[str, str]) -> dict:
 
 @dataclass
 class RequestMetrics:
-    """What one request spent where, and whether its answer was uncertain."""
+    """What one request spent where, whether its answer was uncertain, and what else it counted (escalations)."""
 
     timings_ms: dict[str, float] = field(default_factory=dict)
     uncertain: bool = False
+    counters: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def count(self, key: str, **labels: str) -> None:
+        self.counters.append((key, labels))
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:
@@ -45,6 +49,8 @@ class RequestMetrics:
         metrics = [{"type": "TIMER", "key": key, "value": round(ms, 3)} for key, ms in self.timings_ms.items()]
         if self.uncertain:
             metrics.append({"type": "COUNTER", "key": UNCERTAIN, "value": 1})
+        for key, labels in self.counters:
+            metrics.append({"type": "COUNTER", "key": key, "value": 1, **({"tags": dict(labels)} if labels else {})})
         return metrics
 
 

@@ -22,6 +22,8 @@ LAYOUTS = ("auto", "NHWC", "NCHW")
 PRECISIONS = ("f32", "auto", "bf16", "f16")
 # What TFLiteServer does when its delegate cannot run the model: stop at start, or run on the CPU.
 DELEGATE_FALLBACKS = ("fail", "cpu")
+# What makes an answer uncertain, given confidence_threshold (core/uncertainty.py, docs/pipelines.md).
+UNCERTAINTY_CRITERIA = ("top1", "margin", "entropy", "weak_boxes")
 
 # The face-mask detector's anchor layout (../models/README.md): the defaults of postprocess=detection.
 FACE_MASK_FEATURE_MAPS = "33,17,9,5,3"
@@ -72,6 +74,21 @@ class Settings:
     image_store_timeout: float = 10.0  # s for all of one request's image_store fetches (504 past it)
     max_event_records: int = 16  # objects one bucket notification may name (413 past it, before any fetch)
     uncertain_queue_size: int = 32
+    # Uncertain images kept on disk until uncertain_store takes them (data_loop/spool.py); "": in memory only.
+    uncertain_spool_dir: str = ""
+    uncertain_spool_max_bytes: int = 256 << 20
+    # 10,000 files: a day offline at one uncertain frame every 10 s (8,640); the byte cap binds first for camera
+    # frames over 27 KB, this one for tiny images, and keeps the directory quick to list on an SD card.
+    uncertain_spool_max_files: int = 10_000
+    # What makes an answer uncertain, given confidence_threshold: top1, margin, entropy, weak_boxes (detection)
+    uncertainty: str = "top1"
+    weak_box_fraction: float = 0.5  # uncertainty=weak_boxes: uncertain when this share of boxes is below the threshold
+    # Uncertain answers escalated to a bigger model (data_loop/escalation.py): its Open Inference Protocol URL
+    escalate_url: str = ""
+    escalate_timeout: float = 2.0  # s for one escalation, all of it; past it the edge answers
+    escalate_headers_file: str = ""  # "Name: value" lines sent with every escalation (credentials); never logged
+    escalate_breaker_failures: int = 3  # consecutive failed escalations that open the circuit breaker
+    escalate_breaker_cooldown: float = 30.0  # s the open breaker tries no escalation; then one trial call
     # REST serving (edgeservers/seldon/rest_worker.py): connections, timeouts, shutdown, exposure
     max_connections: int = 1000  # open REST connections per worker; more are answered 503 and closed
     header_timeout: float = 10.0  # s for a request line and all headers (and a keep-alive connection's idle time)
@@ -172,6 +189,7 @@ class Settings:
             "output_layout": LAYOUTS,
             "inference_precision": PRECISIONS,
             "delegate_fallback": DELEGATE_FALLBACKS,
+            "uncertainty": UNCERTAINTY_CRITERIA,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -184,12 +202,22 @@ class Settings:
             "max_request_bytes",
             "max_image_pixels",
             "uncertain_queue_size",
+            "uncertain_spool_max_bytes",
+            "uncertain_spool_max_files",
+            "escalate_breaker_failures",
             "max_connections",
             "max_event_records",
         ):
             if getattr(self, name) < 1:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected a whole number >= 1")
-        for name in ("header_timeout", "body_timeout", "graceful_timeout", "image_store_timeout"):
+        for name in (
+            "header_timeout",
+            "body_timeout",
+            "graceful_timeout",
+            "image_store_timeout",
+            "escalate_timeout",
+            "escalate_breaker_cooldown",
+        ):
             if not getattr(self, name) > 0:
                 raise ModelLoadError(f"parameter {name}={getattr(self, name)}: expected seconds > 0")
         if self.max_response_bytes < 0:
@@ -217,7 +245,24 @@ class Settings:
             _ = self.anchor_layout  # checked here so a bad layout stops the server at start
         if self.uncertain_store and self.confidence_threshold is None:
             raise ModelLoadError(
-                "parameter uncertain_store needs confidence_threshold: it uploads the images whose top score is below it"
+                "parameter uncertain_store needs confidence_threshold: it uploads the images it finds uncertain"
+            )
+        if self.escalate_url and self.confidence_threshold is None:
+            raise ModelLoadError(
+                "parameter escalate_url needs confidence_threshold: only answers it finds uncertain are escalated"
+            )
+        needs = {"uncertain_spool_dir": "uncertain_store", "escalate_headers_file": "escalate_url"}
+        for name, needed in needs.items():
+            if getattr(self, name) and not getattr(self, needed):
+                raise ModelLoadError(f"parameter {name} needs {needed}: set both, or neither")
+        if not 0.0 < self.weak_box_fraction <= 1.0:
+            raise ModelLoadError(
+                f"parameter weak_box_fraction={self.weak_box_fraction}: expected a share above 0, at most 1"
+            )
+        threshold = self.confidence_threshold
+        if self.uncertainty != "top1" and threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ModelLoadError(
+                f"parameter confidence_threshold={threshold}: expected a number from 0 to 1 for uncertainty={self.uncertainty}"
             )
 
 

@@ -601,6 +601,8 @@ def test_these_are_the_examples():
         "image-classifier.yaml",
         "imx8mp-npu.yaml",
         "openvino-classifier.yaml",
+        "two-tier-edge.yaml",
+        "two-tier-gateway.yaml",
     }
 
 

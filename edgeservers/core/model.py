@@ -16,14 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from ..data_loop.escalation import AT_EDGE, Escalator
 from ..data_loop.image_store import ImageStore, ObjectRef, parse_store
-from ..data_loop.uncertain import UncertainUploader
+from ..data_loop.spool import uncertain_sender
 from ..errors import BadRequest, ModelLoadError, Unavailable
 from ..metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
 from ..process_tuning import adaptive_concurrency, available_cpus
 from ..runtimes.base import ModelRuntime, ModelSignature, TensorSpec, select
 from ..settings import Settings
-from . import postprocess
+from . import postprocess, uncertainty
 from .images import ImagePreprocessor, check_opencv_cap, decode_image
 from .modelfiles import find_model, local_model_dir, model_provenance, read_labels
 from .payload import IMAGE, NAMED, Payload, Prediction
@@ -74,9 +75,9 @@ class EdgeModel:
             raise ModelLoadError(f"postprocess={self.postprocess_kind} needs an image input: {self.not_image}")
         self._postprocessor = postprocess.build(self.postprocess_kind, self.signature.outputs, self.labels, settings)
         self.image_store, uncertain_prefix = _object_stores(settings)
-        self.uncertain = (
-            UncertainUploader(uncertain_prefix, settings.uncertain_queue_size, count) if uncertain_prefix else None
-        )
+        self.uncertain = uncertain_sender(uncertain_prefix, settings, count) if uncertain_prefix else None
+        self.is_uncertain = uncertainty.criterion(settings, self.postprocess_kind)
+        self.escalator = Escalator.from_settings(settings, self.postprocess_kind)
         self.metrics_batch = MetricsBatch(
             settings.metrics_interval, runtime_class.info_metrics(self.model_path, self.options)
         )
@@ -137,12 +138,14 @@ class EdgeModel:
             **self.runtime_class.report(self.model_path, self.options),
         }
 
-    def tags(self, uncertain: bool | None = None) -> dict[str, Any]:
-        """What an answer says of itself: the model, the runtime and, with a confidence_threshold, `uncertain`."""
-        tags: dict[str, Any] = {"model": self.file_name, "runtime": self.runtime_class.name}
-        if uncertain is not None:
-            tags["uncertain"] = uncertain
-        return tags
+    def tags(self, prediction: Prediction | None = None) -> dict[str, Any]:
+        """What an answer says of itself: the model, the runtime and the prediction's report (`uncertain` with a
+        confidence_threshold; who answered, with escalate_url)."""
+        return {
+            "model": self.file_name,
+            "runtime": self.runtime_class.name,
+            **(prediction.report() if prediction else {}),
+        }
 
     def due_metrics(self) -> list[dict]:
         """The request metrics gathered since the last hand-over, when one is due (see MetricsBatch)."""
@@ -178,7 +181,8 @@ class EdgeModel:
         self, payload: Payload, wants_answer: bool, metrics: RequestMetrics, image_uri: str | None = None
     ) -> Prediction:
         """payload -> tensors -> runtime -> outputs -> post-processing; records `metrics` and sends an
-        uncertain image home when uncertain_store is set (`image_uri`: where it came from, if fetched)."""
+        uncertain image home when uncertain_store is set (`image_uri`: where it came from, if fetched) and asks the
+        bigger model when escalate_url is set."""
         runtime = self._loaded()
         with metrics.timed(PREPROCESS):
             inputs, image_size = self._inputs(payload)
@@ -188,18 +192,29 @@ class EdgeModel:
         if wants_answer and self._postprocessor is not None:
             with metrics.timed(POSTPROCESS):
                 answer = self._postprocessor(outputs, image_size)
-        threshold = self.settings.confidence_threshold
         uncertain = None
-        if threshold is not None:
-            uncertain = answer is not None and answer.top_score is not None and answer.top_score < threshold
+        if self.is_uncertain is not None:
+            uncertain = answer is not None and self.is_uncertain(answer)
             metrics.uncertain = uncertain
+        edge_answer, escalation = answer, None
+        if self.escalator is not None and answer is not None and payload.form == IMAGE:
+            answer, escalation = (
+                self.escalator.answer(payload.image, answer, metrics) if uncertain else (answer, AT_EDGE)
+            )
         self.metrics_batch.add(metrics)
         if uncertain and self.uncertain is not None and payload.form == IMAGE:
-            self._send_home(payload, answer, image_uri)
-        return Prediction(outputs, answer, uncertain)
+            self._send_home(payload, edge_answer, image_uri, answer if answer is not edge_answer else None)
+        return Prediction(outputs, answer, uncertain, escalation)
 
-    def _send_home(self, payload: Payload, answer: postprocess.Answer | None, image_uri: str | None) -> None:
-        """Queue an uncertain image (bytes as received) and what the model said of it for uploading."""
+    def _send_home(
+        self,
+        payload: Payload,
+        answer: postprocess.Answer | None,
+        image_uri: str | None,
+        escalated: postprocess.Answer | None,
+    ) -> None:
+        """Queue an uncertain image (bytes as received), what the model said of it and what the bigger model
+        said, if asked, for uploading."""
         assert self.uncertain is not None and answer is not None
         sidecar = {
             "model": self.file_name,
@@ -210,6 +225,7 @@ class EdgeModel:
             "request_id": str(payload.tags.get("request_id") or uuid.uuid4().hex),
             "tags": payload.tags,
             "image_uri": image_uri,
+            **({"escalated_answer": escalated.body} if escalated is not None else {}),
         }
         self.uncertain.submit(payload.image, sidecar)
 

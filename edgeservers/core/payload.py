@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data_loop.escalation import Escalation
 from .postprocess import Answer
 
 # Forms whose tensors are named by input (one entry per input); any other tensor form carries the one input.
@@ -30,9 +31,18 @@ class Payload:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One request's result: the selected raw outputs, the post-processed answer when one applies, and whether
-    `confidence_threshold` found it uncertain (None when no threshold is set)."""
+    """One request's result: the selected raw outputs; the answer returned (post-processed, or a bigger model's
+    when an uncertain answer was escalated); whether `confidence_threshold` found it uncertain (None when no
+    threshold is set); and, with escalate_url, who answered (None for payloads that are not images)."""
 
     outputs: dict[str, np.ndarray]
     answer: Answer | None
     uncertain: bool | None
+    escalation: Escalation | None = None
+
+    def report(self) -> dict[str, Any]:
+        """What the answer says of itself beyond the model: uncertain, answered_by, edge_answer, escalation_error."""
+        report: dict[str, Any] = {} if self.uncertain is None else {"uncertain": self.uncertain}
+        if self.escalation is not None:
+            report.update(self.escalation.report())
+        return report

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -23,10 +23,12 @@ Size = tuple[int, int]  # (height, width) in pixels
 
 @dataclass(frozen=True)
 class Answer:
-    """A post-processed answer and its top score, which `confidence_threshold` compares against."""
+    """A post-processed answer, its top score, and the scores the uncertainty criteria read
+    (core/uncertainty.py): classification's whole distribution, detection's kept boxes best first."""
 
     body: Any
     top_score: float | None = None
+    scores: np.ndarray | None = field(default=None, compare=False)
 
 
 # Called with the outputs and the (height, width) of the image sent: None for tensor payloads, which
@@ -62,7 +64,7 @@ class Classification:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         body = [{"label": _label(self._labels, int(i)), "index": int(i), "score": float(scores[i])} for i in top]
-        return Answer(body, float(scores[top[0]]) if k else None)
+        return Answer(body, float(scores[top[0]]) if k else None, scores)
 
 
 def ssd_anchors(feature_maps: Sequence[int], sizes: Sequence[Sequence[float]], ratios: Sequence[float]) -> np.ndarray:
@@ -156,7 +158,8 @@ class Detection:
                     "box": [int(round(v)) for v in box],
                 }
             )
-        return Answer(body, float(best_score[candidates[kept[0]]]) if kept else None)
+        box_scores = best_score[candidates[kept]] if kept else np.zeros(0, np.float32)
+        return Answer(body, float(box_scores[0]) if kept else None, box_scores)
 
 
 def output_layout(spec: TensorSpec, wanted: str) -> str | None:

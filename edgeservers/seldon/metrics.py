@@ -104,22 +104,36 @@ def _keep_each_process_store() -> None:
     )
 
 
+_update_lock = threading.Lock()
+
+
+def _new_update_lock() -> None:
+    global _update_lock
+    _update_lock = threading.Lock()  # a forked child starts with its own, never one another thread held
+
+
+os.register_at_fork(after_in_child=_new_update_lock)
+
+
 def _skip_empty_updates() -> None:
     """The wrapper calls SeldonMetrics.update after every request, even with no metrics, and each call is
-    four round trips to the Manager; with MetricsBatch most responses hand over nothing."""
+    four round trips to the Manager; with MetricsBatch most responses hand over nothing. One update at a time
+    per process: each reads the worker's counts, adds to them and writes them back, so a background thread's
+    count (uploads, `count`) beside a request's hand-over would otherwise lose one of the two."""
     update = SeldonMetrics.update
 
     @functools.wraps(update)
     def update_unless_empty(self: SeldonMetrics, custom_metrics: list[dict], method: str) -> None:
         if custom_metrics:
-            update(self, custom_metrics, method)
+            with _update_lock:
+                update(self, custom_metrics, method)
 
     patch(
         SeldonMetrics,
         "update",
         update_unless_empty,
         source_sha="1c71ad114bf12494",
-        why="called after every request, even with no metrics",
+        why="called after every request, even with no metrics; reads, changes and writes back the worker's dict",
     )
 
 

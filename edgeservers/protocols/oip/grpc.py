@@ -100,7 +100,10 @@ def registrar(model: OipModel) -> Callable[[grpc.Server], None]:
         result = model.infer(decode_grpc(request, model.max_outputs))
         reply = pb.ModelInferResponse(model_name=result.model_name, model_version=result.model_version, id=result.id)
         for key, value in result.parameters.items():
-            reply.parameters[key].bool_param = bool(value)
+            if isinstance(value, bool):
+                reply.parameters[key].bool_param = value
+            else:
+                reply.parameters[key].string_param = str(value)
         for out in result.outputs:
             reply.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
             reply.raw_output_contents.append(output_raw(out.datatype, out.value))

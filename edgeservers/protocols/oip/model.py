@@ -147,7 +147,11 @@ class OipModel:
                 outputs.append(
                     OutputTensor(out.name, self.by_output[out.name].datatype, list(array.shape), array, binary)
                 )
-        parameters = {} if prediction.uncertain is None else {"uncertain": prediction.uncertain}
+        # Parameters are scalars: the edge model's answer beside an escalated one travels as JSON text.
+        parameters = {
+            k: orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY).decode() if k == "edge_answer" else v
+            for k, v in prediction.report().items()
+        }
         self.hand_over(self.model.due_metrics())
         return InferResponse(self.name, self.version, req.id, outputs, parameters)
 

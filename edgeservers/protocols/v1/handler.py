@@ -37,7 +37,7 @@ class V1Handler:
         # Images get the model's post-processing; tensors get raw outputs unless one was asked for explicitly.
         wants_answer = payload.form == IMAGE or self.model.settings.postprocess != "auto"
         prediction = self.model.predict(payload, wants_answer, metrics)
-        meta = {"tags": self.model.tags(prediction.uncertain), "metrics": self.model.due_metrics()}
+        meta = {"tags": self.model.tags(prediction), "metrics": self.model.due_metrics()}
         return codecs.encode(payload.form, prediction.outputs, prediction.answer, meta, proto)
 
     def _predict_references(self, payload: Payload, metrics: RequestMetrics, proto: bool) -> Any:
@@ -58,13 +58,10 @@ class V1Handler:
             image = Payload(IMAGE, image=store.fetch(ref, deadline), tags=payload.tags)
             prediction = model.predict(image, True, metrics if i == 0 else RequestMetrics(), ref.uri)
             if payload.form == "image_uri":
-                tags = {**model.tags(prediction.uncertain), "image_uri": ref.uri}
+                tags = {**model.tags(prediction), "image_uri": ref.uri}
                 meta = {"tags": tags, "metrics": model.due_metrics()}
                 return codecs.encode(IMAGE, prediction.outputs, prediction.answer, meta, proto)
-            answer: dict[str, Any] = {"image_uri": ref.uri, "answer": _plain(prediction)}
-            if prediction.uncertain is not None:
-                answer["uncertain"] = prediction.uncertain
-            answers.append(answer)
+            answers.append({"image_uri": ref.uri, "answer": _plain(prediction), **prediction.report()})
         return codecs.encode_batch(answers, {"tags": model.tags(), "metrics": model.due_metrics()}, proto)
 
 
