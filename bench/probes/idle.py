@@ -1,6 +1,6 @@
 """How long one inference takes after the process was idle: what back-to-back benchmarks never see.
 
-    .venv/bin/python -m bench.idle [--num-threads 2] [--repeats 150]
+    .venv/bin/python -m bench.probes.idle [--num-threads 2] [--repeats 150]
 
 Runs mobilenet_v2_quant in the plain interpreter (`num_threads` given) on parrot.jpg's input
 tensor after a gap of 0 to 10 ms, the gap either slept (every core of the process idle, as a server
@@ -15,8 +15,8 @@ import argparse
 import statistics
 import time
 
-from bench.launcher import ROOT
 from bench.limits import Limits
+from tests.support.paths import MOBILENET_V2, image_bytes
 
 GAPS_MS = (0, 2, 4, 6, 10)
 
@@ -29,8 +29,8 @@ def _spin(seconds: float) -> None:
 
 def measure(num_threads: int, repeats: int) -> dict[int, dict[str, float]]:
     """{gap ms: {"slept": median infer ms, "busy": median infer ms}}."""
-    limits = Limits("tflite", {"model_uri": str(ROOT / "models" / "mobilenet_v2_quant"), "num_threads": num_threads})
-    infer = limits.invoke(limits.image_tensor((ROOT / "images" / "parrot.jpg").read_bytes()))()
+    limits = Limits("tflite", {"model_uri": str(MOBILENET_V2), "num_threads": num_threads})
+    infer = limits.invoke(limits.image_tensor(image_bytes("parrot.jpg")))()
     result: dict[int, dict[str, float]] = {}
     for gap in GAPS_MS:
         result[gap] = {}

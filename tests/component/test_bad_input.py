@@ -1,27 +1,15 @@
-"""Every malformed request gets a 400 (gRPC: an error status) naming what was wrong and what was
-expected, and the server goes on answering.
-
-REST cases run in-process (Seldon's own Flask app: its parsing and error handlers, our codecs); the
-empty and non-JSON bodies also end to end, and the gRPC cases end to end, since it is grpc's own
-server that turns the raised error into the status the client sees."""
+"""Every malformed request gets a 400 naming what was wrong and what was expected, and the server goes on
+answering: REST in-process (Seldon's own Flask app: its parsing and error handlers, our codecs);
+tests/e2e/test_bad_input.py has the gRPC cases and the empty and non-JSON bodies end to end."""
 
 from __future__ import annotations
 
-import base64
-
-import grpc
 import numpy as np
 import pytest
-from seldon_core.proto import prediction_pb2
 
 from edgeservers.protocols.v1.codecs import tensor_to_tf
-
-from conftest import FACE_MASK
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
+from tests.support.paths import image_bytes
+from tests.support.payloads import b64
 
 # (request body, words the error message must contain)
 REST_CASES = {
@@ -58,8 +46,7 @@ REST_CASES = {
 def _body(case):
     body, words = REST_CASES[case]
     if body == "truncated":
-        jpeg = (FACE_MASK.parent.parent / "images" / "parrot.jpg").read_bytes()
-        body = {"binData": b64(jpeg[:200])}
+        body = {"binData": b64(image_bytes("parrot.jpg")[:200])}
     elif body == "range":
         body = {"data": {"ndarray": np.full((1, 224, 224, 3), -5).tolist()}}
     elif body == "fraction":
@@ -82,16 +69,6 @@ def test_rest_bad_request_answers_400_with_a_clear_message_and_the_server_stays_
     assert mobilenet_in_process.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
 
 
-@pytest.mark.parametrize("server", ["mobilenet_in_process", "mobilenet"])
-def test_empty_body_and_non_json_body_answer_400(request, server):
-    server = request.getfixturevalue(server)
-    for kwargs in ({"data": b""}, {"data": b"not json", "headers": {"Content-Type": "application/json"}}):
-        response = server.rest(**kwargs)
-        assert response.status_code == 400, response.text
-        assert response.json()["status"]["info"]
-    assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
-
-
 def test_multipart_form_with_a_non_image_file_answers_400(mobilenet_in_process):
     response = mobilenet_in_process.rest(files={"binData": ("notes.txt", b"plain text, no image")})
     assert response.status_code == 400
@@ -102,35 +79,6 @@ def test_empty_json_data_answers_400_naming_what_is_expected(face_mask_in_proces
     response = face_mask_in_process.rest({"jsonData": {}})
     assert response.status_code == 400
     assert "one entry per input name" in response.json()["status"]["info"]
-
-
-GRPC_CASES = {
-    "undecodable image": (prediction_pb2.SeldonMessage(binData=b"\x00\x01 not an image"), "not a decodable image"),
-    "empty message": (prediction_pb2.SeldonMessage(), "no payload"),
-    "wrong shape tensor": ("shape", "expects shape [1, 224, 224, 3]"),
-    "wrong dtype tftensor": ("dtype", "tftensor has dtype float32"),
-    "strData not base64": (prediction_pb2.SeldonMessage(strData="%%%"), "not valid base64"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(GRPC_CASES))
-def test_grpc_bad_request_gets_an_error_status_with_the_message(mobilenet, case):
-    message, words = GRPC_CASES[case]
-    if message == "shape":
-        message = prediction_pb2.SeldonMessage()
-        message.data.tensor.shape.extend([2, 2])
-        message.data.tensor.values.extend([1, 2, 3, 4])
-    elif message == "dtype":
-        message = prediction_pb2.SeldonMessage()
-        message.data.tftensor.CopyFrom(tensor_to_tf(np.zeros((1, 224, 224, 3), np.float32)))
-    with pytest.raises(grpc.RpcError) as error:
-        mobilenet.grpc(message)
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert words in error.value.details()
-    ok = mobilenet.grpc(
-        prediction_pb2.SeldonMessage(binData=(FACE_MASK.parent.parent / "images" / "parrot.jpg").read_bytes())
-    )
-    assert ok.jsonData.list_value.values[0].struct_value.fields["label"].string_value == "macaw"
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ stops the start with one line, or with delegate_fallback=cpu leaves the model to
 a model compiled for the Edge TPU is refused without its delegate; an Edge TPU pool is one slot per device.
 
 In-process (the server class built as the wrapper builds it, behind Seldon's own app), where the delegate's
-trial at start is a real process all the same; one real microservice shows the whole wrapper stop with the line.
+trial at start is a real process all the same; tests/e2e/test_startup_errors.py shows the whole wrapper stop
+with the line, tests/unit/test_delegates.py reads the delegate parameters.
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ import shutil
 import numpy as np
 import pytest
 
-from edgeservers.errors import ModelLoadError
-from edgeservers.runtimes.delegates import DelegateConfig, parse_options, shown
-from edgeservers.runtimes.tflite import TFLiteOptions, TFLiteRuntime
-
-from conftest import EDGETPU_MODEL, MOBILENET_V1, ROOT, plain_image_tensor, plain_outputs
-from test_startup_errors import start_and_fail
+from tests.support.ground_truth import plain_image_tensor, plain_outputs
+from tests.support.paths import EDGETPU_MODEL, MOBILENET_V1, ROOT
 
 DOC = ROOT / "docs" / "accelerators.md"
 MODEL_NODES = 31  # mobilenet_v1_0.25_128_quant: 15 CONV_2D, 13 DEPTHWISE_CONV_2D, AVERAGE_POOL_2D, RESHAPE, SOFTMAX
@@ -108,24 +105,6 @@ def test_an_edge_tpu_pool_is_one_slot_per_device_each_with_its_own(load_server, 
     assert devices == ["device=usb:0", "device=usb:1"] * 2  # the trial tries each device, then one slot each
 
 
-@pytest.mark.parametrize(
-    "delegate_options, slots",
-    [("device=usb:0,usb:1,pci:0", 3), ("device=usb", 1), ("", 1)],
-)
-def test_edge_tpu_slots_follow_the_devices_listed(delegate_options, slots):
-    options = TFLiteOptions(
-        num_threads=4, pool_size=8, delegate="/lib/libedgetpu.so.1", delegate_options=delegate_options
-    )
-    assert len(TFLiteRuntime.slot_threads(options, cpus=4)) == slots
-
-
-def test_other_delegates_get_the_whole_pool():
-    options = TFLiteOptions(
-        num_threads=4, pool_size=3, delegate="libarmnnDelegate.so", delegate_options="backends=CpuAcc"
-    )
-    assert len(TFLiteRuntime.slot_threads(options, cpus=4)) == 3
-
-
 # --- a delegate that cannot run the model -------------------------------------------------------------------
 
 
@@ -195,13 +174,6 @@ def test_with_fallback_cpu_it_warns_once_and_the_cpu_answers(load_server, tiny_d
     assert 'applied="false"' in gauge
 
 
-def test_the_whole_wrapper_stops_with_the_one_line(tiny_delegate):
-    line = start_and_fail(
-        "TFLiteServer", **_delegated(tiny_delegate.library, delegate_options="mode=fail_prepare", pool_size=1)
-    )
-    assert "Prepare fails as asked (mode=fail_prepare)" in line and FALLBACK_NOTE in line
-
-
 # --- a model compiled for the Edge TPU ----------------------------------------------------------------------
 
 
@@ -246,33 +218,6 @@ def test_an_edge_tpu_model_whose_delegate_leaves_its_op_has_nowhere_to_run(fail,
 def test_bad_delegate_parameters_are_named(fail, params, words):
     line = fail("TFLiteServer", model_uri=str(MOBILENET_V1), **params)
     assert words in line, line
-
-
-def test_options_text_forms():
-    assert parse_options("") == {}
-    assert parse_options(" device=usb:0,usb:1 ; backends = CpuAcc,CpuRef ;") == {
-        "device": "usb:0,usb:1",
-        "backends": "CpuAcc,CpuRef",
-    }
-    assert parse_options('{"a": 1, "b": false, "c": "x=y;z"}') == {"a": "1", "b": "false", "c": "x=y;z"}
-    with pytest.raises(ModelLoadError, match="is not key=value"):
-        parse_options("=value")
-
-
-def test_secret_looking_options_are_masked():
-    options = {"device": "usb:0", "api_key": "k", "Password": "p", "auth-token": "t", "secret": "s"}
-    assert shown(options) == "device=usb:0;api_key=***;Password=***;auth-token=***;secret=***"
-
-
-def test_only_an_edge_tpu_library_splits_its_devices():
-    edgetpu = DelegateConfig.from_parameters("/usr/lib/libedgetpu.so.1", "device=usb:0,usb:1;x=1", "fail")
-    assert edgetpu is not None and edgetpu.slot_options(2) == [
-        {"device": "usb:0", "x": "1"},
-        {"device": "usb:1", "x": "1"},
-    ]
-    other = DelegateConfig.from_parameters("libvx_delegate.so", "device=a,b", "fail")
-    assert other is not None and other.max_slots() is None and other.slot_options(2) == [{"device": "a,b"}] * 2
-    assert DelegateConfig.from_parameters("", "", "fail") is None
 
 
 # --- docs/accelerators.md says what the server says ----------------------------------------------------------

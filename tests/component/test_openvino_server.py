@@ -1,26 +1,23 @@
 """OpenVINOServer against TFLiteServer on the same models: the .tflite read directly, and the IR
 that openvino.save_model writes from it. In-process (Seldon's own Flask app and gRPC servicer), as the
-answers do not depend on the processes around them; tests/test_concurrency.py runs OpenVINOServer end
-to end over REST and gRPC, and a precision the CPU lacks is refused end to end (start_and_fail)."""
+answers do not depend on the processes around them; tests/e2e/test_concurrency.py runs OpenVINOServer end
+to end over REST and gRPC, and tests/e2e/test_openvino_server.py refuses a precision the CPU lacks."""
 
 from __future__ import annotations
 
 import shutil
 
-import cv2
 import numpy as np
 import openvino as ov
 import pytest
 from seldon_core.proto import prediction_pb2
 
-from bench.precision import rounded_model_dir
 from edgeservers.protocols.v1.codecs import tensor_from_tf, tensor_to_tf
+from tests.support.ground_truth import plain_image_tensor
+from tests.support.paths import FACE_MASK, MOBILENET_V2, tflite_file
+from tests.support.precision import CLASSIFIER_PHOTOS, assert_within_auto_tolerance, rounded_model_dir
 
-from conftest import FACE_MASK, MOBILENET_V2, plain_image_tensor, tflite_file
-from conftest import IMAGES as IMAGES_DIR
-from test_startup_errors import start_and_fail
-
-IMAGES = ["parrot.jpg", "cat.bmp", "grace_hopper.bmp", "bird.bmp"]
+IMAGES = CLASSIFIER_PHOTOS
 
 
 @pytest.fixture(scope="module")
@@ -117,38 +114,11 @@ def test_nchw_input_gets_the_same_detections(face_mask_in_process, load_server, 
     _same_detections(server, face_mask_in_process)
 
 
-# --- inference_precision ---------------------------------------------------------------------
-#
-# The default, f32, gives the answers above on every CPU. `auto` lets the device choose: bf16 on CPUs
-# with AMX / avx512_bf16, f16 on ARM CPUs with fp16 arithmetic. bf16 keeps 8 significant bits (a
-# relative rounding of up to 2**-9 = 0.2 % per operation), f16 11 bits but a narrower range; in a
-# quantized model a value rounded across a quantization step moves the output by whole uint8 steps
-# (1/256). Measured: on a Sapphire Rapids CPU (issue 8) mobilenet_v2's top-1 score moved by 0.035
-# (0.879 -> 0.914 on grace_hopper.bmp) and the face-mask detector's class scores by up to 0.0064; with
-# every tensor rounded to bf16 or f16 here (bench.precision.rounded), mobilenet_v2's top-1 score by up
-# to 0.043 (11 steps), the detector's scores by 0.0002 and its boxes by 1 pixel. So `auto` promises:
-# the same top-1 label and detected labels, scores within AUTO_SCORE (about twice the largest
-# difference seen) and boxes within AUTO_BOX of the image's larger side (14 pixels on face_mask_demo.jpg).
-AUTO_SCORE = 0.08
-AUTO_BOX = 0.03
+# --- inference_precision: f32 (the default) on every CPU, `auto` within its tolerance ------------------------
 
 
 def _rounded_dir(model_dir, tmp_path_factory, precision: str):
     return rounded_model_dir(model_dir, precision, tmp_path_factory.mktemp(f"{model_dir.name}_{precision}"))
-
-
-def _assert_within_auto_tolerance(classifier, detector, mobilenet, face_mask) -> None:
-    for image in IMAGES:
-        reference, answer = mobilenet.image(image)["jsonData"], classifier.image(image)["jsonData"]
-        assert answer[0]["label"] == reference[0]["label"]
-        assert answer[0]["score"] == pytest.approx(reference[0]["score"], abs=AUTO_SCORE)
-    for image in ("face_mask_demo.jpg", "grace_hopper.bmp"):
-        reference, answer = face_mask.image(image)["jsonData"], detector.image(image)["jsonData"]
-        assert [d["label"] for d in answer] == [d["label"] for d in reference]
-        side = max(cv2.imread(str(IMAGES_DIR / image)).shape[:2])
-        for got, want in zip(answer, reference):
-            assert got["score"] == pytest.approx(want["score"], abs=AUTO_SCORE)
-            assert np.abs(np.subtract(got["box"], want["box"])).max() <= AUTO_BOX * side
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +137,7 @@ def test_auto_precision_stays_within_its_tolerance(mobilenet_in_process, face_ma
     detector = load_server(
         "OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection", inference_precision="auto"
     )
-    _assert_within_auto_tolerance(classifier, detector, mobilenet_in_process, face_mask_in_process)
+    assert_within_auto_tolerance(classifier, detector, mobilenet_in_process, face_mask_in_process)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "f16"])
@@ -180,7 +150,7 @@ def test_the_auto_tolerance_holds_for_bf16_and_f16_rounding(
     detector = load_server(
         "OpenVINOServer", model_uri=str(_rounded_dir(FACE_MASK, tmp_path_factory, precision)), postprocess="detection"
     )
-    _assert_within_auto_tolerance(classifier, detector, mobilenet_in_process, face_mask_in_process)
+    assert_within_auto_tolerance(classifier, detector, mobilenet_in_process, face_mask_in_process)
     differences = [
         abs(classifier.image(i)["jsonData"][0]["score"] - mobilenet_in_process.image(i)["jsonData"][0]["score"])
         for i in IMAGES
@@ -188,21 +158,3 @@ def test_the_auto_tolerance_holds_for_bf16_and_f16_rounding(
     assert (
         max(differences) > 0.03
     )  # the f32 tolerance of test_openvino_labels_match_tflite_for_the_tflite_file_and_the_ir
-
-
-@pytest.mark.parametrize("precision, capability", [("bf16", "BF16"), ("f16", "FP16")])
-def test_explicit_low_precision_runs_only_where_the_cpu_computes_in_it(
-    mobilenet_in_process, face_mask_in_process, load_server, precision, capability
-):
-    """OpenVINO would silently run f32 where the CPU lacks bf16 / f16: the server refuses instead."""
-    if capability in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        classifier = load_server("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision=precision)
-        detector = load_server(
-            "OpenVINOServer", model_uri=str(FACE_MASK), postprocess="detection", inference_precision=precision
-        )
-        assert classifier.get("/api/v1.0/metadata").json()["custom"]["inference_precision"] == precision
-        _assert_within_auto_tolerance(classifier, detector, mobilenet_in_process, face_mask_in_process)
-    else:
-        line = start_and_fail("OpenVINOServer", model_uri=str(MOBILENET_V2), inference_precision=precision)
-        assert f"parameter inference_precision='{precision}': OpenVINO device CPU cannot compute in {precision}" in line
-        assert "use f32 or auto" in line

@@ -15,7 +15,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from conftest import InProcessServer
+from tests.support.clients import InProcessServer
 
 HEIGHT, WIDTH = 96, 128  # not square, so a swapped height and width shows
 BLUE, RED = (255, 0, 0), (0, 0, 255)  # BGR

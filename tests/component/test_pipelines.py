@@ -9,7 +9,7 @@ import re
 
 import yaml
 
-from conftest import ROOT, image_bytes
+from tests.support.paths import ROOT, image_bytes
 
 PIPELINES = ROOT / "charts" / "examples" / "pipelines"
 EKUIPER = PIPELINES / "ekuiper"
@@ -21,7 +21,9 @@ def _proto() -> str:
 
 def _fields(message: str) -> dict[str, str]:
     """JSON names of a proto3 message's fields (json_name where given, as eKuiper sends and reads them)."""
-    body = re.search(r"message " + message + r" \{(.*?)\n\}", _proto(), re.S).group(1)
+    found = re.search(r"message " + message + r" \{(.*?)\n\}", _proto(), re.S)
+    assert found, f"no message {message} in the proto"
+    body = found.group(1)
     fields = {}
     for kind, name, json_name in re.findall(
         r"^\s*(?:repeated )?(\w+) (\w+) = \d+(?: \[json_name = \"(\w+)\"\])?;", body, re.M

@@ -5,62 +5,21 @@ preprocessing at any size."""
 
 from __future__ import annotations
 
-import base64
-
 import cv2
 import numpy as np
 import pytest
 
-from edgeservers.core.images import decode_image
-
-from conftest import (
-    DETECTOR,
-    MOBILENET_V1,
-    MOBILENET_V2,
-    image_bytes,
-    labels,
-    plain_outputs,
-    plain_pixels_tensor,
-)
-from conftest import IMAGES as IMAGES_DIR
+from tests.support.fixtures import DETECTOR
+from tests.support.ground_truth import plain_outputs, plain_pixels_tensor
+from tests.support.images import camera_jpeg
+from tests.support.paths import MOBILENET_V1, MOBILENET_V2, image_bytes, labels
+from tests.support.payloads import b64
 
 PHOTOS = ["parrot.jpg", "cat.bmp", "grace_hopper.bmp", "bird.bmp"]
 
 
-def camera_jpeg(name: str, width: int, height: int) -> bytes:
-    """A bundled photo as a camera would send it: width x height, JPEG quality 90."""
-    pixels = cv2.resize(cv2.imread(str(IMAGES_DIR / name)), (width, height), interpolation=cv2.INTER_CUBIC)
-    ok, jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    assert ok
-    return jpeg.tobytes()
-
-
 def _b64(data: bytes) -> dict:
-    return {"binData": base64.b64encode(data).decode()}
-
-
-@pytest.mark.parametrize(
-    "size, fit, scale",
-    [
-        ((4000, 3000), (224, 224), 8),  # 500 x 375: still at least the model's input
-        ((1920, 1080), (224, 224), 4),  # 480 x 270
-        ((640, 480), (224, 224), 2),
-        ((400, 300), (224, 224), 1),  # less than twice the input: a full decode
-        ((4000, 3000), (260, 260), 8),
-    ],
-)
-def test_a_jpeg_is_decoded_at_the_largest_scale_that_still_covers_the_input(size, fit, scale):
-    width, height = size
-    pixels, own_size = decode_image(camera_jpeg("parrot.jpg", width, height), fit=fit)
-    assert own_size == (height, width)  # boxes and masks refer to the image sent
-    assert pixels.shape[:2] == (-(-height // scale), -(-width // scale))
-    assert pixels.shape[0] >= fit[0] and pixels.shape[1] >= fit[1]
-
-
-def test_png_and_bmp_are_decoded_whole():
-    ok, png = cv2.imencode(".png", np.zeros((1000, 1000, 3), np.uint8))
-    pixels, size = decode_image(png.tobytes(), fit=(224, 224))
-    assert pixels.shape[:2] == size == (1000, 1000)
+    return {"binData": b64(data)}
 
 
 @pytest.fixture(scope="module")

@@ -1,37 +1,18 @@
 """A model that cannot load stops the process at start with one clear line.
 
 Each check runs in-process: the server class built as the wrapper builds it must exit (SystemExit)
-having written exactly that one line to stderr. Two run the real microservice (one per server class)
-to show the whole wrapper stops with the one line and no traceback; a third finds its gRPC port taken.
+having written exactly that one line to stderr (tests/e2e/test_startup_errors.py shows the whole wrapper
+stop the same way).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 
 import pytest
 
-from conftest import FACE_MASK, MOBILENET_V1, MOBILENET_V2, ROOT, ModelServer, our_line, parameters
-from harness import listening_on
-
-
-def _run_to_exit(server: ModelServer) -> str:
-    """Run the real microservice; it must exit non-zero by itself. Returns its stderr."""
-    proc = subprocess.run(server.command(), cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0, proc.stderr[-2000:]
-    return proc.stderr
-
-
-def start_and_fail(server_class: str, **params) -> str:
-    """Run the real microservice; it must exit non-zero by itself. Returns its one line."""
-    return our_line(server_class, _run_to_exit(ModelServer(server_class, **params)))
-
-
-def test_missing_model_uri_stops_the_whole_wrapper():
-    line = start_and_fail("TFLiteServer", top_k=3)
-    assert "model_uri is required" in line
+from tests.support.clients import corrupt_ir
+from tests.support.paths import FACE_MASK, MOBILENET_V1, MOBILENET_V2
 
 
 def test_missing_model_uri(fail):
@@ -131,24 +112,13 @@ def test_bad_parameters_and_signatures_are_named(fail, case):
         assert word in line, line
 
 
-def _corrupt_ir(directory):
-    (directory / "model.xml").write_text("<net name='broken'><layers>")
-    (directory / "model.bin").write_bytes(b"\x00" * 16)
-
-
 def test_openvino_corrupt_ir(fail, tmp_path):
-    _corrupt_ir(tmp_path)
+    corrupt_ir(tmp_path)
     line = fail("OpenVINOServer", model_uri=str(tmp_path))
     assert "OpenVINO cannot read" in line and "model.xml" in line
     assert (
         "Unable to read the model" in line and "Exception from src/" not in line
     )  # OpenVINO's words, not its source lines
-
-
-def test_openvino_corrupt_ir_stops_the_whole_wrapper(tmp_path):
-    _corrupt_ir(tmp_path)
-    line = start_and_fail("OpenVINOServer", model_uri=str(tmp_path))
-    assert "OpenVINO cannot read" in line and "model.xml" in line
 
 
 def test_ambiguous_output_layout_asks_for_output_layout(fail, tmp_path):
@@ -174,143 +144,3 @@ def test_ambiguous_output_layout_asks_for_output_layout(fail, tmp_path):
 def test_unknown_inference_precision_names_the_allowed_values(fail, server_class, precision, words):
     line = fail(server_class, model_uri=str(FACE_MASK), inference_precision=precision)
     assert words in line
-
-
-def test_a_taken_grpc_port_stops_the_server_with_one_line():
-    """Another process on the gRPC port (a second server, a stale pod on hostNetwork): one line, no traceback."""
-    server = ModelServer("TFLiteServer", model_uri=str(MOBILENET_V2))
-    with listening_on(server.grpc_port):
-        stderr = _run_to_exit(server)
-    assert "Traceback" not in stderr, stderr[-3000:]
-    assert stderr.splitlines()[-1] == (
-        f"TFLiteServer: cannot listen for gRPC on port {server.grpc_port}: Address already in use "
-        "(set by --grpc-port; the operator passes PREDICTIVE_UNIT_GRPC_SERVICE_PORT)"
-    ), stderr[-2000:]
-
-
-# --- the parameter list itself: checked before Seldon's parser reads it (edgeservers/parameter_check.py) ---
-
-
-def _seldon_stops(server: ModelServer) -> str:
-    """The real microservice stops at its parameter list: its last stderr line, with no traceback."""
-    stderr = _run_to_exit(server)
-    assert "Traceback" not in stderr, stderr[-3000:]
-    return stderr.splitlines()[-1]
-
-
-def test_an_int_helm_wrote_as_a_float_is_named_from_the_environment():
-    """What an old chart rendered from `max_request_bytes: 8388608`: Seldon's int() refuses it."""
-    server = ModelServer("TFLiteServer", model_uri=str(MOBILENET_V2))
-    server.env["PREDICTIVE_UNIT_PARAMETERS"] = json.dumps(
-        [
-            {"name": "model_uri", "value": str(MOBILENET_V2), "type": "STRING"},
-            {"name": "max_request_bytes", "value": "8.388608e+06", "type": "INT"},
-        ]
-    )
-    assert _seldon_stops(server) == (
-        "TFLiteServer: parameter max_request_bytes: '8.388608e+06' is not an INT (write it in digits: 8388608)"
-    )
-
-
-def test_malformed_json_in_the_parameters_option_is_named():
-    server = ModelServer("OpenVINOServer", model_uri=str(MOBILENET_V2))
-    server.argv += ["--parameters", '[{"name": "top_k", "value": "3", "type": "INT"']
-    line = _seldon_stops(server)
-    assert line.startswith("OpenVINOServer: --parameters is not valid JSON (Expecting"), line
-
-
-def test_an_unknown_type_name_is_named():
-    server = ModelServer("TFLiteServer", model_uri=str(MOBILENET_V2))
-    server.env["PREDICTIVE_UNIT_PARAMETERS"] = json.dumps([{"name": "top_k", "value": "3", "type": "INTEGER"}])
-    assert _seldon_stops(server) == (
-        "TFLiteServer: parameter top_k: type 'INTEGER' is not one of INT, FLOAT, DOUBLE, STRING, BOOL"
-    )
-
-
-# (parameter list as the operator or a user writes it, the one line after "TFLiteServer: ")
-PARAMETER_LIST_CASES = {
-    "INT with a fraction": (
-        '[{"name": "top_k", "value": "3.5", "type": "INT"}]',
-        "parameter top_k: '3.5' is not an INT (a whole number in digits)",
-    ),
-    "INT that is a word": (
-        '[{"name": "top_k", "value": "five", "type": "INT"}]',
-        "parameter top_k: 'five' is not an INT (a whole number in digits)",
-    ),
-    "INT written 3.0": (
-        '[{"name": "top_k", "value": "3.0", "type": "INT"}]',
-        "parameter top_k: '3.0' is not an INT (write it in digits: 3)",
-    ),
-    "FLOAT that is a word": (
-        '[{"name": "confidence_threshold", "value": "high", "type": "FLOAT"}]',
-        "parameter confidence_threshold: 'high' is not a FLOAT",
-    ),
-    "DOUBLE that is empty": (
-        '[{"name": "score_threshold", "value": "", "type": "DOUBLE"}]',
-        "parameter score_threshold: '' is not a DOUBLE",
-    ),
-    "BOOL that is a word": (
-        '[{"name": "return_mask", "value": "maybe", "type": "BOOL"}]',
-        "parameter return_mask: 'maybe' is not a BOOL (true or false, yes or no, on or off, 1 or 0)",
-    ),
-    "BOOL as a JSON boolean": (
-        '[{"name": "return_mask", "value": true, "type": "BOOL"}]',
-        "parameter return_mask: True is not a BOOL (true or false, yes or no, on or off, 1 or 0)",
-    ),
-    "INT as JSON null": (
-        '[{"name": "top_k", "value": null, "type": "INT"}]',
-        "parameter top_k: None is not an INT (a whole number in digits)",
-    ),
-    "no value": ('[{"name": "top_k", "type": "INT"}]', "parameter top_k: no value"),
-    "no type": (
-        '[{"name": "top_k", "value": "3"}]',
-        "parameter top_k: type None is not one of INT, FLOAT, DOUBLE, STRING, BOOL",
-    ),
-    "lowercase type": (
-        '[{"name": "top_k", "value": "3", "type": "int"}]',
-        "parameter top_k: type 'int' is not one of INT, FLOAT, DOUBLE, STRING, BOOL",
-    ),
-    "no name": (
-        '[{"value": "3", "type": "INT"}]',
-        'PREDICTIVE_UNIT_PARAMETERS: entry 1 has no name: \'{"value": "3", "type": "INT"}\'',
-    ),
-    "an object, not a list": (
-        '{"top_k": 3}',
-        'PREDICTIVE_UNIT_PARAMETERS must be a JSON list of {"name", "type", "value"} objects, got \'{"top_k": 3}\'',
-    ),
-    "a list of names": (
-        '["top_k"]',
-        'PREDICTIVE_UNIT_PARAMETERS must be a JSON list of {"name", "type", "value"} objects, got \'["top_k"]\'',
-    ),
-    "not JSON": (
-        "top_k=3",
-        "PREDICTIVE_UNIT_PARAMETERS is not valid JSON (Expecting value: line 1 column 1 (char 0)): 'top_k=3'",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", sorted(PARAMETER_LIST_CASES))
-def test_a_parameter_list_seldon_cannot_parse_is_named(monkeypatch, case):
-    """Seldon's own parse_args and parse_parameters, wrapped as the .pth wraps them in the real process."""
-    from seldon_core import microservice
-
-    from edgeservers.parameter_check import checked
-
-    text, line = PARAMETER_LIST_CASES[case]
-    monkeypatch.setenv("PREDICTIVE_UNIT_PARAMETERS", text)
-    monkeypatch.setattr("sys.argv", ["seldon-core-microservice", "TFLiteServer", "--service-type", "MODEL"])
-    with pytest.raises(SystemExit) as stopped:
-        checked(microservice.parse_args, microservice.parse_parameters)()
-    assert stopped.value.code == f"TFLiteServer: {line}"
-
-
-def test_a_good_parameter_list_passes_unchanged(monkeypatch):
-    from seldon_core import microservice
-
-    from edgeservers.parameter_check import checked
-
-    good = parameters({"model_uri": "/mnt/models", "top_k": 3, "confidence_threshold": 0.5, "return_mask": True})
-    monkeypatch.setenv("PREDICTIVE_UNIT_PARAMETERS", good)
-    monkeypatch.setattr("sys.argv", ["seldon-core-microservice", "edgeservers_x.TFLiteServer"])
-    options, remaining = checked(microservice.parse_args, microservice.parse_parameters)()
-    assert options.parameters == good and remaining == []

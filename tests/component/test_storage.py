@@ -1,31 +1,23 @@
-"""edgeservers.storage (the storage initializer) against real servers on loopback: a local HTTP server
-that also drops connections, answers 404/503, sends no Content-Length, an endless body or a trickle, a
-real S3 server (moto in server mode), local paths, file:// URIs, archives (good, hostile and bombs),
-the limits, sha256 checks, and the CLI as a real subprocess (with its peak memory)."""
+"""edgeservers.storage (the storage initializer) in-process, against real servers on loopback: a local HTTP
+server that also drops connections, answers 404/503, sends no Content-Length, an endless body or a trickle, a
+real S3 server (moto in server mode), local paths, file:// URIs, archives (good, hostile and bombs), the limits
+and sha256 checks (tests/e2e/test_storage_cli.py runs the CLI as the init container does)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import subprocess
 import sys
-import tarfile
-import tempfile
-import time
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from edgeservers import storage
 from edgeservers.storage import StorageError, download, is_remote
-
-from services import (
-    LABELS,
+from tests.support.paths import ROOT
+from tests.support.services import (
     MODEL,
-    ROOT,
     FileServer,
     S3Server,
     closed_port,
@@ -36,28 +28,24 @@ from services import (
     model_files,
     tree,
 )
+from tests.support.storage import (
+    BUCKET,
+    MODEL_BYTES,
+    QUICK,
+    isolate,
+    listing,
+    put_models,
+    tar_bomb,
+    zip_bomb,
+)
 
-MODEL_BYTES = MODEL.read_bytes()
 MODEL_SHA = hashlib.sha256(MODEL_BYTES).hexdigest()
 SECRET = S3Server.SECRET_KEY
-BUCKET = "edge-models"
 
 
 @pytest.fixture(autouse=True)
 def quick_and_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fast retries; loopback never through a proxy; no AWS settings from the machine."""
-    monkeypatch.setenv("STORAGE_RETRIES", "2")
-    monkeypatch.setenv("STORAGE_RETRY_DELAY", "0.01")
-    monkeypatch.setenv("STORAGE_TIMEOUT", "10")  # the stall timeout's earlier name, still read
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "S3_", "STORAGE_MAX_")) or name in ("USE_SSL", "STORAGE_STALL_TIMEOUT"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate(monkeypatch, **QUICK)
 
 
 @pytest.fixture(autouse=True)
@@ -68,19 +56,7 @@ def _reset_hits(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="module")
 def s3_objects(s3_server: S3Server) -> S3Server:
-    s3_server.put(
-        BUCKET,
-        {
-            "mnv1/model.tflite": MODEL_BYTES,
-            "mnv1/meta/labels.txt": LABELS.read_bytes(),
-            "mnv1/meta/": b"",  # a "folder" marker, as consoles create them
-            "mnv1-old/stale.txt": b"must not be fetched with mnv1/",
-            "single/mobilenet.tflite": MODEL_BYTES,
-            "archives/model.tar.gz": make_tar(list(model_files().items()), "w:gz"),
-            "hostile/../../evil.txt": b"evil",
-        },
-    )
-    return s3_server
+    return put_models(s3_server)
 
 
 @pytest.fixture
@@ -88,10 +64,6 @@ def s3(s3_objects: S3Server, monkeypatch: pytest.MonkeyPatch):
     for name, value in s3_objects.env.items():
         monkeypatch.setenv(name, value)
     return s3_objects.endpoint, s3_objects.client
-
-
-def listing(path: Path) -> list[str]:
-    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*"))
 
 
 # --- is_remote and URI handling ---------------------------------------------------------------
@@ -260,38 +232,6 @@ def test_benign_links_inside_an_archive_are_kept(tmp_path: Path) -> None:
 BOMB = 64 << 20  # zeros: a 64 MiB entry compresses to 64 KiB
 
 
-def zip_bomb(nbytes: int) -> bytes:
-    """One deflated entry of `nbytes` zeros, written in 1 MiB pieces (never whole in memory)."""
-    buf = io.BytesIO()
-    with (
-        zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
-        zf.open("zeros.bin", "w", force_zip64=True) as entry,
-    ):
-        for _ in range(nbytes >> 20):
-            entry.write(bytes(1 << 20))
-    return buf.getvalue()
-
-
-class Zeros(io.RawIOBase):
-    """An endless stream of zeros, for tar members of any size."""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        b[:] = bytes(len(b))
-        return len(b)
-
-
-def tar_bomb(nbytes: int) -> bytes:
-    info = tarfile.TarInfo("zeros.bin")
-    info.size = nbytes
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
-        tf.addfile(info, io.BufferedReader(Zeros()))
-    return buf.getvalue()
-
-
 def lying_zip() -> bytes:
     """A 1 MiB entry whose local header and central directory both claim 1000 bytes."""
     data = bytearray(make_zip({"lie.bin": bytes(1 << 20)}))
@@ -348,32 +288,6 @@ def test_too_many_entries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind:
     ):
         download(str(archive), str(tmp_path / "dest"))
     assert listing(tmp_path / "dest") == []
-
-
-def test_million_file_tgz_stops_at_the_limit_in_little_memory(tmp_path: Path) -> None:
-    """The default limit (10,000 entries) stops it; entries are read one at a time, so the process
-    stays far below the init container's 256Mi (the whole member list alone took 528 MiB)."""
-    archive = tmp_path / "million.tgz"
-    many_files_tgz(archive, 1_000_000)
-    result, max_rss = run_cli_measured(str(archive), str(tmp_path / "models"))
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        "storage-initializer: error: archive million.tgz holds more than 10000 entries: "
-        "limit 10000 files (set with --max-files or STORAGE_MAX_FILES)"
-    ]
-    assert listing(tmp_path / "models") == []
-    assert max_rss < 256 << 20, f"peak RSS {max_rss >> 20} MiB"
-
-
-@pytest.mark.parametrize("name, build", [("bomb.zip", zip_bomb), ("bomb.tgz", tar_bomb)])
-def test_cli_refuses_a_gib_bomb_with_the_default_limits(web: FileServer, tmp_path: Path, name, build) -> None:
-    web.files[name] = build(1100 << 20)  # 1.07 GiB of zeros in about a megabyte
-    result, max_rss = run_cli_measured(web.url(name), str(tmp_path / "models"))
-    assert result.returncode == 1
-    assert len(result.stderr.splitlines()) == 1
-    assert "limit 1 GiB (set with --max-unpacked or STORAGE_MAX_UNPACKED)" in result.stderr
-    assert listing(tmp_path / "models") == []
-    assert max_rss < 256 << 20, f"peak RSS {max_rss >> 20} MiB"
 
 
 def test_local_directory_copies_are_limited_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -682,122 +596,6 @@ def test_gs_is_refused_with_the_way_to_reach_gcs(tmp_path: Path) -> None:
     ):
         download("gs://bucket/model.tflite", str(tmp_path / "dest"))
     assert listing(tmp_path) == []
-
-
-# --- the CLI, as the init container runs it ----------------------------------------------------
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "edgeservers.storage", *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def run_cli_measured(*args: str) -> tuple[subprocess.CompletedProcess[str], int]:
-    """run_cli, plus the CLI process's own peak RSS in bytes: VmHWM of its own memory map, sampled until it
-    exits. (Not rusage: Linux carries the high-water mark across exec, so a child of a large test process
-    would report the parent's RSS.)"""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeservers.storage", *args],
-            cwd=ROOT,
-            stdout=out,
-            stderr=err,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            text=True,
-        )
-        peak_kb = 0
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if b"edgeservers.storage" in Path(f"/proc/{proc.pid}/cmdline").read_bytes():  # after exec only
-                    status = Path(f"/proc/{proc.pid}/status").read_text()
-                    peak_kb = max(peak_kb, int(status.split("\nVmHWM:")[1].split()[0]))
-            except (OSError, ValueError, IndexError):
-                pass
-            time.sleep(0.02)
-        proc.wait(timeout=5)
-        out.seek(0)
-        err.seek(0)
-        result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
-    return result, peak_kb * 1024
-
-
-def test_cli_limits_from_flags_override_the_environment(web: FileServer, tmp_path: Path) -> None:
-    web.files["m.tflite"] = MODEL_BYTES
-    result = run_cli(
-        web.url("m.tflite"), str(tmp_path / "models"), "--max-download", "100K", env={"STORAGE_MAX_DOWNLOAD": "1G"}
-    )
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        f"storage-initializer: error: {web.url('m.tflite')} (Content-Length {len(MODEL_BYTES)}) is more than "
-        "100 KiB in all: limit 100 KiB (set with --max-download or STORAGE_MAX_DOWNLOAD)"
-    ]
-    bad = run_cli(web.url("m.tflite"), str(tmp_path / "models"), "--max-files", "0")
-    assert bad.returncode == 2
-    assert bad.stderr.splitlines() == ["storage-initializer: error: --max-files: '0' is not a positive whole number"]
-
-
-def test_cli_success_prints_one_line(web, tmp_path: Path) -> None:
-    web.files["mobilenet.tflite"] = MODEL_BYTES
-    url = f"{web.base}/files/mobilenet.tflite"
-    result = run_cli(url, str(tmp_path / "models"), "--sha256", MODEL_SHA)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    assert result.stdout.splitlines() == [
-        f"storage-initializer: wrote 1 file ({len(MODEL_BYTES)} bytes) from {url} to {tmp_path / 'models'}"
-    ]
-    assert tree(tmp_path / "models") == {"mobilenet.tflite": MODEL_BYTES}
-
-
-def test_cli_failure_is_one_line_on_stderr(web, tmp_path: Path) -> None:
-    result = run_cli(f"{web.base}/status/404/m.tflite", str(tmp_path / "models"))
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        f"storage-initializer: error: HTTP 404 Not Found from {web.base}/status/404/m.tflite"
-    ]
-
-
-def test_cli_retries_are_noted_on_stdout_and_the_error_stays_one_line(web, tmp_path: Path) -> None:
-    web.files["m.tflite"] = MODEL_BYTES
-    result = run_cli(f"{web.base}/drop/99/m.tflite", str(tmp_path / "models"))
-    assert result.returncode == 1
-    assert len(result.stderr.splitlines()) == 1
-    assert "gave up after 3 attempts" in result.stderr
-    assert [line.split(";")[-1].split(" in ")[0] for line in result.stdout.splitlines()] == [" retry 1/2", " retry 2/2"]
-    assert listing(tmp_path / "models") == []
-
-
-def test_cli_usage_error_is_one_line(tmp_path: Path) -> None:
-    result = run_cli("s3://bucket/model")
-    assert result.returncode == 2
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "storage-initializer: error: the following arguments are required: dest_dir"
-    )
-
-
-def test_cli_s3_errors_never_show_credentials(s3, tmp_path: Path) -> None:
-    endpoint, _ = s3
-    env = {
-        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_REGION": "us-east-1",
-    }
-    ok = run_cli(f"s3://{BUCKET}/mnv1", str(tmp_path / "models"), env=env)
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.startswith("storage-initializer: wrote 2 files")
-    assert tree(tmp_path / "models") == model_files()
-    bad = run_cli("s3://no-such-bucket/m", str(tmp_path / "other"), env=env)
-    assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
-    assert SECRET not in bad.stderr + bad.stdout and "AKIDEXAMPLE" not in bad.stderr + bad.stdout
 
 
 def test_module_imports_nothing_heavy() -> None:

@@ -1,7 +1,5 @@
-"""TFLiteServer through the real Seldon wrapper, REST and gRPC, checked against the plain interpreter.
-
-Payloads run in-process (`*_in_process`, `load_server`: Seldon's own Flask app and gRPC servicer);
-the answer to every request form, metadata, health and Prometheus also end to end (`mobilenet`).
+"""TFLiteServer inside Seldon's own Flask app and gRPC servicer, REST and gRPC, checked against the plain
+interpreter (tests/e2e/test_tflite_server.py: the request forms, metadata, health and Prometheus end to end).
 """
 
 from __future__ import annotations
@@ -10,22 +8,12 @@ import base64
 
 import numpy as np
 import pytest
-import requests
 from google.protobuf import json_format
 from seldon_core.proto import prediction_pb2
 
 from edgeservers.protocols.v1.codecs import tensor_from_tf, tensor_to_tf
-
-from conftest import (
-    DEEPLAB,
-    FACE_MASK,
-    MOBILENET_V2,
-    image_bytes,
-    labels,
-    plain_image_tensor,
-    plain_outputs,
-    tflite_file,
-)
+from tests.support.ground_truth import plain_image_tensor, plain_outputs
+from tests.support.paths import DEEPLAB, FACE_MASK, IMAGES, MOBILENET_V2, labels, tflite_file
 
 # Top-1 classes the plain interpreter gives for these photos (../models/README.md, shared/models/README.md).
 IMAGENET_TOP1 = {
@@ -48,20 +36,10 @@ def test_image_gets_top_k_labels_matching_the_plain_interpreter(mobilenet_in_pro
     assert 0.0 <= answer[-1]["score"] <= answer[0]["score"] <= 1.0  # dequantized with the output's scale
 
 
-def test_multipart_form_strdata_and_grpc_bindata_give_the_same_answer(mobilenet):
-    by_json = mobilenet.image("parrot.jpg")["jsonData"]
-    by_form = mobilenet.rest_ok(files={"binData": ("parrot.jpg", image_bytes("parrot.jpg"))})["jsonData"]
-    by_str = mobilenet.rest_ok({"strData": base64.b64encode(image_bytes("parrot.jpg")).decode()})["jsonData"]
-    reply = mobilenet.grpc(prediction_pb2.SeldonMessage(binData=image_bytes("parrot.jpg")))
-    by_grpc = json_format.MessageToDict(reply.jsonData)
-    assert by_json == by_form == by_str == by_grpc
-    assert by_json[0]["label"] == "macaw"
-
-
 def test_png_input_is_decoded(mobilenet_in_process):
     import cv2
 
-    ok, png = cv2.imencode(".png", cv2.imread(str(MOBILENET_V2.parent.parent / "images" / "cat.bmp")))
+    ok, png = cv2.imencode(".png", cv2.imread(str(IMAGES / "cat.bmp")))
     answer = mobilenet_in_process.rest_ok({"binData": base64.b64encode(png.tobytes()).decode()})["jsonData"]
     assert answer[0]["label"] == "Egyptian cat"
 
@@ -185,7 +163,7 @@ def test_detection_finds_one_mask_face_and_one_bare_face(face_mask_in_process):
         assert answer[0]["score"] == pytest.approx(float(scores.max()), abs=2e-3)
     import cv2
 
-    height, width = cv2.imread(str(FACE_MASK.parent.parent / "images" / "grace_hopper.bmp")).shape[:2]
+    height, width = cv2.imread(str(IMAGES / "grace_hopper.bmp")).shape[:2]
     x0, y0, x1, y1 = bare[0]["box"]
     assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height  # input-image pixels
     assert (x1 - x0) * (y1 - y0) > 0.05 * width * height  # a face, not a speck
@@ -200,35 +178,19 @@ def test_segmentation_counts_regions_and_returns_the_mask(load_server):
     answer = server.image("bird_segmentation.bmp")["jsonData"]
     (class_map,) = plain_outputs(DEEPLAB, plain_image_tensor(DEEPLAB, "bird_segmentation.bmp")).values()
     bird = labels(DEEPLAB).index("bird")
-    image = cv2.imread(str(DEEPLAB.parent.parent / "images" / "bird_segmentation.bmp"))
+    image = cv2.imread(str(IMAGES / "bird_segmentation.bmp"))
     expected = cv2.resize((class_map[0] == bird).astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
     mask = cv2.imdecode(np.frombuffer(base64.b64decode(answer["mask_png"]), np.uint8), cv2.IMREAD_GRAYSCALE) > 0
     assert answer["class"] == "bird" and answer["count"] >= 1
     agreement = (mask == expected.astype(bool)).mean()
     assert agreement > 0.99, agreement
     # The photo's own ground-truth mask overlaps the found bird.
-    truth = cv2.imread(str(DEEPLAB.parent.parent / "images" / "bird_segmentation_mask.bmp"), cv2.IMREAD_GRAYSCALE) > 0
+    truth = cv2.imread(str(IMAGES / "bird_segmentation_mask.bmp"), cv2.IMREAD_GRAYSCALE) > 0
     if truth.shape == mask.shape:
         iou = (truth & mask).sum() / (truth | mask).sum()
         assert iou > 0.5, iou
     x0, y0, x1, y1 = answer["regions"][0]["box"]
     assert mask[y0:y1, x0:x1].sum() == answer["mask_pixels"] or answer["count"] > 1
-
-
-def test_metadata_health_tags_and_metrics(mobilenet):
-    metadata = mobilenet.get("/api/v1.0/metadata").json()
-    assert metadata["platform"] == "tflite"
-    assert metadata["inputs"] == [{"name": "input", "datatype": "UINT8", "shape": [1, 224, 224, 3]}]
-    assert metadata["outputs"] == [{"name": "MobilenetV2/Predictions/Softmax", "datatype": "UINT8", "shape": [1, 1001]}]
-
-    health = mobilenet.get("/health/status")
-    assert health.status_code == 200 and "ok" in health.text
-
-    reply = mobilenet.image("parrot.jpg")
-    assert reply["meta"]["tags"] == {"model": "mobilenet_v2_1.0_224_quant", "runtime": "tflite"}
-    prometheus = mobilenet.prometheus()
-    for key in ("edgeservers_preprocess_ms", "edgeservers_inference_ms", "edgeservers_postprocess_ms"):
-        assert key in prometheus
 
 
 def test_confidence_threshold_marks_uncertain_answers_and_counts_them(load_server):
@@ -261,18 +223,6 @@ def test_metrics_are_handed_to_seldon_in_batches_and_none_is_lost(load_server):
     last = server.image("cat.bmp")
     assert sum(m["key"] == "edgeservers_inference_ms" for m in last["meta"]["metrics"]) >= 1
     assert _prometheus_count(server, "edgeservers_inference_ms_count") == 6
-
-
-def test_pool_and_threads_adapt_to_the_wrapper_threads_and_the_cpus(start_server):
-    import os
-
-    server = start_server("TFLiteServer", env={"GUNICORN_THREADS": "8"}, model_uri=str(MOBILENET_V2))
-    custom = requests.get(server.url + "/api/v1.0/metadata", timeout=10).json()["custom"]
-    cpus = len(os.sched_getaffinity(0))
-    pool = min(8, cpus)
-    assert (int(custom["pool_size"]), int(custom["num_threads"])) == (pool, cpus)
-    assert custom["slot_threads"] == ",".join(map(str, [cpus] + [max(1, cpus // pool)] * (pool - 1)))
-    assert server.image("parrot.jpg")["jsonData"][0]["label"] == "macaw"
 
 
 def _allowing_fp16(target):

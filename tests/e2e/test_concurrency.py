@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import json_format
 from seldon_core.proto import prediction_pb2
 
-from conftest import MOBILENET_V2, image_bytes
+from tests.support.paths import MOBILENET_V2, image_bytes
 
 IMAGES = ["parrot.jpg", "cat.bmp", "grace_hopper.bmp", "bird.bmp", "face_mask_demo.jpg", "bird_segmentation.bmp"]
 THREADS = 16

@@ -6,8 +6,9 @@ import subprocess
 import sys
 import time
 
-from conftest import MOBILENET_V2, ModelServer
-from harness import listening_on, stop_process_group, tree_cpu_s
+from tests.support.clients import ModelServer
+from tests.support.harness import listening_on, stop_process_group, tree_cpu_s
+from tests.support.paths import MOBILENET_V2
 
 
 def test_a_port_taken_before_the_server_binds_it_gets_the_server_new_ports():

@@ -1,20 +1,21 @@
-"""Issue 9, REST: hostile connections and bodies, with the chart's worker settings (1 REST worker, 1 thread,
-gRPC off). A normal client keeps getting answers; each limit answers 4xx naming what arrived, the limit and
-its parameter, before the body is kept; the peak PSS of the process tree grows by less than 100 MB."""
+"""Hostile REST connections and bodies, with the chart's worker settings (1 REST worker, 1 thread, gRPC off).
+A normal client keeps getting answers; each limit answers 4xx naming what arrived, the limit and its
+parameter, before the body is kept; the peak PSS of the process tree grows by less than 100 MB
+(tests/unit/test_rest_app.py parses multipart bodies in-process)."""
 
 from __future__ import annotations
 
 import http.client
-import io
 import socket
 import time
 
 import pytest
 import requests
 
-from bench.hostile import (
+from tests.support.clients import ModelServer
+from tests.support.harness import free_port, listening_hosts, stop_process_group
+from tests.support.hostile import (
     CHART_ENV,
-    PeakPss,
     Slowloris,
     chunked,
     json_b64,
@@ -28,9 +29,8 @@ from bench.hostile import (
     predict,
     raw_request,
 )
-
-from conftest import MOBILENET_V2, ModelServer
-from harness import listening_hosts
+from tests.support.memory import PeakPss
+from tests.support.paths import MOBILENET_V2, ROOT, image_bytes
 
 PREDICT = "/api/v1.0/predictions"
 LIMIT = 16 << 20  # max_request_bytes' default
@@ -135,7 +135,7 @@ def _oversize(kind: str):
 )
 def test_an_oversize_body_answers_413_without_being_kept(chart_server, body, kind):
     head, chunks, what = _oversize(kind)
-    with PeakPss(chart_server.proc.pid) as memory:
+    with PeakPss(chart_server.pid) as memory:
         reply = raw_request(chart_server.http_port, head, chunks, timeout=60)
     assert reply.status == 413, (reply, reply.error)
     info = reply.json()["status"]["info"]
@@ -147,7 +147,7 @@ def test_an_oversize_body_answers_413_without_being_kept(chart_server, body, kin
 
 def test_a_json_body_with_too_many_values_is_refused_before_parsing(chart_server, body):
     content_type, chunks = json_ndarray(15 << 20)  # under max_request_bytes: ~7.8 million numbers
-    with PeakPss(chart_server.proc.pid) as memory:
+    with PeakPss(chart_server.pid) as memory:
         reply = raw_request(chart_server.http_port, post_head(PREDICT, content_type, 15 << 20), chunks)
     assert reply.status == 413, reply
     info = reply.json()["status"]["info"]
@@ -185,40 +185,12 @@ def test_hostile_form_fields_answer_4xx_with_a_message(chart_server, body, case)
     assert_still_serving(chart_server, body)
 
 
-def test_a_multipart_image_is_parsed_in_memory_not_spooled_to_tmp():
-    """Werkzeug spools file parts past 500 KB to a temporary file in /tmp (a 64Mi emptyDir in the chart)."""
-    from edgeservers.seldon.rest_app import LimitedRequest
-
-    content_type, data = multipart_fields({})
-    part = b"\xff" * (4 << 20)
-    data = (
-        b'--%s\r\nContent-Disposition: form-data; name="binData"; filename="x.jpg"\r\n\r\n'
-        % content_type.split("=")[1].encode()
-        + part
-        + b"\r\n"
-        + data
-    )
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "CONTENT_TYPE": content_type,
-        "CONTENT_LENGTH": str(len(data)),
-        "wsgi.input": io.BytesIO(data),
-        "SERVER_NAME": "x",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-    }
-    stream = LimitedRequest(environ).files["binData"].stream
-    assert isinstance(stream, io.BytesIO) and stream.getbuffer().nbytes == len(part)
-
-
 @pytest.mark.parametrize("content_type", ["application/json", "multipart"])
 def test_a_chunked_request_under_the_limit_is_read_whole(chart_server, body, content_type):
-    """A body without Content-Length (Transfer-Encoding: chunked) reaches the app whole (it used to arrive
-    empty: 400 "Can't find JSON in data")."""
+    """A body without Content-Length (Transfer-Encoding: chunked) reaches the app whole (not empty: 400
+    "Can't find JSON in data")."""
     if content_type == "multipart":
         from urllib3 import encode_multipart_formdata
-
-        from conftest import image_bytes
 
         data, content_type = encode_multipart_formdata({"binData": ("parrot.jpg", image_bytes("parrot.jpg"))})
     else:
@@ -230,8 +202,6 @@ def test_a_chunked_request_under_the_limit_is_read_whole(chart_server, body, con
 
 
 def test_a_multipart_jpeg_upload_still_predicts(chart_server):
-    from conftest import image_bytes
-
     reply = requests.post(
         chart_server.url + PREDICT, files={"binData": ("parrot.jpg", image_bytes("parrot.jpg"))}, timeout=30
     )
@@ -294,72 +264,10 @@ def test_a_request_on_a_kept_alive_connection_is_answered(chart_server, body):
         conn.close()
 
 
-def _multipart_request(data: bytes, boundary: bytes = b"xyzboundary"):
-    from edgeservers import seldon
-    from edgeservers.seldon.rest_app import LimitedRequest
-
-    seldon.install()  # what the component does in the server's main process
-
-    body = (
-        b"--"
-        + boundary
-        + b'\r\nContent-Disposition: form-data; name="binData"; filename="a"\r\n\r\n'
-        + data
-        + b"\r\n--"
-        + boundary
-        + b"--\r\n"
-    )
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "CONTENT_TYPE": "multipart/form-data; boundary=" + boundary.decode(),
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-        "SERVER_NAME": "x",
-        "SERVER_PORT": "80",
-        "wsgi.url_scheme": "http",
-    }
-    return LimitedRequest(environ)
-
-
-@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 7, 1 << 20])
-def test_multipart_parts_come_through_intact(size):
-    """The CVE-2023-46136 backport (edgeservers/seldon/rest_app.py) must not change what is parsed:
-    random bytes (with CR, LF and boundary-like runs) across the parser's 64 KiB reads."""
-    import random
-
-    rng = random.Random(size)
-    alphabet = [b"\r", b"\n", b"\r\n", b"-", b"--", b"--xyzbound", b"a", b"\x00"]
-    data = b"".join(rng.choice(alphabet) for _ in range(size))[:size]
-    assert _multipart_request(data).files["binData"].read() == data
-
-
-def test_a_crafted_multipart_part_is_not_searched_again_per_chunk():
-    """CVE-2023-46136: a part starting with CR and no CR/LF after it used to be kept whole and searched again
-    after every 64 KiB read (quadratic CPU). Count the bytes the decoder re-examines, not the time."""
-    from werkzeug.sansio.multipart import MultipartDecoder
-
-    examined = []
-    find = MultipartDecoder.next_event
-
-    def counting(self):
-        examined.append(len(self.buffer))
-        return find(self)
-
-    MultipartDecoder.next_event = counting
-    try:
-        data = b"\r" + b"A" * (8 << 20)
-        assert _multipart_request(data).files["binData"].read() == data
-    finally:
-        MultipartDecoder.next_event = find
-    assert sum(examined) < 4 * len(data), sum(examined)  # quadratic: ~64 GB re-examined for 8 MiB
-
-
 def test_make_serve_puts_rest_grpc_and_metrics_on_loopback():
     """The Makefile's claim: `make serve` (its real command, from `make -n`) serves REST, gRPC and metrics on 127.0.0.1."""
     import os
     import subprocess
-
-    from bench.launcher import ROOT, free_port, stop_process_group
 
     rest, grpc_port, metrics = free_port(), free_port(), free_port()
     dry = subprocess.run(

@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bench import amplify
-from bench.hostile import CHART_ENV, normal_body, predict
-
-from conftest import MOBILENET_V2, ModelServer
-from harness import Microservice
+from tests.support import amplify
+from tests.support.clients import ModelServer
+from tests.support.harness import Microservice
+from tests.support.hostile import CHART_ENV, normal_body, predict
+from tests.support.paths import MOBILENET_V2
 
 SEED, COUNT = 24, 3000
 

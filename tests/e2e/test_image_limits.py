@@ -1,33 +1,27 @@
 """Limits before work: image bombs and oversize gRPC messages are refused before any pixel is decoded or
 any message parsed, with a 413 (gRPC: an error status) naming what arrived, the limit and the parameter;
 the memory of the whole process tree barely moves, and the next prediction succeeds. Also: gRPC
-reflection off by default, gRPC's bind address.
+reflection off by default, gRPC's bind address (tests/unit/test_images.py reads the headers in-process).
 
 The server runs as the chart runs it (1 REST worker, 1 thread) plus one gRPC worker. Peak memory is the
-PSS of the whole process tree, sampled while each request runs (bench/hostile.py, bench/image_bombs.py).
+PSS of the whole process tree, sampled while each request runs (tests/support/memory.py's PeakPss).
 """
 
 from __future__ import annotations
-
-import base64
 
 import grpc
 import numpy as np
 import pytest
 from seldon_core.proto import prediction_pb2
 
-from bench.hostile import PeakPss
-from bench.image_bombs import bmp_header, jpeg_bomb, png_bomb
-from edgeservers.core.images import check_opencv_cap, decode_image, image_header
-from edgeservers.errors import BadRequest, ModelLoadError, TooLarge
-
-from conftest import MOBILENET_V2, ModelServer, image_bytes
+from tests.support.clients import ModelServer
+from tests.support.harness import listening_hosts
+from tests.support.image_bombs import bmp_header, jpeg_bomb, png_bomb
+from tests.support.memory import PeakPss
+from tests.support.paths import MOBILENET_V2, image_bytes
+from tests.support.payloads import b64
 
 MAX_GROWTH_MB = 100
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +58,7 @@ def test_image_bomb_is_refused_from_its_header_before_decoding(server, bomb, how
     build, words = BOMBS[bomb]
     data = build()
     words = words + ["max_image_pixels is 40,000,000"]
-    with PeakPss(server.proc.pid) as memory:
+    with PeakPss(server.pid) as memory:
         if how == "gRPC binData":
             with pytest.raises(grpc.RpcError) as error:
                 server.grpc(prediction_pb2.SeldonMessage(binData=data))
@@ -99,7 +93,7 @@ def test_an_image_opencv_refuses_answers_413_not_500_with_opencv_text(server):
 
 def test_oversize_grpc_message_gets_resource_exhausted_before_it_is_read(server):
     message = prediction_pb2.SeldonMessage(binData=b"\xff" * ((16 << 20) + 1024))  # max_request_bytes + 1 KiB
-    with PeakPss(server.proc.pid) as memory:
+    with PeakPss(server.pid) as memory:
         with pytest.raises(grpc.RpcError) as error:
             server.grpc(message)
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -146,61 +140,13 @@ def test_grpc_reflection_is_off_by_default(server):
     assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def _listening_hosts(port: int) -> set[str]:
-    hosts = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in list(f)[1:]:
-                local, state = line.split()[1], line.split()[3]
-                address, port_hex = local.split(":")
-                if state == "0A" and int(port_hex, 16) == port:
-                    hosts.add(address)
-    return hosts
-
-
 def test_grpc_reflection_on_request_and_grpc_bound_to_the_chosen_address():
     server = ModelServer(
         "TFLiteServer", model_uri=str(MOBILENET_V2), grpc_reflection=True, bind_address="127.0.0.1"
     ).start()
     try:
         assert "seldon.protos.Model" in _reflected_services(server.channel())
-        hosts = _listening_hosts(server.grpc_port)
-        assert hosts and hosts <= {"0100007F", "0000000000000000FFFF00000100007F"}, (
-            hosts
-        )  # 127.0.0.1 (or as IPv4-mapped IPv6)
+        hosts = listening_hosts(server.grpc_port)
+        assert hosts and hosts <= {"127.0.0.1", "::ffff:127.0.0.1"}, hosts  # (or as IPv4-mapped IPv6)
     finally:
         server.stop()
-
-
-# --- header reading, in process -----------------------------------------------------------------
-
-
-def test_headers_of_jpeg_png_and_bmp_are_read_without_decoding():
-    assert image_header(image_bytes("parrot.jpg")) == ("JPEG", 512, 929)
-    assert image_header(image_bytes("cat.bmp")) == ("BMP", 512, 341)
-    assert image_header(png_bomb(20000, 30000)) == ("PNG", 20000, 30000)
-    assert image_header(bmp_header(7, -9)) == ("BMP", 7, 9)
-    core = b"BM" + b"\x00" * 12 + (12).to_bytes(4, "little") + (300).to_bytes(2, "little") + (200).to_bytes(2, "little")
-    assert image_header(core + b"\x00" * 8) == ("BMP", 300, 200)
-    # fill bytes and an APP segment before the frame header
-    jpeg = jpeg_bomb(321, 123)
-    assert image_header(jpeg[:2] + b"\xff\xff\xe1\x00\x04ab" + jpeg[2:]) == ("JPEG", 321, 123)
-    for garbage in (b"", b"\xff\xd8", b"\xff\xd8\xff\xda\x00\x02", b"GIF89a....", b"\x89PNG\r\n\x1a\n"):
-        assert image_header(garbage) is None
-
-
-def test_a_max_image_pixels_over_opencvs_own_cap_stops_the_server_at_start():
-    with pytest.raises(
-        ModelLoadError, match="max_image_pixels=50000000 exceeds .* OPENCV_IO_MAX_IMAGE_PIXELS=40000000"
-    ):
-        check_opencv_cap(50_000_000)
-    check_opencv_cap(40_000_000)
-
-
-def test_max_image_pixels_is_checked_before_decoding_and_garbage_stays_400():
-    parrot = image_bytes("parrot.jpg")
-    with pytest.raises(TooLarge, match=r"512 x 929 JPEG \(475,648 pixels\); max_image_pixels is 400,000"):
-        decode_image(parrot, 400_000)
-    assert decode_image(parrot, 475_648)[0].shape == (929, 512, 3)
-    with pytest.raises(BadRequest, match="not a decodable image"):
-        decode_image(jpeg_bomb(100, 100)[:40], 40_000_000)

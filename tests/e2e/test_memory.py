@@ -1,18 +1,12 @@
-"""Memory is correctness on a 1 GB edge node: the whole TFLite server tree stays within 150 MB.
+"""Memory is correctness on a 1 GB edge node: the whole TFLite server tree stays within its limit.
 
-bench/memory.py starts the real `seldon-core-microservice` with mobilenet_v2 and nothing but
+tests/support/memory.py starts the real `seldon-core-microservice` with mobilenet_v2 and nothing but
 `model_uri` set, sends REST binData predictions of parrot.jpg (8 at once with GUNICORN_THREADS=8),
 reads /health/status and the Prometheus endpoint, and then measures every process of the tree.
 The figure checked is the tree's PSS as if it were alone on the machine (each physical page of the
 tree counted once): on a shared machine the kernel's PSS divides library pages with unrelated
-processes and comes out lower. Measured (2-core x86_64), the same code and pins:
-- in a long-used working tree: 143.8 MB under the chart's defaults, 155.0 MB with GUNICORN_THREADS=8;
-- on a fresh clone (as CI runs it): 176 MB and 191 MB. The anonymous memory is the same (89 MB); the
-  libraries' mapped pages are not (cv2, grpc, LiteRT: 45 MB there, 77 MB here), as freshly installed
-  files are wholly in the page cache and every fault maps its neighbours too.
-The issue's goal (150 MB) is therefore met only in the first case; the limits below are regression
-guards for the fresh-clone case, where this suite runs in CI. Later figures (2026-12-03, fresh clone
-158 and 177 MB, the same clone after dropping the page cache 120 and 136 MB): docs/benchmarks.md.
+processes and comes out lower. The limits guard the figures of a fresh clone, where CI runs this suite
+and library pages weigh more than in a long-used tree (docs/benchmarks.md, Memory).
 """
 
 from __future__ import annotations
@@ -24,13 +18,11 @@ import pytest
 import requests
 from seldon_core.proto import prediction_pb2
 
-from bench.memory import measure
+from tests.support.harness import process_tree
+from tests.support.memory import measure
+from tests.support.paths import MOBILENET_V2, image_bytes
 
-from conftest import MOBILENET_V2, image_bytes
-from harness import process_tree
-
-# Regression guards (see above): the fresh-clone figures plus about 7 %. Before the cuts (metrics server and
-# Manager as processes, glibc's growing mmap threshold) the warm-tree figures alone were 174 and 221 MB.
+# Regression guards: the fresh-clone figures plus about 7 %.
 LIMIT_MB = {"defaults": 190.0, "threads8": 205.0}
 
 
@@ -49,7 +41,7 @@ def test_tflite_tree_fits_its_memory_limit_after_predictions(config):
 
 
 def test_metrics_of_rest_and_grpc_workers_reach_prometheus_through_the_main_process(start_server):
-    """The metrics store and endpoint now live on threads of the main process: every worker still reaches them."""
+    """The metrics store and endpoint live on threads of the main process: every worker reaches them."""
     server = start_server("TFLiteServer", model_uri=str(MOBILENET_V2), metrics_interval=0.0)
     for _ in range(2):
         server.image("parrot.jpg")
@@ -69,9 +61,8 @@ def test_request_buffers_are_reused_not_faulted_in_again(start_server):
     """Freed request buffers stay in malloc's heap for the next request (process_tuning.tuned_malloc).
 
     A parrot.jpg JSON request holds buffers of 0.4-1.4 MB (the body, its JSON string, the decoded JPEG, its
-    pixels decoded whole): with glibc's 128 KiB trim threshold each was given back and faulted in again,
-    about 730 faults per request (measured, with the pixels at half scale); with the thresholds set, about
-    200 remain (orjson maps its parse buffer itself). No timing: page faults are counted by the kernel."""
+    pixels decoded whole): with glibc's 128 KiB trim threshold each would be given back and faulted in again
+    (docs/benchmarks.md). No timing: page faults are counted by the kernel."""
     server = start_server("TFLiteServer", env={"GRPC_WORKERS": "0"}, model_uri=str(MOBILENET_V2))
     for _ in range(5):
         server.image("parrot.jpg")

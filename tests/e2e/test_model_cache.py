@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from test_storage import run_cli
 
 from edgeservers.storage import ModelCache, StorageError, provenance, provide
 from edgeservers.storage.common import Limits
+from tests.support.paths import MOBILENET_V2
+from tests.support.services import FileServer, Gate, S3Server, tar_dir, tree
+from tests.support.storage import MODEL_BYTES, isolate, run_cli
 
-from conftest import MOBILENET_V2
-from services import MODEL, FileServer, Gate, S3Server, tree
-
-MODEL_BYTES = MODEL.read_bytes()
 MANIFEST = ".edgeservers-model.json"
 BUCKET = "cached-models"
 CONNECT_TIMEOUT = 2  # seconds; the default is 5
@@ -33,18 +30,7 @@ HANG_BOUND = 20  # "does not hang": far above any wait the initializer may make 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fast retries, a short connect timeout, loopback never through a proxy, no AWS settings from the machine."""
-    monkeypatch.setenv("STORAGE_RETRIES", "1")
-    monkeypatch.setenv("STORAGE_RETRY_DELAY", "0.01")
-    monkeypatch.setenv("STORAGE_CONNECT_TIMEOUT", str(CONNECT_TIMEOUT))
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "S3_", "STORAGE_MAX_", "STORAGE_CACHE")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate(monkeypatch, STORAGE_RETRIES="1", STORAGE_RETRY_DELAY="0.01", STORAGE_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT))
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +78,7 @@ def test_offline_start_uses_the_cached_copy(outage: str, s3: S3Server, gate: Gat
         uri, env, down = f"s3://{BUCKET}/single/model.tflite", s3_env(s3), s3.outage()
     else:
         uri, env = f"s3://{BUCKET}/single/model.tflite", s3_env(s3, gate.url)
-        down = _blackhole(gate)
+        down = gate.blackholed()
 
     first, _ = initializer(uri, tmp_path / "run1", cache, env)
     assert first.returncode == 0, first.stderr
@@ -109,20 +95,6 @@ def test_offline_start_uses_the_cached_copy(outage: str, s3: S3Server, gate: Gat
         MANIFEST: (tmp_path / "run2" / MANIFEST).read_bytes()
     }
     assert manifest_of(tmp_path / "run2")["origin"] == "cache-offline"
-
-
-def _blackhole(gate: Gate):
-    import contextlib
-
-    @contextlib.contextmanager
-    def down() -> Iterator[None]:
-        gate.mode = "blackhole"
-        try:
-            yield
-        finally:
-            gate.mode = "open"
-
-    return down()
 
 
 def test_an_unchanged_model_is_not_downloaded_again(web: FileServer, tmp_path: Path):
@@ -279,8 +251,6 @@ def test_prepare_cache_gives_the_directory_to_the_pods_user(tmp_path: Path):
 def test_server_starts_offline_from_the_cache_and_reports_the_models_origin(start_server, web: FileServer, tmp_path):
     """model_uri remote and model_cache_dir set: the server's own download goes through the cache; with
     the source answering 503 it serves the cached copy and /api/v1.0/metadata says so."""
-    from services import tar_dir
-
     web.files["mnv2.tar.gz"] = tar_dir(MOBILENET_V2)
     cache = tmp_path / "cache"
     first = provide(web.url("mnv2.tar.gz"), str(tmp_path / "warm"), str(cache))
@@ -296,4 +266,5 @@ def test_server_starts_offline_from_the_cache_and_reports_the_models_origin(star
     assert custom["model_source"] == "cache-offline"
     assert custom["model_version"] == first.manifest.version
     assert custom["model_fetched_at"] == first.manifest.fetched_at
-    assert provenance(str(tmp_path / "warm")).origin == "download"
+    warm = provenance(str(tmp_path / "warm"))
+    assert warm is not None and warm.origin == "download"

@@ -1,6 +1,6 @@
 """The Open Inference Protocol (V2), REST and gRPC, with the real Triton client against the real microservice.
 
-tritonclient runs in its own venv (see tests/oip_client.py and mk/oip.mk); each test writes a plan of
+tritonclient runs in its own venv (tests/support/triton.py and mk/oip.mk); each test writes a plan of
 calls, hands it to the module's client process, and checks the answers against the plain LiteRT
 interpreter (bit-exact for uint8 tensors), the v1 protocol on the same server, or the expected error.
 """
@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
 import subprocess
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,93 +21,13 @@ import requests
 from seldon_core.proto import prediction_pb2
 
 from edgeservers.protocols.v1.codecs import tensor_from_tf, tensor_to_tf
+from tests.support.ground_truth import plain_image_tensor, plain_outputs
+from tests.support.paths import FACE_MASK, IMAGES, MOBILENET_V2, ROOT, image_bytes, labels
+from tests.support.triton import CLIENT_PYTHON, TritonClient, call, ok, output
 
-from conftest import (
-    FACE_MASK,
-    IMAGES,
-    MOBILENET_V2,
-    ROOT,
-    image_bytes,
-    labels,
-    plain_image_tensor,
-    plain_outputs,
-)
-
-CLIENT_PYTHON = Path(os.environ.get("OIP_CLIENT_PYTHON") or ROOT / ".venv-client" / "bin" / "python")
-CLIENT = ROOT / "tests" / "oip_client.py"
 MOBILENET_NAME = "mobilenet_v2_1.0_224_quant"
 MOBILENET_OUTPUT = "MobilenetV2/Predictions/Softmax"
 FACE_MASK_NAME = "face_mask_detection"
-
-
-class TritonClient:
-    """Plans of tritonclient calls run in the client venv, by one client process (tritonclient
-    imported once, not once per plan); arrays in and out as .npy files."""
-
-    def __init__(self, tmp: Path):
-        if not CLIENT_PYTHON.exists():
-            pytest.fail(
-                f"{CLIENT_PYTHON} missing: run `make client-venv` (tritonclient in its own venv)", pytrace=False
-            )
-        self.tmp = tmp
-        self.count = 0
-        self.errors = tmp / "client-stderr.txt"
-        with self.errors.open("w") as errors:
-            self.process = subprocess.Popen(
-                [str(CLIENT_PYTHON), str(CLIENT)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-                text=True,
-            )
-
-    def close(self) -> None:
-        self.process.communicate("\n", timeout=60)  # an empty line ends the client's loop
-
-    def npy(self, array: np.ndarray) -> str:
-        self.count += 1
-        path = self.tmp / f"in-{self.count}.npy"
-        np.save(path, array)
-        return str(path)
-
-    def file(self, data: bytes) -> str:
-        self.count += 1
-        path = self.tmp / f"in-{self.count}.bin"
-        path.write_bytes(data)
-        return str(path)
-
-    def run(self, calls: list[dict], parallel: bool = False) -> list[list[dict]]:
-        self.count += 1
-        work = self.tmp / f"plan-{self.count}"
-        work.mkdir()
-        (work / "plan.json").write_text(json.dumps({"calls": calls, "parallel": parallel}))
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"{work / 'plan.json'}\t{work / 'results.json'}\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        assert answer == "done\n", self.errors.read_text()[-3000:]
-        return json.loads((work / "results.json").read_text())
-
-    def one(self, call: dict) -> dict:
-        return self.run([call])[0][0]
-
-
-def ok(result: dict) -> Any:
-    assert result["ok"], result
-    return result["value"]
-
-
-def output(value: dict, name: str) -> np.ndarray | list[str]:
-    entry = value["outputs"][name]
-    return entry["bytes"] if "bytes" in entry else np.load(entry["npy"])
-
-
-def endpoints(server) -> dict[str, str]:
-    return {"http": f"127.0.0.1:{server.http_port}", "grpc": f"127.0.0.1:{server.grpc_port}"}
-
-
-def call(server, protocol: str, op: str, model: str = "", **kwargs: Any) -> dict:
-    return {"protocol": protocol, "url": endpoints(server)[protocol], "op": op, "model": model, **kwargs}
 
 
 @pytest.fixture(scope="module")
@@ -504,7 +422,7 @@ def test_malformed_binary_requests_answer_400(mobilenet):
 # --- concurrency and metrics -------------------------------------------------------------------------------
 
 
-def test_eight_clients_mixing_v1_and_oip_get_the_sequential_answers(mobilenet, triton):
+def test_eight_clients_mixing_v1_and_oip_get_the_sequential_answers(mobilenet: Any, triton: TritonClient) -> None:
     tensors = [random_uint8(10 + i) for i in range(4)]
     expected = [plain_outputs(MOBILENET_V2, t)[MOBILENET_OUTPUT] for t in tensors]
     image_answer = mobilenet.image("cat.bmp")["jsonData"]
@@ -541,9 +459,9 @@ def test_eight_clients_mixing_v1_and_oip_get_the_sequential_answers(mobilenet, t
         assert len(results) == rounds
         for result in results:
             np.testing.assert_array_equal(output(ok(result), MOBILENET_OUTPUT), expected[i])
-    for i, results in enumerate(v1_results):
-        assert len(results) == rounds
-        for got in results:
+    for i, answers in enumerate(v1_results):
+        assert len(answers) == rounds
+        for got in answers:
             if i % 2:
                 assert got == image_answer
             else:
@@ -553,19 +471,6 @@ def test_eight_clients_mixing_v1_and_oip_get_the_sequential_answers(mobilenet, t
 def _prometheus_count(server, name: str) -> float:
     text = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
-def test_confidence_threshold_marks_uncertain_answers_in_the_response_parameters(load_server):
-    """In-process (Seldon's Flask app with the OIP routes): the answer, not the processes, is under test."""
-    server = load_server("TFLiteServer", model_uri=str(MOBILENET_V2), confidence_threshold=0.999, model_name="m")
-    jpeg = base64.b64encode(image_bytes("parrot.jpg")).decode()  # macaw at 0.996: below the threshold
-    body = {
-        "inputs": [{"name": "input", "datatype": "BYTES", "shape": [1], "data": [{"b64": jpeg}]}],
-        "outputs": [{"name": "answer"}],
-    }
-    reply = server.client.post("/v2/models/m/infer", json=body)
-    assert reply.status_code == 200, reply.get_data(as_text=True)
-    assert reply.get_json()["parameters"] == {"uncertain": True}
 
 
 def test_oip_requests_reach_seldons_metrics(start_server, triton):

@@ -3,8 +3,9 @@ the server fetches the model at start and answers with it."""
 
 from __future__ import annotations
 
-from conftest import MOBILENET_V2
-from services import S3Server, tar_dir
+from tests.support.clients import start_and_fail
+from tests.support.paths import MOBILENET_V2
+from tests.support.services import S3Server, tar_dir
 
 
 def test_model_from_an_s3_prefix(start_server, s3_server: S3Server):
@@ -27,7 +28,5 @@ def test_model_from_an_http_archive(start_server, web):
 
 
 def test_unreachable_model_uri_stops_the_server_with_one_line(web):
-    from test_startup_errors import start_and_fail
-
     line = start_and_fail("TFLiteServer", model_uri=web.url("missing.tflite"))
     assert "cannot download model_uri" in line and "404" in line

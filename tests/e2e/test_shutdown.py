@@ -13,21 +13,21 @@ import time
 
 import pytest
 
-from bench.hostile import CHART_ENV, normal_body, post_head, sigterm_under_load
-
-from conftest import MOBILENET_V2, ModelServer
+from tests.support.clients import ModelServer
+from tests.support.hostile import CHART_ENV, normal_body, post_head, sigterm_under_load
+from tests.support.paths import MOBILENET_V2
 
 
 # One REST worker (the chart's) is served by the main process itself; two run under gunicorn's arbiter;
 # a gRPC worker beside them also stops on the group's SIGTERM, which is not a crash.
 @pytest.mark.parametrize("workers,grpc_workers", [("1", "0"), ("2", "0"), ("1", "1")])
 def test_sigterm_under_load_loses_no_request_and_exits_0(workers, grpc_workers):
-    # metrics_interval=0: every request hands its metrics to Seldon's Manager process, which used to die
+    # metrics_interval=0: every request hands its metrics to Seldon's Manager process, which must not die
     # first on the group's SIGTERM and fail the requests in flight with 500 "Broken pipe".
     env = {**CHART_ENV, "GUNICORN_WORKERS": workers, "GRPC_WORKERS": grpc_workers}
     server = ModelServer("TFLiteServer", env, model_uri=str(MOBILENET_V2), metrics_interval=0.0).start()
     try:
-        result = sigterm_under_load(server.proc.pid, server.http_port, normal_body(), clients=4, load_s=2.0, limit_s=60)
+        result = sigterm_under_load(server.pid, server.http_port, normal_body(), clients=4, load_s=2.0, limit_s=60)
         exit_code = server.proc.wait(timeout=30)
     finally:
         server.stop()
@@ -52,7 +52,7 @@ def test_a_request_sent_just_after_the_sigterm_on_an_open_connection_is_answered
             socket.create_connection(("127.0.0.1", server.http_port)),
         ):
             time.sleep(0.2)  # both accepted by the worker
-            os.killpg(server.proc.pid, signal.SIGTERM)
+            os.killpg(server.pid, signal.SIGTERM)
             time.sleep(0.5)
             late.sendall(post_head("/api/v1.0/predictions", "application/json", len(body)) + body)
             response = http.client.HTTPResponse(late)
@@ -69,7 +69,7 @@ def test_an_idle_server_with_grpc_exits_0_on_sigterm():
     the supervisor takes that as the stop it is, not as a part that crashed (exit 1)."""
     server = ModelServer("TFLiteServer", {**CHART_ENV, "GRPC_WORKERS": "1"}, model_uri=str(MOBILENET_V2)).start()
     try:
-        os.killpg(server.proc.pid, signal.SIGTERM)
+        os.killpg(server.pid, signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0
         assert "stopping the whole server" not in server.stderr_after_exit()
     finally:

@@ -14,13 +14,15 @@ import re
 import shutil
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import MOBILENET_V2, ModelServer
-from harness import listening_inodes, process_tree, socket_inodes
+from tests.support.clients import ModelServer
+from tests.support.harness import listening_inodes, process_tree, socket_inodes
+from tests.support.paths import MOBILENET_V2
 
 DEADLINE = 60.0  # seconds for anything to happen; polled, never asserted as a timing
 
@@ -80,7 +82,7 @@ def assert_nothing_left(server: ModelServer) -> None:
     """No process of the server's group is left running (every part stopped with it; zombies are dead)."""
     deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
-        left = [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _pgid(p) == server.proc.pid]
+        left = [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _pgid(p) == server.pid]
         if not left:
             return
         time.sleep(0.2)
@@ -105,7 +107,7 @@ def one_line(stderr: str, pattern: str) -> str:
 
 
 @pytest.fixture
-def served():
+def served() -> Iterator[Callable[..., ModelServer]]:
     servers: list[ModelServer] = []
 
     def start(workers: int = 1, **params) -> ModelServer:
@@ -118,7 +120,7 @@ def served():
     yield start
     for server in servers:
         if server.alive():
-            os.kill(server.proc.pid, signal.SIGCONT)
+            os.kill(server.pid, signal.SIGCONT)
         server.stop()
 
 

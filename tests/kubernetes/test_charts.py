@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from edgeservers.settings import Settings
-
-import k8s_validation as kv
+from tests.support import k8s_validation as kv
 
 MODEL_VOLUME_PATH = "/mnt/models"
 CACHE_DIR = "/var/cache/edgeservers"  # the hostPath model cache, in the init containers
@@ -475,7 +474,7 @@ def test_helm_refuses_bad_accelerator_values(values, message):
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
-# --- NetworkPolicy (issue 9: exposure) ----------------------------------------------------------------
+# --- NetworkPolicy (exposure) ------------------------------------------------------------------------
 
 
 def test_no_network_policy_by_default():
@@ -498,7 +497,7 @@ def test_network_policy_admits_only_the_listed_namespaces():
     (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
     (sdep,) = [d for d in docs if d["kind"] == "SeldonDeployment"]
     errors = sorted(
-        f"{kv._where(e)}: {e.message}" for e in kv._k8s_validator("networkpolicy-networking-v1").iter_errors(policy)
+        f"{kv.where(e)}: {e.message}" for e in kv.k8s_validator("networkpolicy-networking-v1").iter_errors(policy)
     )
     assert errors == []
     assert policy["metadata"]["namespace"] == sdep["metadata"]["namespace"] == "ns"
@@ -673,7 +672,7 @@ def test_operator_values_register_both_servers_in_the_current_format():
         assert isinstance(seldon["defaultImageVersion"], str)
         images[name] = f"{seldon['image']}:{seldon['defaultImageVersion']}"
     version = chart["appVersion"]
-    repository = images["TFLITE_SERVER"].rsplit(":", 1)[0]  # where mk/images.mk says (tests/test_version.py)
+    repository = images["TFLITE_SERVER"].rsplit(":", 1)[0]  # where mk/images.mk says (tests/unit/test_version.py)
     assert images == {"TFLITE_SERVER": f"{repository}:{version}", "OPENVINO_SERVER": f"{repository}:{version}-openvino"}
 
 
@@ -757,7 +756,7 @@ def test_docs_secret_command_makes_the_secret_the_examples_use():
     (create,) = kv.find_command("kubectl", "create", "secret", "generic")
     result = kv.run_tool("kubectl", *create[1:], "--dry-run=client", "-o", "yaml")
     secret = yaml.safe_load(result.stdout)
-    errors = sorted(f"{kv._where(e)}: {e.message}" for e in kv._k8s_validator("secret-v1").iter_errors(secret))
+    errors = sorted(f"{kv.where(e)}: {e.message}" for e in kv.k8s_validator("secret-v1").iter_errors(secret))
     assert errors == []
     example = yaml.safe_load((kv.EXAMPLES / "image-classifier.yaml").read_text())
     assert secret["metadata"]["name"] == predictor(example)["graph"]["envSecretRefName"]

@@ -1,8 +1,8 @@
 """KServe: charts/kserve/ (ClusterServingRuntimes and the face-mask InferenceService) against KServe's CRD
 schemas, the pod KServe would build from them against Kubernetes' schemas, and that pod run locally.
 
-- Schemas: the openAPIV3Schema of KServe's CRDs in tests/k8s/kserve/ (copied unchanged, see its README),
-  strict about unknown fields like the SeldonDeployment ones (tests/k8s_validation.py).
+- Schemas: the openAPIV3Schema of KServe's CRDs in tests/kubernetes/schemas/kserve/ (copied unchanged, see its
+  README), strict about unknown fields like the SeldonDeployment ones (tests/support/k8s_validation.py).
 - The pod: KServe's predictor reconciler merges the runtime's `kserve-container` with the
   InferenceService's `model` container (strategic merge: env by name, volumeMounts by mountPath; args
   concatenated), replaces `{{.Name}}` with the InferenceService's name, and merges the runtime's pod
@@ -30,16 +30,15 @@ import jsonschema
 import pytest
 import requests
 import yaml
-from test_oip import TritonClient, call, ok, output
 
-from bench.launcher import free_port, stop_process_group
+from tests.support import k8s_validation as kv
+from tests.support.harness import LOOPBACK_SHIM, free_port, stop_process_group
+from tests.support.paths import IMAGES, ROOT
+from tests.support.pods import PYTHON, Volumes
+from tests.support.triton import TritonClient, call, ok, output
 
-import k8s_validation as kv
-from test_contract import PYTHON, Volumes, model_site  # noqa: F401 (model_site: a fixture)
-
-ROOT = kv.ROOT
 KSERVE = ROOT / "charts" / "kserve"
-CRDS = ROOT / "tests" / "k8s" / "kserve"
+CRDS = kv.SCHEMAS / "kserve"
 RUNTIMES = {
     "edgeservers-tflite": KSERVE / "clusterservingruntime-tflite.yaml",
     "edgeservers-openvino": KSERVE / "clusterservingruntime-openvino.yaml",
@@ -77,7 +76,7 @@ def schema_errors(doc: dict) -> list[str]:
         f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
         for e in validator(*kinds[key]).iter_errors(doc)
     )
-    return errors + [f"metadata/name: {m}" for m in kv._dns_errors(doc["metadata"].get("name", ""), 63)]
+    return errors + [f"metadata/name: {m}" for m in kv.dns_errors(doc["metadata"].get("name", ""), 63)]
 
 
 # --- KServe's merge ----------------------------------------------------------------------------------------
@@ -247,7 +246,7 @@ def _port_free(number: int) -> bool:
 
 
 @pytest.fixture
-def kserve_run(tmp_path, model_site):  # noqa: F811 (the imported fixture)
+def kserve_run(tmp_path, model_site):
     isvc = load(FACE_MASK)
     pod = kserve_pod(isvc, load(RUNTIMES["edgeservers-tflite"]))
     spec = pod["spec"]
@@ -287,7 +286,7 @@ def kserve_run(tmp_path, model_site):  # noqa: F811 (the imported fixture)
         "LANG": "C.UTF-8",
         "HOME": tmp,
         "TMPDIR": tmp,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "loopback"), str(ROOT)]),
+        "PYTHONPATH": os.pathsep.join([str(LOOPBACK_SHIM), str(ROOT)]),
         **env,
     }
     # The image's ENTRYPOINT (tini aside) with the container's args, from its WORKDIR (here: the checkout).
@@ -333,7 +332,7 @@ def test_the_kserve_pod_answers_oip_with_the_triton_client(kserve_run, tmp_path)
         "face_mask_detection.tflite",
     ]
     triton = TritonClient(tmp_path)
-    photo = [{"name": "data_1", "datatype": "BYTES", "files": [str(ROOT / "images" / "face_mask_demo.jpg")]}]
+    photo = [{"name": "data_1", "datatype": "BYTES", "files": [str(IMAGES / "face_mask_demo.jpg")]}]
     results = triton.run(
         [
             call(kserve_run, "http", "live"),
@@ -351,6 +350,6 @@ def test_the_kserve_pod_answers_oip_with_the_triton_client(kserve_run, tmp_path)
         detections = json.loads(output(ok(result[0]), "answer")[0])
         assert [d["label"] for d in detections] == ["0"]  # class 0 = Mask (a bare .tflite has no labels.txt)
     # and Seldon's v1 protocol on the same port
-    with open(ROOT / "images" / "face_mask_demo.jpg", "rb") as f:
+    with open(IMAGES / "face_mask_demo.jpg", "rb") as f:
         reply = requests.post(kserve_run.url + "/api/v1.0/predictions", files={"binData": f}, timeout=60)
     assert reply.status_code == 200 and [d["label"] for d in reply.json()["jsonData"]] == ["0"]

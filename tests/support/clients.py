@@ -1,46 +1,24 @@
-"""Test fixtures: the servers end to end (the real `seldon-core-microservice`, started through
-tests/harness.py) or in-process (the component inside Seldon's own Flask app and gRPC servicer),
-both with the same clients, and the plain TFLite interpreter as ground truth."""
+"""The servers as the tests talk to them: end to end (`ModelServer`, the real `seldon-core-microservice`
+started through the harness) or in-process (`InProcessServer`, the component inside Seldon's own Flask app
+and gRPC servicer), both with the same clients; and the one line a server that cannot load writes."""
 
 from __future__ import annotations
 
 import base64
-import functools
 import importlib
 import io
 import json
-import os
-import shutil
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 import requests
 from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
 
-from harness import Microservice, free_port, parameters  # noqa: F401 (free_port: tests import it from here)
-
-pytest_plugins = ("services",)  # the shared fixtures web (HTTP server) and s3_server (moto S3)
-
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "models"
-IMAGES = ROOT / "images"
-
-MOBILENET_V2 = MODELS / "mobilenet_v2_quant"
-MOBILENET_V1 = MODELS / "mobilenet_v1_025_quant"
-FACE_MASK = MODELS / "face_mask"
-DEEPLAB = MODELS / "deeplabv3"
-EDGETPU_MODEL = MODELS / "mobilenet_v1_025_quant_edgetpu"
-TINY_DELEGATE_SOURCE = ROOT / "tests" / "delegate" / "tiny_delegate.c"
-
-
-def image_bytes(name: str) -> bytes:
-    return (IMAGES / name).read_bytes()
+from tests.support.harness import Microservice, parameters
+from tests.support.paths import ROOT, image_bytes
 
 
 class Clients:
@@ -91,24 +69,6 @@ class ModelServer(Microservice, Clients):
 
     def prometheus(self) -> str:
         return requests.get(f"http://127.0.0.1:{self.metrics_port}/prometheus", timeout=10).text
-
-
-@pytest.fixture(scope="module")
-def start_server() -> Iterator[Any]:
-    """Start real servers that stop when the module's tests end: start_server("TFLiteServer", model_uri=...)."""
-    started: list[ModelServer] = []
-
-    def start(server_class: str, env: dict[str, str] | None = None, **params: Any) -> ModelServer:
-        server = ModelServer(server_class, env, **params).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-# --- in-process: the component inside Seldon's own REST app and gRPC servicer ---------------------
 
 
 class Reply:
@@ -169,28 +129,6 @@ class InProcessServer(Clients):
         )
 
 
-def our_line(server_class: str, stderr: str) -> str:
-    """The one line a server that cannot load its model writes (and no traceback anywhere)."""
-    ours = [line for line in stderr.splitlines() if line.startswith(f"{server_class}: cannot load model:")]
-    assert len(ours) == 1, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    return ours[0]
-
-
-@pytest.fixture
-def fail(capsys):
-    """fail(server_class, **params): build the server in-process; it must exit non-zero with one line."""
-
-    def build(server_class: str, **params) -> str:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as stopped:
-            build_component(server_class, params)
-        assert stopped.value.code != 0
-        return our_line(server_class, capsys.readouterr().err)
-
-    return build
-
-
 def build_component(server_class: str, params: dict[str, Any]) -> Any:
     """`server_class(**parameters)` as the wrapper calls it: PREDICTIVE_UNIT_PARAMETERS parsed by Seldon."""
     from seldon_core.microservice import parse_parameters
@@ -199,120 +137,39 @@ def build_component(server_class: str, params: dict[str, Any]) -> Any:
     return cls(**parse_parameters(json.loads(parameters(params))))
 
 
-@pytest.fixture(scope="session")
-def seldon_metrics() -> Any:
-    """Seldon's metrics store (it starts a multiprocessing Manager: one for the whole run)."""
-    from seldon_core.metrics import SeldonMetrics
-
-    return SeldonMetrics()
+# --- a server that cannot load: one line, no traceback --------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def load_server(seldon_metrics) -> Any:
-    """Build servers in-process: load_server("TFLiteServer", model_uri=...); `own_metrics=True` gives the
-    server a metrics store of its own (for tests that count what reaches Prometheus)."""
-
-    def build(server_class: str, own_metrics: bool = False, **params: Any) -> InProcessServer:
-        from seldon_core.metrics import SeldonMetrics
-
-        return InProcessServer(server_class, SeldonMetrics() if own_metrics else seldon_metrics, **params)
-
-    return build
+def our_line(server_class: str, stderr: str) -> str:
+    """The one line a server that cannot load its model writes (and no traceback anywhere)."""
+    ours = [line for line in stderr.splitlines() if line.startswith(f"{server_class}: cannot load model:")]
+    assert len(ours) == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return ours[0]
 
 
-# --- the shared servers: the same two, end to end and in-process -----------------------------------
+def corrupt_ir(directory: Path) -> None:
+    """An OpenVINO IR in `directory` that OpenVINO cannot read."""
+    (directory / "model.xml").write_text("<net name='broken'><layers>")
+    (directory / "model.bin").write_bytes(b"\x00" * 16)
 
 
-def _server(starter: str, server_class: str, **params: Any) -> Any:
-    """A module-scoped fixture: `server_class` with `params`, from `starter` (start_server or load_server)."""
-
-    @pytest.fixture(scope="module")
-    def server(request: pytest.FixtureRequest) -> Any:
-        return request.getfixturevalue(starter)(server_class, **params)
-
-    return server
+def run_to_exit(server: ModelServer) -> str:
+    """Run the real microservice; it must exit non-zero by itself. Returns its stderr."""
+    proc = subprocess.run(server.command(), cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    return proc.stderr
 
 
-DEMO = {"model_uri": str(MOBILENET_V2)}  # nothing but model_uri: classification is the default
-DETECTOR = {"model_uri": str(FACE_MASK), "postprocess": "detection"}
-mobilenet = _server("start_server", "TFLiteServer", **DEMO)
-face_mask = _server("start_server", "TFLiteServer", **DETECTOR)
-mobilenet_in_process = _server("load_server", "TFLiteServer", **DEMO)
-face_mask_in_process = _server("load_server", "TFLiteServer", **DETECTOR)
+def start_and_fail(server_class: str, **params: Any) -> str:
+    """Run the real microservice; it must exit non-zero by itself. Returns its one line."""
+    return our_line(server_class, run_to_exit(ModelServer(server_class, **params)))
 
 
-# --- a TFLite external delegate, built here ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TinyDelegate:
-    """tests/delegate/tiny_delegate.c built with the system C compiler: `library`, a real external delegate
-    (its `mode` option picks what it does), and `not_a_delegate`, a library without the delegate interface."""
-
-    library: Path
-    not_a_delegate: Path
-
-
-@pytest.fixture(scope="session")
-def tiny_delegate(tmp_path_factory: pytest.TempPathFactory) -> TinyDelegate:
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if compiler is None:
-        pytest.fail(
-            "the delegate tests build tests/delegate/tiny_delegate.c: install a C compiler (apt-get install gcc)"
-        )
-    out = tmp_path_factory.mktemp("delegate")
-    built = TinyDelegate(out / "libtiny_delegate.so", out / "libnot_a_delegate.so")
-    for library, flags in ((built.library, []), (built.not_a_delegate, ["-DWITHOUT_PLUGIN_API"])):
-        command = [compiler, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", *flags, "-o", str(library)]
-        done = subprocess.run([*command, str(TINY_DELEGATE_SOURCE)], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            pytest.fail(f"{' '.join(command)} {TINY_DELEGATE_SOURCE} failed:\n{done.stderr}")
-    return built
-
-
-# --- ground truth: the plain interpreter ---------------------------------------------------
-
-
-@functools.cache
-def plain_interpreter(model: Path):
-    """The runtime itself, with nothing of ours in between (one per model file; the tests call it in turn)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(model))
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def tflite_file(model_dir: Path) -> Path:
-    (model,) = model_dir.glob("*.tflite")
-    return model
-
-
-def plain_outputs(model_dir: Path, tensor: np.ndarray) -> dict[str, np.ndarray]:
-    interpreter = plain_interpreter(tflite_file(model_dir))
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor)
-    interpreter.invoke()
-    return {d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}
-
-
-def plain_image_tensor(model_dir: Path, image: str, scale: float | None = None) -> np.ndarray:
-    """Independent preprocessing for ground truth: OpenCV decode, RGB, bilinear resize; uint8 as is,
-    float32 scaled by `scale`."""
-    import cv2
-
-    return plain_pixels_tensor(model_dir, cv2.imread(str(IMAGES / image)), scale)
-
-
-def plain_pixels_tensor(model_dir: Path, bgr: np.ndarray, scale: float | None = None) -> np.ndarray:
-    """plain_image_tensor's preprocessing of pixels already decoded (OpenCV's BGR)."""
-    import cv2
-
-    detail = plain_interpreter(tflite_file(model_dir)).get_input_details()[0]
-    _, h, w, _ = detail["shape"]
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    pixels = cv2.resize(rgb, (int(w), int(h)), interpolation=cv2.INTER_LINEAR)[np.newaxis]
-    return pixels.astype(np.float32) * scale if scale else pixels.astype(detail["dtype"])
-
-
-def labels(model_dir: Path) -> list[str]:
-    return (model_dir / "labels.txt").read_text().splitlines()
+def fail_in_process(server_class: str, capsys: pytest.CaptureFixture[str], **params: Any) -> str:
+    """Build the server in-process; it must exit non-zero having written the one line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        build_component(server_class, params)
+    assert stopped.value.code != 0
+    return our_line(server_class, capsys.readouterr().err)

@@ -3,8 +3,7 @@
 A server under test is the real `seldon-core-microservice` (or any command) in its own process group
 on free loopback ports, its stderr kept in a file for the error message when it fails. Standard
 library only at import time (docker/image_test.py runs with the host's python3); `grpc` is imported
-only when a gRPC port is waited for. The benchmark imports this module too (bench/__init__.py puts
-tests/ on sys.path, as pyproject.toml's pytest pythonpath does).
+only when a gRPC port is waited for.
 """
 
 from __future__ import annotations
@@ -23,13 +22,18 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Self
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 MICROSERVICE = Path(sys.executable).parent / "seldon-core-microservice"
-LOOPBACK_SHIM = ROOT / "tests" / "loopback"  # sitecustomize.py: keeps the wrapper's 0.0.0.0 listeners on 127.0.0.1
+LOOPBACK_SHIM = (
+    Path(__file__).resolve().parent / "loopback"
+)  # sitecustomize.py: the wrapper's 0.0.0.0 binds on 127.0.0.1
 PORT_TAKEN = ("Connection in use", "Address already in use")  # gunicorn's and the OS's words for a taken port
 METRICS_ENDPOINT = "/prometheus"  # what the Seldon v1 operator sets (PREDICTIVE_UNIT_METRICS_ENDPOINT)
+# make, in the venv `make test` has just installed: `-o install` keeps make from installing again.
+MAKE = ["make", "-s", "--no-print-directory", "-o", "install"]
 
 
 def free_port() -> int:
@@ -245,13 +249,19 @@ class ServerProcess:
         self.stderr_pipe = stderr_pipe
         self.proc: subprocess.Popen | None = None
         self.ready_s: float | None = None  # process start to the first time ready() held
+        self._err_file: IO[bytes] | None = None  # stderr, unless stderr_pipe
 
-    def start(self, ready: Callable[[], bool], timeout: float = 120.0, poll: float = 0.05) -> ServerProcess:
+    def start(self, ready: Callable[[], bool], timeout: float = 120.0, poll: float = 0.05) -> Self:
         """Start and poll `ready` (an exception counts as not yet) until it holds (`ready_s` says when)."""
-        self._err = subprocess.PIPE if self.stderr_pipe else tempfile.TemporaryFile()
+        self._err_file = None if self.stderr_pipe else tempfile.TemporaryFile()
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=self._err, start_new_session=True
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._err_file or subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = started + timeout
         while time.perf_counter() < deadline:
@@ -290,10 +300,16 @@ class ServerProcess:
             if self.proc.poll() is None or self.proc.stderr is None or self.proc.stderr.closed:
                 return ""
             return self.stderr_after_exit()[-size:]
-        if self._err.closed:
+        if self._err_file is None or self._err_file.closed:
             return ""
-        self._err.seek(0)
-        return self._err.read().decode(errors="replace")[-size:]
+        self._err_file.seek(0)
+        return self._err_file.read().decode(errors="replace")[-size:]
+
+    @property
+    def pid(self) -> int:
+        """The server's first process, the leader of its process group."""
+        assert self.proc is not None, f"{self.name} was not started"
+        return self.proc.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -307,8 +323,8 @@ class ServerProcess:
             stop_process_group(self.proc, timeout=timeout)
             if self.proc.stderr:
                 self.proc.stderr.close()
-        if hasattr(self, "_err") and self._err is not subprocess.PIPE:
-            self._err.close()
+        if self._err_file is not None:
+            self._err_file.close()
 
 
 class Microservice(ServerProcess):
@@ -353,9 +369,7 @@ class Microservice(ServerProcess):
         grpc_on = self.env.get("GRPC_WORKERS", "1").strip() != "0"
         return rest and (not grpc_on or grpc_ready(f"127.0.0.1:{self.grpc_port}"))
 
-    def start(
-        self, ready: Callable[[], bool] | None = None, timeout: float = 120.0, poll: float = 0.05
-    ) -> Microservice:
+    def start(self, ready: Callable[[], bool] | None = None, timeout: float = 120.0, poll: float = 0.05) -> Self:
         """Start and wait until ready. Between free_port() and the server's bind another process (a test
         in a parallel worker, a client's source port) may take a port: then the server, which exits
         saying so, starts once more on new ports (unless the caller's `ready` knows the old ones)."""

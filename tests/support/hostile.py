@@ -1,30 +1,23 @@
-"""Hostile REST clients, and what each costs the server: status, answer time, peak PSS of the process tree.
-
-Used by the tests (tests/test_hostile_rest.py, tests/test_shutdown.py) and, as a script, for the
-before/after table of issue 9:
-
-    .venv/bin/python -m bench.hostile            # starts TFLiteServer with the chart's settings, prints a table
-
-Standard library only (plus bench.launcher). Every loop is bounded in count and time; traffic goes to
-127.0.0.1 only. Bodies are generated in chunks, never held whole by the client.
+"""Hostile REST clients: raw requests sent a chunk at a time, oversize and malformed bodies, idle and slowloris
+connections, SIGTERM under load. Every loop is bounded in count and time; traffic goes to 127.0.0.1 only.
+Bodies are generated in chunks, never held whole by the client (bench/hostile.py measures what each costs).
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
 import signal
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.launcher import ROOT, Server, tree_memory
+from tests.support.paths import image_bytes
+from tests.support.payloads import closing, form_content_type, multipart, part_end, part_head, rest_image
 
 CHUNK = 1 << 20
 # The chart's default worker settings (charts/edge-model/values.yaml): 1 REST worker, 1 thread, gRPC off.
@@ -35,8 +28,8 @@ CHART_ENV = {"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1", "GRPC_WORKERS": "
 
 
 def normal_body() -> bytes:
-    jpeg = (ROOT / "images" / "parrot.jpg").read_bytes()
-    return json.dumps({"binData": base64.b64encode(jpeg).decode()}).encode()
+    """A normal client's request: parrot.jpg as JSON binData."""
+    return rest_image(image_bytes("parrot.jpg"))
 
 
 def predict(port: int, body: bytes, timeout: float = 10.0) -> tuple[int | None, float, str]:
@@ -168,29 +161,23 @@ def json_ndarray(total: int) -> tuple[str, Iterator[bytes]]:
 
 
 BOUNDARY = "edgeservershostileboundary"
+FORM = form_content_type(BOUNDARY)
 
 
 def multipart_file(total: int) -> tuple[str, Iterator[bytes]]:
-    prefix = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="binData"; filename="big.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
-    return f"multipart/form-data; boundary={BOUNDARY}", repeated(
-        prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
+    """A form of one file part, `total` bytes in all."""
+    head = part_head(BOUNDARY, "binData", "big.jpg", "image/jpeg")
+    return FORM, repeated(head, b"A" * 64, total, part_end() + closing(BOUNDARY))
 
 
 def multipart_crafted(total: int) -> tuple[str, Iterator[bytes]]:
     """CVE-2023-46136: a file part that starts with CR and has no CR or LF after it."""
-    prefix = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="binData"; filename="x.jpg"\r\n\r\n\r').encode()
-    return f"multipart/form-data; boundary={BOUNDARY}", repeated(
-        prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
+    head = part_head(BOUNDARY, "binData", "x.jpg") + b"\r"
+    return FORM, repeated(head, b"A" * 64, total, part_end() + closing(BOUNDARY))
 
 
 def multipart_fields(fields: dict[str, str]) -> tuple[str, bytes]:
-    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
-    return f"multipart/form-data; boundary={BOUNDARY}", ("".join(parts) + f"--{BOUNDARY}--\r\n").encode()
+    return multipart(fields, BOUNDARY)
 
 
 def chunked(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -198,45 +185,6 @@ def chunked(chunks: Iterable[bytes]) -> Iterator[bytes]:
         if c:
             yield b"%x\r\n%s\r\n" % (len(c), c)
     yield b"0\r\n\r\n"
-
-
-def sized(
-    content_type: str, chunks: Iterator[bytes], total: int, path: str = "/api/v1.0/predictions"
-) -> tuple[bytes, Iterator[bytes]]:
-    return post_head(path, content_type, total), chunks
-
-
-# --- memory ---------------------------------------------------------------------------------------
-
-
-class PeakPss:
-    """Samples the PSS of the process tree under `pid` in a thread (bounded by `limit_s`)."""
-
-    def __init__(self, pid: int, interval: float = 0.05, limit_s: float = 300.0):
-        self.pid, self.interval, self.limit_s = pid, interval, limit_s
-        self.before = tree_memory(pid)["pss_mb"]
-        self.peak = self.before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.limit_s
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            self.peak = max(self.peak, tree_memory(self.pid)["pss_mb"])
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakPss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.peak = max(self.peak, tree_memory(self.pid)["pss_mb"])
-
-    @property
-    def growth(self) -> float:
-        return round(self.peak - self.before, 1)
 
 
 # --- connection floods ------------------------------------------------------------------------------
@@ -301,16 +249,6 @@ class Slowloris:
         self._thread.join(10)
 
 
-def predictions_while(
-    port: int, count: int, body: bytes, timeout: float = 10.0, pause: float = 0.2
-) -> list[tuple[int | None, float, str]]:
-    out = []
-    for _ in range(count):
-        out.append(predict(port, body, timeout))
-        time.sleep(pause)
-    return out
-
-
 # --- shutdown under load ---------------------------------------------------------------------------
 
 
@@ -361,127 +299,3 @@ def sigterm_under_load(
     for kind, _, _ in outcomes:
         counts[kind] = counts.get(kind, 0) + 1
     return {"counts": counts, "term_at": term_at, "outcomes": outcomes}
-
-
-# --- the table -------------------------------------------------------------------------------------
-
-
-def _start(env: dict[str, str] | None = None) -> Server:
-    body = normal_body()
-    server = Server(
-        "TFLiteServer",
-        {"model_uri": str(ROOT / "models" / "mobilenet_v2_quant")},
-        env={**CHART_ENV, "PYTHONPATH": str(ROOT / "tests" / "loopback"), **(env or {})},
-    )
-    return server.start(lambda s: predict(s.http_port, body, 5)[0] == 200)
-
-
-def table(big: int = 300 << 20, multipart: int = 150 << 20) -> list[dict[str, Any]]:
-    body = normal_body()
-    rows = []
-    server = _start()
-    port, pid = server.http_port, server.proc.pid
-    try:
-
-        def row(name: str, fn: Callable[[], Reply]) -> None:
-            with PeakPss(pid) as mem:
-                reply = fn()
-            after = predict(port, body)
-            info = reply.body[:160].decode(errors="replace")
-            rows.append(
-                {
-                    "case": name,
-                    "status": reply.status,
-                    "s": round(reply.seconds, 2),
-                    "pss_before": mem.before,
-                    "pss_peak": mem.peak,
-                    "growth": mem.growth,
-                    "next_ok": after[0] == 200,
-                    "info": info or reply.error,
-                }
-            )
-
-        for name, make, total in (
-            ("JSON binData (Content-Length)", json_b64, big),
-            ("JSON ndarray (Content-Length)", json_ndarray, big // 8),
-        ):
-            ct, chunks = make(total)
-            row(
-                f"{name} {total >> 20} MiB",
-                lambda ct=ct, chunks=chunks, total=total: raw_request(
-                    port, post_head("/api/v1.0/predictions", ct, total), chunks
-                ),
-            )
-        ct, chunks = json_b64(big)
-        row(
-            f"JSON binData chunked {big >> 20} MiB",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, None), chunked(chunks)),
-        )
-        ct, chunks = multipart_file(multipart)
-        row(
-            f"multipart file {multipart >> 20} MiB",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, multipart), chunks),
-        )
-        ct, chunks = multipart_crafted(15 << 20)
-        row(
-            "multipart crafted part 15 MiB (CVE-2023-46136)",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, 15 << 20), chunks),
-        )
-        ct, flood = multipart_fields({f"f{i}": "1" for i in range(5000)})
-        row(
-            "multipart 5000 fields",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, len(flood)), [flood]),
-        )
-        ct, nested = multipart_fields({"data": "[" * 100_000 + "]" * 100_000})
-        row(
-            "multipart nested JSON field",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, len(nested)), [nested]),
-        )
-        ct, chunks = json_ndarray(15 << 20)
-        row(
-            "JSON ndarray 15 MiB (under the limit)",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, 15 << 20), chunks),
-        )
-        for label, count in (("idle sockets", 300),):
-            held = open_idle(port, count)
-            start = time.monotonic()
-            results = predictions_while(port, 5, body, timeout=10)
-            rows.append(
-                {
-                    "case": f"{len(held)} {label}",
-                    "answered": f"{sum(r[0] == 200 for r in results)}/5",
-                    "s": round(time.monotonic() - start, 2),
-                    "max_s": round(max(r[1] for r in results), 2),
-                }
-            )
-            for s in held:
-                s.close()
-        with Slowloris(port, 50, limit_s=60):
-            time.sleep(2)
-            start = time.monotonic()
-            results = predictions_while(port, 5, body, timeout=10)
-        rows.append(
-            {
-                "case": "50 slowloris",
-                "answered": f"{sum(r[0] == 200 for r in results)}/5",
-                "s": round(time.monotonic() - start, 2),
-                "max_s": round(max(r[1] for r in results), 2),
-            }
-        )
-    finally:
-        server.stop()
-    server = _start()
-    result = sigterm_under_load(server.proc.pid, server.http_port, body)
-    server.proc.wait(60)
-    rows.append({"case": "SIGTERM under load (4 clients)", "counts": result["counts"], "exit": server.proc.returncode})
-    server.stop()
-    return rows
-
-
-if __name__ == "__main__":
-    if len(sys.argv) > 1:  # another checkout's root (e.g. the unmodified code): measure it with this harness
-        from bench.launcher import use_checkout
-
-        use_checkout(sys.argv[1])
-    for r in table():
-        print(json.dumps(r), flush=True)

@@ -2,15 +2,15 @@
 
 - `helm`: the real helm binary (`make tools` puts it in .cache/k8s-tools; the Makefile passes HELM).
 - `sdep_errors`: a SeldonDeployment against the openAPIV3Schema of the SeldonDeployment CRD shipped in
-  tests/k8s/ (a copy of Seldon Core v1's CRD), strict about unknown fields like the API server's
+  tests/kubernetes/schemas/ (a copy of Seldon Core v1's CRD), strict about unknown fields like the API server's
   `--validate=strict` field validation (the CRD schema alone would let a misspelt field through: the
   API server prunes it silently).
 - `pod_errors`: each componentSpecs pod spec as a Pod against Kubernetes' own schemas, strict, of the
   oldest and the newest version we check (1.28 from kubernetes-validate; 1.35, which knows image
-  volumes, vendored in tests/k8s/), plus the cross-field rules the API server enforces and no schema can
+  volumes, vendored in tests/kubernetes/schemas/), plus the cross-field rules the API server enforces and no schema can
   express (mounts name existing volumes, unique names, at most one mount per path).
 
-Run as a script to regenerate charts/examples/*.yaml from their values files: `make examples`.
+Run as a module to regenerate charts/examples/*.yaml from their values files: `make examples`.
 """
 
 from __future__ import annotations
@@ -31,14 +31,16 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 CHART = ROOT / "charts" / "edge-model"
 EXAMPLES = ROOT / "charts" / "examples"
 OPERATOR_VALUES = ROOT / "charts" / "operator-values.yaml"
 DOCS = ROOT / "docs" / "kubernetes.md"
-CRD = Path(__file__).resolve().parent / "k8s" / "seldondeployment-crd.yaml"
+SCHEMAS = ROOT / "tests" / "kubernetes" / "schemas"
+CRD = SCHEMAS / "seldondeployment-crd.yaml"
 K8S_VERSION = "1.28"  # newest schema set in kubernetes-validate 1.28.3
-K8S_VERSIONS = (K8S_VERSION, "1.35")  # 1.35: tests/k8s/pod-v1.35-strict.json (image volumes, 1.33+)
+K8S_VERSIONS = (K8S_VERSION, "1.35")  # 1.35: tests/kubernetes/schemas/pod-v1.35-strict.json (image volumes, 1.33+)
 
 TOOLS_HINT = "run `make tools` (it fetches the pinned helm and kubectl into .cache/k8s-tools)"
 
@@ -146,7 +148,7 @@ def _sdep_validator() -> jsonschema.Draft4Validator:
     return jsonschema.Draft4Validator(strict_schema(crd_schema("v1")))
 
 
-def _where(error: jsonschema.ValidationError) -> str:
+def where(error: jsonschema.ValidationError) -> str:
     return "/".join(str(p) for p in error.absolute_path) or "(root)"
 
 
@@ -157,8 +159,8 @@ def sdep_errors(doc: dict) -> list[str]:
         errors.append(
             f"(root): expected machinelearning.seldon.io/v1 SeldonDeployment, got {doc.get('apiVersion')} {doc.get('kind')}"
         )
-    errors += sorted(f"{_where(e)}: {e.message}" for e in _sdep_validator().iter_errors(doc))
-    errors += [f"metadata/name: {m}" for m in _dns_errors(doc.get("metadata", {}).get("name", ""), 63)]
+    errors += sorted(f"{where(e)}: {e.message}" for e in _sdep_validator().iter_errors(doc))
+    errors += [f"metadata/name: {m}" for m in dns_errors(doc.get("metadata", {}).get("name", ""), 63)]
     return errors
 
 
@@ -168,7 +170,7 @@ def sdep_errors(doc: dict) -> list[str]:
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-def _dns_errors(name: str, limit: int) -> list[str]:
+def dns_errors(name: str, limit: int) -> list[str]:
     if not name or len(name) > limit or not DNS_LABEL.match(name):
         return [f"{name!r} is not a DNS-1123 label of at most {limit} characters"]
     return []
@@ -191,14 +193,14 @@ def pods(sdep: dict) -> list[dict]:
 
 
 @functools.cache
-def _k8s_validator(kind: str, version: str = K8S_VERSION) -> jsonschema.Draft4Validator:
+def k8s_validator(kind: str, version: str = K8S_VERSION) -> jsonschema.Draft4Validator:
     """Kubernetes' own schema for `kind` (e.g. pod-v1), strict variant, as packaged by kubernetes-validate
-    (or, for a Pod of a newer version, as vendored in tests/k8s/).
+    (or, for a Pod of a newer version, as vendored in tests/kubernetes/schemas/).
 
     kubernetes_validate.validate() stops at the first error; this reports them all.
     """
     if version != K8S_VERSION:
-        vendored = json.loads((Path(__file__).resolve().parent / "k8s" / f"{kind}-v{version}-strict.json").read_text())
+        vendored = json.loads((SCHEMAS / f"{kind}-v{version}-strict.json").read_text())
         return jsonschema.Draft4Validator(vendored)
     folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{K8S_VERSION}.0-local-strict"
     schema = json.loads((folder / f"{kind}.json").read_text())
@@ -216,8 +218,8 @@ def pod_errors(pod: dict, versions: Iterable[str] = K8S_VERSIONS) -> list[str]:
     for version in versions:
         tag = "" if version == K8S_VERSION else f"[{version}] "
         schema_name = "pod-v1" if version == K8S_VERSION else "pod"
-        found = _k8s_validator(schema_name, version).iter_errors(pod)
-        errors += sorted(f"{tag}{_where(e)}: {e.message}" for e in found)
+        found = k8s_validator(schema_name, version).iter_errors(pod)
+        errors += sorted(f"{tag}{where(e)}: {e.message}" for e in found)
     spec = pod.get("spec", {})
     containers = list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
     volumes = [v.get("name") for v in spec.get("volumes") or []]
@@ -228,7 +230,7 @@ def pod_errors(pod: dict, versions: Iterable[str] = K8S_VERSIONS) -> list[str]:
         if count > 1:
             errors.append(f"spec/volumes: volume name {name!r} used {count} times")
     for c in containers:
-        errors += [f"container {c.get('name')!r}: {m}" for m in _dns_errors(c.get("name", ""), 63)]
+        errors += [f"container {c.get('name')!r}: {m}" for m in dns_errors(c.get("name", ""), 63)]
         mounts = c.get("volumeMounts") or []
         for m in mounts:
             if m.get("name") not in volumes:
@@ -335,5 +337,5 @@ def write_examples() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write-examples"]:
-        sys.exit("usage: python tests/k8s_validation.py --write-examples")
+        sys.exit("usage: python -m tests.support.k8s_validation --write-examples")
     write_examples()

@@ -1,39 +1,31 @@
-"""Where the memory of a running server goes: PSS, private (USS) and shared memory per process of its tree.
+"""Memory of a running server's process tree: PSS, private (USS) and shared memory per process, each process
+named by its role, and the peak PSS while a request runs.
 
-    .venv/bin/python -m bench.memory                       # TFLiteServer, chart defaults and GUNICORN_THREADS=8
-    .venv/bin/python -m bench.memory --server OpenVINOServer --config defaults
-    .venv/bin/python -m bench.memory --json                # one JSON object per configuration
-
-Each configuration starts the real `seldon-core-microservice` (bench/launcher.py's Server) with
-models/mobilenet_v2_quant and nothing but `model_uri` set, sends `--requests` REST `binData`
-predictions of images/parrot.jpg (multipart, as the README's curl; 8 clients at once for
-GUNICORN_THREADS=8, so that every thread has worked), reads /health/status and the
-Prometheus endpoint once, and then reads /proc/<pid>/smaps_rollup of every process in the tree.
-Each process is named by its role, found from the listening sockets it holds and its place in the tree
-(the wrapper's main process was the REST gunicorn arbiter; edgeservers' serves REST itself when it has one worker). Memory, not time, is measured here:
-it does not depend on the machine's load.
+`measure` starts the real `seldon-core-microservice` with models/mobilenet_v2_quant and nothing but `model_uri`
+set, sends REST `binData` predictions of images/parrot.jpg (multipart, as the README's curl; as many clients at
+once as the worker has threads, so that every thread has worked), reads /health/status and the Prometheus
+endpoint once, and then reads /proc/<pid>/smaps_rollup of every process in the tree. A process is named from
+the listening sockets it holds and its place in the tree. Memory, not time, is measured: it does not depend on
+the machine's load. bench/memory.py prints it as a table.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
+import threading
 import time
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from bench.launcher import ROOT, Server, process_tree
+from tests.support.harness import Microservice, children, process_tree, socket_inodes, tree_memory
+from tests.support.paths import MOBILENET_V2, ROOT, image_bytes
+from tests.support.payloads import multipart
 
-from harness import children, socket_inodes
-
-MODEL = ROOT / "models" / "mobilenet_v2_quant"
-IMAGE = ROOT / "images" / "parrot.jpg"
+PREDICTIONS = "/api/v1.0/predictions"
 
 CONFIGS = {
     # the chart's defaults (charts/edge-model): one REST worker with one thread, gRPC off
@@ -123,8 +115,9 @@ def alone_pss(pids: list[int]) -> dict[int, dict[str, float]] | None:
     an edge node running only this server. Here each physical page of the tree counts once, divided
     among the tree's processes that map it: the sum is what the tree occupies on its own.
     """
-    pages = {pid: _present_pages(pid) for pid in pids}
-    if any(p is None for p in pages.values()):
+    found = {pid: _present_pages(pid) for pid in pids}
+    pages = {pid: frames for pid, frames in found.items() if frames is not None}
+    if len(pages) < len(found):
         return None
     every, counts = np.unique(np.concatenate(list(pages.values())), return_counts=True)
     kb = PAGE // 1024
@@ -168,10 +161,10 @@ def _unix_listeners() -> set[int]:
     return inodes
 
 
-def roles(server: Server) -> dict[int, str]:
+def roles(server: Microservice) -> dict[int, str]:
     """pid -> role in the wrapper's tree, from the ports each process listens on."""
     assert server.proc is not None
-    root = server.proc.pid
+    root = server.pid
     tcp, unix = _listening_ports(), _unix_listeners()
     named = {server.http_port: "REST", server.grpc_port: "gRPC", server.metrics_port: "metrics"}
     result = {}
@@ -212,19 +205,9 @@ def roles(server: Server) -> dict[int, str]:
     return result
 
 
-def _post_image(server: Server, jpeg: bytes) -> dict:
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="binData"; filename="parrot.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + jpeg
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        server.url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
+def _post_image(server: Microservice, jpeg: bytes) -> dict:
+    content_type, body = multipart({"binData": ("parrot.jpg", jpeg, "image/jpeg")})
+    request = urllib.request.Request(server.url + PREDICTIONS, data=body, headers={"Content-Type": content_type})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
@@ -234,8 +217,8 @@ def _get(url: str) -> str:
         return response.read().decode()
 
 
-def _first_prediction(server: Server) -> bool:
-    answer = _post_image(server, IMAGE.read_bytes())
+def _first_prediction(server: Microservice) -> bool:
+    answer = _post_image(server, image_bytes("parrot.jpg"))
     return answer["jsonData"][0]["label"] == "macaw"
 
 
@@ -248,14 +231,10 @@ def measure(
     top: int = 0,
 ) -> dict[str, Any]:
     """Start `interface` under `config`, send `requests` predictions, read health and metrics once, measure."""
-    server = Server(
-        interface,
-        {"model_uri": str(MODEL)},
-        {**CONFIGS[config], "PYTHONPATH": str(ROOT / "tests" / "loopback"), **(env or {})},
-    )
-    server.start(_first_prediction)
+    server = Microservice(interface, {"model_uri": str(MOBILENET_V2)}, {**CONFIGS[config], **(env or {})})
+    server.start(lambda: _first_prediction(server))
     try:
-        jpeg = IMAGE.read_bytes()
+        jpeg = image_bytes("parrot.jpg")
         clients = CONCURRENCY[config]
         with ThreadPoolExecutor(clients) as pool:
             answers = list(pool.map(lambda _: _post_image(server, jpeg), range(requests)))
@@ -267,7 +246,9 @@ def measure(
         prometheus = _get(f"http://127.0.0.1:{server.metrics_port}/prometheus")
         time.sleep(settle_s)
         named = roles(server)
-        processes = [{"pid": pid, "role": role, **smaps_rollup(pid)} for pid, role in named.items()]
+        processes: list[dict[str, Any]] = [
+            {"pid": pid, "role": role, **smaps_rollup(pid)} for pid, role in named.items()
+        ]
         alone = alone_pss(list(named))
         for p in processes:
             p["Pss_alone"] = round(alone[p["pid"]]["pss"]) if alone else None
@@ -284,68 +265,38 @@ def measure(
             "pss_mb": round(total["Pss"] / 1024, 1),
             "alone_pss_mb": round(sum(p["Pss_alone"] for p in processes) / 1024, 1) if alone else None,
             "metrics_ok": "edgeservers_inference_ms_count" in prometheus,
-            "cold_start_s": round(server.cold_start_s or 0, 2),
+            "cold_start_s": round(server.ready_s or 0, 2),
             "detail": {named[pid]: rows for pid, rows in detail(list(named), top).items()} if top else {},
         }
     finally:
         server.stop()
 
 
-def _mb(kb: int) -> str:
-    return f"{kb / 1024:.1f}"
+class PeakPss:
+    """Samples the PSS of the process tree under `pid` in a thread (bounded by `limit_s`)."""
 
+    def __init__(self, pid: int, interval: float = 0.05, limit_s: float = 300.0):
+        self.pid, self.interval, self.limit_s = pid, interval, limit_s
+        self.before = tree_memory(pid)["pss_mb"]
+        self.peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-def table(result: dict[str, Any]) -> str:
-    env = " ".join(f"{k}={v}" for k, v in result["env"].items())
-    lines = [
-        f"{result['server']}, {result['config']} ({env}), mobilenet_v2_quant, after {result['requests']} "
-        f"REST binData predictions ({result['concurrency']} at once); "
-        f"metrics on Prometheus: {'yes' if result['metrics_ok'] else 'NO'}",
-        "",
-        "| process | PSS alone MB | private in tree MB | PSS MB | USS MB | shared MB | RSS MB | PSS anon / file MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self.peak = max(self.peak, tree_memory(self.pid)["pss_mb"])
+            self._stop.wait(self.interval)
 
-    def alone(kb: int | None) -> str:
-        return "n/a" if kb is None else _mb(kb)
+    def __enter__(self) -> PeakPss:
+        self._thread.start()
+        return self
 
-    for p in sorted(result["processes"], key=lambda p: -(p["Pss_alone"] or p["Pss"])):
-        uss = p["Private_Clean"] + p["Private_Dirty"]
-        shared = p["Shared_Clean"] + p["Shared_Dirty"]
-        lines.append(
-            f"| {p['role']} | {alone(p['Pss_alone'])} | {alone(p['Private_alone'])} | {_mb(p['Pss'])} | {_mb(uss)} "
-            f"| {_mb(shared)} | {_mb(p['Rss'])} | {_mb(p['Pss_Anon'])} / {_mb(p['Pss_File'])} |"
-        )
-    t = result["total"]
-    alone_total = None if result["alone_pss_mb"] is None else sum(p["Pss_alone"] for p in result["processes"])
-    private_total = None if alone_total is None else sum(p["Private_alone"] for p in result["processes"])
-    lines.append(
-        f"| **tree ({len(result['processes'])} processes)** | **{alone(alone_total)}** | {alone(private_total)} "
-        f"| **{_mb(t['Pss'])}** | {_mb(t['Private_Clean'] + t['Private_Dirty'])} | | {_mb(t['Rss'])} "
-        f"| {_mb(t['Pss_Anon'])} / {_mb(t['Pss_File'])} |"
-    )
-    for role, rows in result.get("detail", {}).items():
-        lines += ["", f"{role}: mapping, PSS alone kB, private in tree kB"]
-        lines += [f"    {name:70s} {pss:8.0f} {private:8.0f}" for name, pss, private in rows]
-    return "\n".join(lines)
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.peak = max(self.peak, tree_memory(self.pid)["pss_mb"])
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", choices=["TFLiteServer", "OpenVINOServer"], action="append")
-    parser.add_argument("--config", choices=sorted(CONFIGS), action="append")
-    parser.add_argument("--requests", type=int, default=40)
-    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE added to the server's environment")
-    parser.add_argument("--detail", type=int, default=0, help="show the N largest mappings of each process")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    env = dict(item.split("=", 1) for item in args.env)
-    for interface in args.server or ["TFLiteServer"]:
-        for config in args.config or ["defaults", "threads8"]:
-            result = measure(interface, config, min(max(args.requests, 0), 1000), env=env, top=args.detail)
-            print(json.dumps(result) if args.json else table(result) + "\n", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    @property
+    def growth(self) -> float:
+        return round(self.peak - self.before, 1)

@@ -6,7 +6,8 @@
 - `s3_server`: one S3 API (moto's ThreadedMotoServer).
 - `Gate`: a TCP forwarder in front of either, for faults at the connection level: a port that accepts
   and never answers, a connection cut after so many bytes; it keeps the request heads it forwarded.
-Both are module-scoped fixtures, registered for every test by conftest.py (`pytest_plugins`).
+- `BlackHole`: a port that accepts connections and never answers, counting them.
+`web` and `s3_server` are module-scoped fixtures, registered for every test by tests/conftest.py.
 Archives are built by the test that needs them; `many_files_tgz` writes a million-entry .tgz in seconds.
 """
 
@@ -29,13 +30,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-MODEL_DIR = ROOT / "models" / "mobilenet_v1_025_quant"
+from tests.support.paths import MOBILENET_V1
+
+MODEL_DIR = MOBILENET_V1
 MODEL = MODEL_DIR / "mobilenet_v1_0.25_128_quant.tflite"
 LABELS = MODEL_DIR / "labels.txt"
 LAST_MODIFIED = "Wed, 01 Jan 2025 00:00:00 GMT"
@@ -221,6 +223,35 @@ def web() -> Iterator[FileServer]:
         thread.join(5)
 
 
+class BlackHole:
+    """A loopback port that accepts connections and never answers (nor reads), counting them; closed with the
+    `with` block that holds it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self.held.append(conn)
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
 def closed_port() -> int:
     """A loopback port with nothing listening (bound then released)."""
     with socket.socket() as s:
@@ -249,6 +280,19 @@ class Gate:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def blackholed(self) -> contextlib.AbstractContextManager[None]:
+        """Mode "blackhole" for the duration of a `with` block, then "open" again."""
+
+        @contextlib.contextmanager
+        def silent() -> Iterator[None]:
+            self.mode = "blackhole"
+            try:
+                yield
+            finally:
+                self.mode = "open"
+
+        return silent()
 
     def close(self) -> None:
         self._closed = True
@@ -358,7 +402,7 @@ def _moto(host: str, port: int) -> Any:
     port taken and queue connections instead of refusing them."""
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server: Any = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     os.register_at_fork(after_in_child=server._server.socket.close)
     return server
@@ -407,7 +451,10 @@ def make_zip(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def make_tar(entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w") -> bytes:
+TarMode = Literal["w", "w:gz"]
+
+
+def make_tar(entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: TarMode = "w") -> bytes:
     """A tar (mode "w") or tar.gz (mode "w:gz") of files given as (name, data) and raw TarInfo links."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode=mode, format=tarfile.GNU_FORMAT) as tf:
@@ -423,7 +470,7 @@ def make_tar(entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w"
     return buf.getvalue()
 
 
-def tar_dir(directory: Path, mode: str = "w:gz") -> bytes:
+def tar_dir(directory: Path, mode: TarMode = "w:gz") -> bytes:
     """The files of a model directory as a tar.gz, at its top level."""
     return make_tar([(f.name, f.read_bytes()) for f in sorted(directory.iterdir()) if f.is_file()], mode)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 PACKAGE = ROOT / "edgeservers"
 # Third-party packages whose attributes only edgeservers/seldon/patches.py may replace.
 PATCHED_PACKAGES = ("seldon_core", "flask", "werkzeug", "gunicorn", "tornado", "grpc")
@@ -102,7 +103,7 @@ def test_every_module_imports_alone():
     assert json.loads(result.stdout.splitlines()[-1]) == {}
 
 
-def test_no_import_cycle():
+def test_no_import_cycle() -> None:
     graph = {m: {dep for dep, _ in imports(m) if dep in MODULES and dep != m} for m in MODULES}
     # a package's __init__ importing its own submodules is the package itself, not a cycle through it
     for m in MODULES:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "security"))
-
-import audit  # noqa: E402
+from security import audit
+from tests.support.paths import ROOT
 
 SNAPSHOT = json.loads((ROOT / "security" / "advisories" / "pypa-osv.json").read_text())
 NOTES = json.loads((ROOT / "security" / "advisories" / "reachability.json").read_text())["notes"]

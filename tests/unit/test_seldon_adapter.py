@@ -86,3 +86,18 @@ def test_a_forked_process_cannot_reach_the_metrics_manager_once_its_process_is_g
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "refused", result.stderr[-2000:]
+
+
+def test_the_wrapper_thread_settings_give_the_requests_one_worker_runs_at_once(monkeypatch):
+    from edgeservers.seldon import concurrent_requests
+
+    for name in ("GUNICORN_THREADS", "GRPC_THREADS", "GRPC_WORKERS", "FLASK_SINGLE_THREADED"):
+        monkeypatch.delenv(name, raising=False)
+    assert concurrent_requests() == 1
+    monkeypatch.setenv("GUNICORN_THREADS", "8")
+    assert concurrent_requests() == 8
+    monkeypatch.setenv("GUNICORN_THREADS", "1")
+    monkeypatch.setenv("GRPC_THREADS", "4")
+    assert concurrent_requests() == 4
+    monkeypatch.setenv("GRPC_WORKERS", "0")
+    assert concurrent_requests() == 1

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import yaml
 
 import edgeservers
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 VERSION = edgeservers.__version__
 # Our images' references: <registry>/edgeservers[-storage-initializer]:<tag>
 IMAGE_TAG = re.compile(r"edgeservers(?:-storage-initializer)?:([0-9][\w.+-]*)")

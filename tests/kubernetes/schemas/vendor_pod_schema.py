@@ -1,4 +1,4 @@
-"""Writes tests/k8s/pod-v1.35-strict.json: Kubernetes 1.35's strict JSON schema of a Pod, for the pods that
+"""Writes tests/kubernetes/schemas/pod-v1.35-strict.json: Kubernetes 1.35's strict JSON schema of a Pod, for the pods that
 use image volumes (`volumes[].image`, Kubernetes 1.33+), which kubernetes-validate 1.28.3 (the newest
 release on the jsonschema 3.2 that seldon-core pins) does not know.
 
@@ -7,7 +7,7 @@ Kubernetes' own OpenAPI document (Apache-2.0); `make k8s-pod-schema` downloads i
 and runs this script. Kept: pod-v1.json and the definitions it references, with every `$ref` made local
 and the descriptions dropped (they are 85 % of the bytes and never checked).
 
-    python tests/k8s/vendor_pod_schema.py kubernetes_validate-1.37.0-py3-none-any.whl
+    python tests/kubernetes/schemas/vendor_pod_schema.py kubernetes_validate-1.37.0-py3-none-any.whl
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main(wheel: str) -> None:
     schema = _localised(pod)
     schema["$defs"] = {name: _localised(needed[name]) for name in sorted(needed)}
     schema["$comment"] = (
-        f"Kubernetes {VERSION} Pod (strict), from {Path(wheel).name}: see tests/k8s/README.md; "
+        f"Kubernetes {VERSION} Pod (strict), from {Path(wheel).name}: see tests/kubernetes/schemas/README.md; "
         "regenerate with `make k8s-pod-schema`"
     )
     OUT.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")

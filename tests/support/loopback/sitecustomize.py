@@ -15,4 +15,4 @@ def _loopback_bind(self, address):
     return _bind(self, address)
 
 
-socket.socket.bind = _loopback_bind
+socket.socket.bind = _loopback_bind  # type: ignore[method-assign]  # the shim's whole point: wrap bind
