@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bench.launcher import Server, use_checkout
+from bench.launcher import Server, print_rows
 from tests.support.amplify import (
     BUCKET,
     grpc_call,
@@ -204,7 +204,4 @@ def table() -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:  # another checkout's root (e.g. the unmodified code): measure it with this harness
-        use_checkout(sys.argv[1])
-    for row in table():
-        print(json.dumps(row), flush=True)
+    print_rows(table, sys.argv)

@@ -9,13 +9,12 @@ settings. docs/security.md holds the table this prints.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.launcher import Server, use_checkout
+from bench.launcher import Server, print_rows
 from tests.support.hostile import (
     CHART_ENV,
     Reply,
@@ -155,7 +154,4 @@ def table(big: int = 300 << 20, multipart: int = 150 << 20) -> list[dict[str, An
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:  # another checkout's root (e.g. the unmodified code): measure it with this harness
-        use_checkout(sys.argv[1])
-    for r in table():
-        print(json.dumps(r), flush=True)
+    print_rows(table, sys.argv)

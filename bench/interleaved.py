@@ -21,7 +21,18 @@ import numpy as np
 
 from bench.launcher import Server
 from bench.limits import Limits
-from bench.run import ALL_MODELS, MAIN, client_factory, first_answer, loadavg, machine, payloads, source, versions
+from bench.run import (
+    ALL_MODELS,
+    MAIN,
+    answering,
+    client_factory,
+    first_answer,
+    loadavg,
+    machine,
+    payloads,
+    source,
+    versions,
+)
 from tests.support.paths import ROOT, image_bytes
 
 CASES = ("invoke", "rest_tftensor", "oip_rest_binary", "grpc_tftensor", "oip_grpc")
@@ -43,17 +54,8 @@ def run_one(runtime: str, model_key: str, rounds: int) -> dict[str, Any]:
     invoke = limits.invoke(limits.image_tensor(jpeg))()
     interface = "TFLiteServer" if runtime == "tflite" else "OpenVINOServer"
     server = Server(interface, params, MAIN.env)
-    protocol0, body0 = cases["oip_grpc"]
-
-    def ready(s: Server) -> bool:
-        c = client_factory(s, protocol0, body0)()
-        try:
-            return c()[0]
-        finally:
-            c.close()
-
     la = loadavg()
-    server.start(ready)
+    server.start(answering(*cases["oip_grpc"]))
     try:
         clients = {k: client_factory(server, p, b)() for k, (p, b) in cases.items()}
         clients["invoke"] = invoke

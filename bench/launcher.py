@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,15 @@ def use_checkout(root: str | Path) -> None:
 def checkout() -> Path:
     """The checkout whose server is started (this one unless use_checkout() said otherwise)."""
     return _checkout
+
+
+def print_rows(table: Callable[[], list[dict[str, Any]]], argv: list[str]) -> None:
+    """`python -m bench.<table> [ROOT]`: each row of `table()` as a JSON line, the server started from ROOT's
+    checkout when one is given (e.g. the unmodified code, measured by this harness)."""
+    if len(argv) > 1:
+        use_checkout(argv[1])
+    for row in table():
+        print(json.dumps(row), flush=True)
 
 
 class Server(Microservice):

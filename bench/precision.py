@@ -4,8 +4,8 @@
 
 Speed: the in-process runtime (`invoke()` alone) and OpenVINOServer (REST JPEG), per precision, with the
 main bench's 2-core configuration. Accuracy: the answers for the test photos against TFLiteServer (f32),
-for `f32`, `auto`, and the model with every tensor rounded to bf16 or f16 (`rounded`), which shows on any
-CPU what a bf16 or f16 device changes. Writes DIR/precision.json (DIR defaults to bench/results) and
+for `f32`, `auto`, and the model with every tensor rounded to bf16 or f16 (tests/support/precision.py), which
+shows on any CPU what a bf16 or f16 device changes. Writes DIR/precision.json (DIR defaults to bench/results) and
 prints a Markdown table. On a CPU without AMX, avx512_bf16 or fp16 arithmetic `auto` is f32.
 """
 

@@ -156,6 +156,19 @@ def client_factory(server: Server, protocol: str, body: bytes) -> Callable[[], A
     return lambda: load.GrpcClient(server.grpc_port, body)
 
 
+def answering(protocol: str, body: bytes) -> Callable[[Server], bool]:
+    """A server's readiness: it answers one request of `protocol` with `body`."""
+
+    def ready(server: Server) -> bool:
+        client = client_factory(server, protocol, body)()
+        try:
+            return client()[0]
+        finally:
+            client.close()
+
+    return ready
+
+
 def first_answer(server: Server, protocol: str, body: bytes) -> str:
     client = client_factory(server, protocol, body)()
     try:
@@ -181,7 +194,7 @@ def bench_server(
     concurrency: tuple[int, ...],
     label: str,
 ) -> list[dict[str, Any]]:
-    protocol0, body0 = cases.get("rest_image") or next(iter(cases.values()))
+    ready = answering(*(cases.get("rest_image") or next(iter(cases.values()))))
     server = Server(
         interface,
         {
@@ -191,13 +204,6 @@ def bench_server(
         },
         config.env,
     )
-
-    def ready(s: Server) -> bool:
-        client = client_factory(s, protocol0, body0)()
-        try:
-            return client()[0]
-        finally:
-            client.close()
 
     la = loadavg()
     server.start(ready)

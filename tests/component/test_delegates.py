@@ -1,4 +1,4 @@
-"""TFLite external delegates, with a real one built here from tests/delegate/tiny_delegate.c (no accelerator
+"""TFLite external delegates, with a real one built here from tests/support/delegate/tiny_delegate.c (no accelerator
 needed; its `mode` option picks what it does): the server runs the model through it and says so in metadata
 and a gauge, its options reach it as given, answers stay the CPU's; a delegate that cannot run the model
 stops the start with one line, or with delegate_fallback=cpu leaves the model to the CPU after one warning;

@@ -31,21 +31,15 @@ from tests.support.services import (
 from tests.support.storage import (
     BUCKET,
     MODEL_BYTES,
-    QUICK,
-    isolate,
+    MODEL_SHA,
+    SECRET,
     listing,
     put_models,
     tar_bomb,
     zip_bomb,
 )
 
-MODEL_SHA = hashlib.sha256(MODEL_BYTES).hexdigest()
-SECRET = S3Server.SECRET_KEY
-
-
-@pytest.fixture(autouse=True)
-def quick_and_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch, **QUICK)
+pytestmark = pytest.mark.usefixtures("quick_storage")
 
 
 @pytest.fixture(autouse=True)
@@ -354,7 +348,7 @@ def test_http_trickle_slower_than_the_stall_timeout_fails(
 def test_http_trickle_of_bytes_within_the_stall_timeout_still_fails(
     web: FileServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The issue's trickle in small: a byte every 0.4 s never leaves a 1 s gap, but 64 KiB do not
+    """A slow trickle: a byte every 0.4 s never leaves a 1 s gap, but 64 KiB do not
     arrive within 1 s, so the transfer is stalled all the same."""
     monkeypatch.setenv("STORAGE_STALL_TIMEOUT", "1")
     monkeypatch.setenv("STORAGE_RETRIES", "0")

@@ -4,7 +4,6 @@ and archives too large for the init container's memory refused with its peak RSS
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,8 @@ from tests.support.services import FileServer, S3Server, many_files_tgz, model_f
 from tests.support.storage import (
     BUCKET,
     MODEL_BYTES,
-    QUICK,
-    isolate,
+    MODEL_SHA,
+    SECRET,
     listing,
     put_models,
     run_cli,
@@ -23,13 +22,7 @@ from tests.support.storage import (
     zip_bomb,
 )
 
-MODEL_SHA = hashlib.sha256(MODEL_BYTES).hexdigest()
-SECRET = S3Server.SECRET_KEY
-
-
-@pytest.fixture(autouse=True)
-def quick_and_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch, **QUICK)
+pytestmark = pytest.mark.usefixtures("quick_storage")
 
 
 @pytest.fixture(scope="module")

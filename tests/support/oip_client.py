@@ -2,7 +2,7 @@
 
 tritonclient needs urllib3>=2 and protobuf>=6, which seldon-core 1.17.1's pins rule out, so it lives in
 its own venv (`make client-venv`, from requirements-client.txt) and the tests run this script in a
-subprocess, `.venv-client/bin/python tests/oip_client.py`, which reads one "plan.json<TAB>results.json" per
+subprocess, `.venv-client/bin/python tests/support/oip_client.py`, which reads one "plan.json<TAB>results.json" per
 line of stdin (one process for a whole test module: tritonclient is imported once).
 
 plan.json: {"calls": [call, ...], "parallel": false}; each call:

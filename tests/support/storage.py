@@ -3,6 +3,7 @@ CLI as the init container runs it (with its peak memory), archive bombs, and the
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
@@ -20,9 +21,9 @@ from tests.support.paths import ROOT
 from tests.support.services import LABELS, MODEL, S3Server, make_tar, model_files
 
 MODEL_BYTES = MODEL.read_bytes()
+MODEL_SHA = hashlib.sha256(MODEL_BYTES).hexdigest()
+SECRET = S3Server.SECRET_KEY
 BUCKET = "edge-models"
-# Retries that do not slow the tests down.
-QUICK = {"STORAGE_RETRIES": "2", "STORAGE_RETRY_DELAY": "0.01", "STORAGE_TIMEOUT": "10"}  # TIMEOUT: an older name
 
 
 def isolate(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
@@ -41,6 +42,12 @@ def isolate(monkeypatch: pytest.MonkeyPatch, **settings: str) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def quick_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """isolate() with retries that do not slow the tests down (STORAGE_TIMEOUT: the stall timeout's older name)."""
+    isolate(monkeypatch, STORAGE_RETRIES="2", STORAGE_RETRY_DELAY="0.01", STORAGE_TIMEOUT="10")
 
 
 def put_models(s3: S3Server) -> S3Server:

@@ -2,7 +2,7 @@
  * A tiny TensorFlow Lite external delegate for the tests: no accelerator, the same ABI as
  * libedgetpu.so.1, libarmnnDelegate.so or libvx_delegate.so (tflite_plugin_create_delegate /
  * tflite_plugin_destroy_delegate, tensorflow/lite/delegates/external/external_delegate_interface.h).
- * tests/conftest.py builds it with the system C compiler (`tiny_delegate` fixture).
+ * tests/support/fixtures.py builds it with the system C compiler (`tiny_delegate` fixture).
  *
  * Options (strings, as load_delegate passes them):
  *   mode=none          (default) Prepare claims no node: the interpreter runs the whole model itself.
