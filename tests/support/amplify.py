@@ -54,7 +54,6 @@ class Bystander:
 
 def measured(server: Microservice, name: str, send: Callable[[], tuple[Any, int]]) -> dict[str, Any]:
     """Run `send` (-> status, response bytes) with the tree's PSS sampled and a bystander beside it."""
-    assert server.proc is not None
     with PeakPss(server.pid) as memory, Bystander(server.http_port) as bystander:
         start = time.monotonic()
         status, size = send()
