@@ -10,7 +10,7 @@
 
     .venv/bin/python -m bench.data_loop [--requests N] [--spooled N]
 
-A real moto S3 (tests/services.py) and real servers (tests/harness.py); prints a Markdown table.
+A real moto S3 (tests/support/services.py) and real servers (tests/support/harness.py); prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from typing import Any
 
 import requests
 
-from .hostile import CHART_ENV
-from harness import ROOT, Microservice
+from tests.support.harness import Microservice
+from tests.support.hostile import CHART_ENV
+from tests.support.paths import ROOT
 
 IMAGES = ROOT / "images"
 PHOTOS = ("parrot.jpg", "cat.bmp", "bird.bmp")
@@ -65,7 +66,7 @@ class S3Process:
     stops it, and it comes back on the same port, empty but for the bucket."""
 
     def __init__(self, bucket: str):
-        from harness import ServerProcess, free_port, http_ok
+        from tests.support.harness import ServerProcess, free_port, http_ok
 
         self.bucket, self.port = bucket, free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -106,8 +107,7 @@ def counts(server: Microservice) -> str:
 
 def spool_rows(n: int, spooled: int) -> list[tuple[str, str]]:
     from edgeservers.data_loop import spool
-
-    from services import Gate
+    from tests.support.services import Gate
 
     rows = []
     s3 = S3Process("retraining").start()
@@ -179,7 +179,7 @@ def write_cost(n: int = 200) -> str:
 
 
 def escalation_rows(n: int) -> list[tuple[str, str]]:
-    from services import Gate
+    from tests.support.services import Gate
 
     rows = []
     unsure = ("cat.bmp", "bird.bmp")  # the small model's top scores 0.32, 0.43

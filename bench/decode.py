@@ -9,23 +9,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from bench.limits import _server_class
+from bench.limits import server_class
 from edgeservers.core.images import decode_image
 from edgeservers.seldon.component import EdgeModelServer
+from tests.support import paths
+from tests.support.images import camera_jpeg
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZES = ((640, 480), (1920, 1080), (4000, 3000))
 MODELS = {"mobilenet_v2_quant": {}, "face_mask": {"postprocess": "detection"}}
-
-
-def frame(width: int, height: int) -> bytes:
-    pixels = cv2.resize(cv2.imread(str(ROOT / "images" / "parrot.jpg")), (width, height), interpolation=cv2.INTER_CUBIC)
-    return cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
 def p50_ms(call, repeat: int) -> float:
@@ -44,12 +39,12 @@ def main() -> None:
     print("| model (input) | frame | full decode + preprocess p50 ms | reduced decode + preprocess p50 ms | speed-up |")
     print("|---|---|---:|---:|---:|")
     for model, params in MODELS.items():
-        server: EdgeModelServer = _server_class("tflite")(model_uri=str(ROOT / "models" / model), **params)
+        server: EdgeModelServer = server_class("tflite")(model_uri=str(paths.MODELS / model), **params)
         image = server.model.image
         assert image is not None
         fit = (image.geometry.height, image.geometry.width)
         for width, height in SIZES:
-            jpeg = frame(width, height)
+            jpeg = camera_jpeg("parrot.jpg", width, height)
             full = p50_ms(
                 lambda j=jpeg, i=image: i(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)), args.repeat
             )

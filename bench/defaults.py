@@ -1,4 +1,4 @@
-"""Issue 13's throughput check: the TFLite server with only `model_uri` set and GUNICORN_THREADS=4 against
+"""The shipped defaults' check: the TFLite server with only `model_uri` set and GUNICORN_THREADS=4 against
 the in-process pipeline, REST binData, in one run.
 
     .venv/bin/python -m bench.defaults [--rounds 5] [--requests 60]
@@ -24,13 +24,14 @@ import time
 from typing import Any
 
 from bench import launcher
-from bench.launcher import ROOT, Server
+from bench.launcher import Server
 from bench.limits import Limits
-from bench.load import RestClient, drive, rest_image
+from bench.load import RestClient, drive
+from tests.support.harness import tree_cpu_s
+from tests.support.paths import MOBILENET_V2, image_bytes
+from tests.support.payloads import rest_image
 
-from harness import tree_cpu_s
-
-MODEL = str(ROOT / "models" / "mobilenet_v2_quant")
+MODEL = str(MOBILENET_V2)
 CLIENTS = 4  # at once, for the throughput
 WARMUP = 2  # unmeasured requests per client thread before the clock starts
 
@@ -38,7 +39,7 @@ WARMUP = 2  # unmeasured requests per client thread before the clock starts
 def measure(rounds: int = 5, requests: int = 60) -> dict[str, Any]:
     """p50 at concurrency 1 and throughput at 4 of the server with only model_uri (GUNICORN_THREADS=4) and of
     the in-process pipeline (its defaults for p50; two single-threaded interpreters for throughput), in turns."""
-    jpeg = (ROOT / "images" / "parrot.jpg").read_bytes()
+    jpeg = image_bytes("parrot.jpg")
     body = rest_image(jpeg)
     alone = Limits("tflite", {"model_uri": MODEL}).pipeline(jpeg)  # defaults: one slot, every core
     shared = Limits("tflite", {"model_uri": MODEL, "pool_size": 2, "num_threads": 1}).pipeline(jpeg)
@@ -57,9 +58,9 @@ def measure(rounds: int = 5, requests: int = 60) -> dict[str, Any]:
                 run = drive(client, 1, requests, 60).summary()
                 p50[name], errors = run["p50_ms"], errors + run["errors"]
             for name, client in (("in_process", shared), ("server", served)):
-                here, there, wall = time.process_time(), tree_cpu_s(server.proc.pid), time.perf_counter()
+                here, there, wall = time.process_time(), tree_cpu_s(server.pid), time.perf_counter()
                 run = drive(client, CLIENTS, 2 * requests, 60, warmup=WARMUP).summary()
-                here, there = time.process_time() - here, tree_cpu_s(server.proc.pid) - there
+                here, there = time.process_time() - here, tree_cpu_s(server.pid) - there
                 wall = time.perf_counter() - wall
                 rps[name], errors = run["throughput_rps"], errors + run["errors"]
                 made = run["requests"] + CLIENTS * WARMUP  # the CPU counted includes the warm-up requests
@@ -99,7 +100,7 @@ def main() -> None:
         launcher.use_checkout(args.root)
     r = measure(args.rounds, args.requests)
     print(
-        f"server of {launcher.ROOT}; load average {r['load']:.2f}; mobilenet_v2_quant, parrot.jpg, "
+        f"server of {launcher.checkout()}; load average {r['load']:.2f}; mobilenet_v2_quant, parrot.jpg, "
         f"REST binData (JSON); medians of {args.rounds} rounds"
     )
     print(

@@ -1,304 +1,41 @@
-"""Hostile REST clients, and what each costs the server: status, answer time, peak PSS of the process tree.
+"""What hostile REST clients (tests/support/hostile.py) cost a server: per case the status, the answer time, the
+peak PSS of the process tree, and whether a normal prediction still succeeds; TFLiteServer with the chart's
+settings. docs/security.md holds the table this prints.
 
-Used by the tests (tests/test_hostile_rest.py, tests/test_shutdown.py) and, as a script, for the
-before/after table of issue 9:
-
-    .venv/bin/python -m bench.hostile            # starts TFLiteServer with the chart's settings, prints a table
-
-Standard library only (plus bench.launcher). Every loop is bounded in count and time; traffic goes to
-127.0.0.1 only. Bodies are generated in chunks, never held whole by the client.
+    .venv/bin/python -m bench.hostile            # one JSON row per case
+    .venv/bin/python -m bench.hostile ROOT       # the same clients against another checkout (e.g. before a change)
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
-import json
-import os
-import signal
-import socket
+import functools
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from bench.launcher import ROOT, Server, tree_memory
+from bench.launcher import Server, print_rows
+from tests.support.hostile import (
+    CHART_ENV,
+    Reply,
+    Slowloris,
+    chunked,
+    json_b64,
+    json_ndarray,
+    multipart_crafted,
+    multipart_fields,
+    multipart_file,
+    normal_body,
+    open_idle,
+    post_head,
+    predict,
+    raw_request,
+    sigterm_under_load,
+)
+from tests.support.memory import PeakPss
+from tests.support.paths import MOBILENET_V2
 
-CHUNK = 1 << 20
-# The chart's default worker settings (charts/edge-model/values.yaml): 1 REST worker, 1 thread, gRPC off.
-CHART_ENV = {"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1", "GRPC_WORKERS": "0"}
-
-
-# --- normal client -------------------------------------------------------------------------------
-
-
-def normal_body() -> bytes:
-    jpeg = (ROOT / "images" / "parrot.jpg").read_bytes()
-    return json.dumps({"binData": base64.b64encode(jpeg).decode()}).encode()
-
-
-def predict(port: int, body: bytes, timeout: float = 10.0) -> tuple[int | None, float, str]:
-    """One normal prediction on a new connection: (status or None, seconds, error or '')."""
-    start = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("POST", "/api/v1.0/predictions", body, {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        response.read()
-        return response.status, time.monotonic() - start, ""
-    except (OSError, http.client.HTTPException) as e:
-        return None, time.monotonic() - start, f"{type(e).__name__}: {e}"
-    finally:
-        conn.close()
-
-
-def ping(port: int, timeout: float = 5.0) -> int | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", "/health/ping")
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-# --- raw requests ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int | None
-    body: bytes
-    seconds: float
-    sent: int  # body bytes the server took before answering or closing
-    error: str = ""
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def raw_request(port: int, head: bytes, chunks: Iterable[bytes], timeout: float = 60.0) -> Reply:
-    """Send `head` then the body chunks (stopping when the server closes or answers), then read the reply."""
-    start = time.monotonic()
-    sent = 0
-    error = ""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(head)
-        s.setblocking(False)
-        early = b""
-        for chunk in chunks:
-            if time.monotonic() - start > timeout:
-                error = "client timeout while sending"
-                break
-            try:  # an answer before the body is sent: stop sending
-                early = s.recv(65536)
-                if early or early == b"":
-                    break
-            except BlockingIOError:
-                pass
-            except OSError as e:
-                error = f"{type(e).__name__} while sending"
-                break
-            s.settimeout(timeout)
-            try:
-                s.sendall(chunk)
-                sent += len(chunk)
-            except OSError as e:
-                error = f"{type(e).__name__} while sending"
-                break
-            s.setblocking(False)
-        s.settimeout(timeout)
-        data = early
-        try:
-            while not _complete(data):
-                part = s.recv(65536)
-                if not part:
-                    break
-                data += part
-        except OSError as e:
-            error = error or f"{type(e).__name__} while reading"
-    status = None
-    body = b""
-    if data.startswith(b"HTTP/1."):
-        head_end = data.find(b"\r\n\r\n")
-        status = int(data.split(b" ", 2)[1])
-        body = data[head_end + 4 :] if head_end >= 0 else b""
-    return Reply(status, body, time.monotonic() - start, sent, error)
-
-
-def _complete(data: bytes) -> bool:
-    head_end = data.find(b"\r\n\r\n")
-    if head_end < 0:
-        return False
-    for line in data[:head_end].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return len(data) - head_end - 4 >= int(value)
-    return False
-
-
-def post_head(path: str, content_type: str, length: int | None, extra: str = "") -> bytes:
-    framing = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n{framing}{extra}\r\n").encode()
-
-
-def repeated(prefix: bytes, unit: bytes, total: int, suffix: bytes) -> Iterator[bytes]:
-    """prefix + unit repeated up to `total` bytes in all + suffix, in ~1 MiB chunks."""
-    yield prefix
-    block = unit * max(1, CHUNK // len(unit))
-    left = total - len(prefix) - len(suffix)
-    while left > 0:
-        piece = block[: min(len(block), left)]
-        left -= len(piece)
-        yield piece
-    yield suffix
-
-
-def json_b64(total: int) -> tuple[str, Iterator[bytes]]:
-    return "application/json", repeated(b'{"binData": "', b"AAAA", total, b'"}')
-
-
-def json_ndarray(total: int) -> tuple[str, Iterator[bytes]]:
-    return "application/json", repeated(b'{"data": {"ndarray": [', b"0,", total, b"0]}}")
-
-
-BOUNDARY = "edgeservershostileboundary"
-
-
-def multipart_file(total: int) -> tuple[str, Iterator[bytes]]:
-    prefix = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="binData"; filename="big.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
-    return f"multipart/form-data; boundary={BOUNDARY}", repeated(
-        prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-
-
-def multipart_crafted(total: int) -> tuple[str, Iterator[bytes]]:
-    """CVE-2023-46136: a file part that starts with CR and has no CR or LF after it."""
-    prefix = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="binData"; filename="x.jpg"\r\n\r\n\r').encode()
-    return f"multipart/form-data; boundary={BOUNDARY}", repeated(
-        prefix, b"A" * 64, total, f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
-
-
-def multipart_fields(fields: dict[str, str]) -> tuple[str, bytes]:
-    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
-    return f"multipart/form-data; boundary={BOUNDARY}", ("".join(parts) + f"--{BOUNDARY}--\r\n").encode()
-
-
-def chunked(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    for c in chunks:
-        if c:
-            yield b"%x\r\n%s\r\n" % (len(c), c)
-    yield b"0\r\n\r\n"
-
-
-def sized(
-    content_type: str, chunks: Iterator[bytes], total: int, path: str = "/api/v1.0/predictions"
-) -> tuple[bytes, Iterator[bytes]]:
-    return post_head(path, content_type, total), chunks
-
-
-# --- memory ---------------------------------------------------------------------------------------
-
-
-class PeakPss:
-    """Samples the PSS of the process tree under `pid` in a thread (bounded by `limit_s`)."""
-
-    def __init__(self, pid: int, interval: float = 0.05, limit_s: float = 300.0):
-        self.pid, self.interval, self.limit_s = pid, interval, limit_s
-        self.before = tree_memory(pid)["pss_mb"]
-        self.peak = self.before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.limit_s
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            self.peak = max(self.peak, tree_memory(self.pid)["pss_mb"])
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakPss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.peak = max(self.peak, tree_memory(self.pid)["pss_mb"])
-
-    @property
-    def growth(self) -> float:
-        return round(self.peak - self.before, 1)
-
-
-# --- connection floods ------------------------------------------------------------------------------
-
-
-def open_idle(port: int, count: int) -> list[socket.socket]:
-    """`count` connections that send nothing (bounded: stops at the first refusal)."""
-    held = []
-    for _ in range(count):
-        try:
-            held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-        except OSError:
-            break
-    return held
-
-
-class Slowloris:
-    """`count` connections, each sending one more header line every `period` s, reconnecting when closed."""
-
-    def __init__(self, port: int, count: int, period: float = 1.0, limit_s: float = 120.0):
-        self.port, self.count, self.period, self.limit_s = port, count, period, limit_s
-        self.connects = 0
-        self.closed_by_server = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _connect(self) -> socket.socket | None:
-        try:
-            s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-            s.sendall(b"POST /api/v1.0/predictions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-            self.connects += 1
-            return s
-        except OSError:
-            return None
-
-    def _run(self) -> None:
-        socks = [self._connect() for _ in range(self.count)]
-        deadline = time.monotonic() + self.limit_s
-        n = 0
-        while not self._stop.wait(self.period) and time.monotonic() < deadline:
-            n += 1
-            for i, s in enumerate(socks):
-                try:
-                    if s is None:
-                        raise OSError
-                    s.sendall(b"X-Slow-%d: x\r\n" % n)
-                except OSError:
-                    if s is not None:
-                        s.close()
-                        self.closed_by_server += 1
-                    socks[i] = self._connect()
-        for s in socks:
-            if s is not None:
-                s.close()
-
-    def __enter__(self) -> Slowloris:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(10)
+PREDICT = "/api/v1.0/predictions"
 
 
 def predictions_while(
@@ -311,76 +48,17 @@ def predictions_while(
     return out
 
 
-# --- shutdown under load ---------------------------------------------------------------------------
-
-
-def sigterm_under_load(
-    server_pid: int, port: int, body: bytes, clients: int = 4, load_s: float = 2.0, limit_s: float = 60.0
-) -> dict[str, Any]:
-    """`clients` threads predicting in a loop; after `load_s` SIGTERM to the server's process group (as tini
-    does). Returns every request's outcome and the exit code. A request is 'lost' when it was sent and got
-    no answer or a 5xx; a refused connection (nothing sent) is clean."""
-    outcomes: list[tuple[str, float, float]] = []  # (status or what happened, start, end)
-    lock = threading.Lock()
-    stop_at = time.monotonic() + limit_s
-    stopped = threading.Event()
-
-    def client() -> None:
-        while time.monotonic() < stop_at:
-            start = time.monotonic()
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                conn.connect()
-            except OSError:
-                kind = "refused"
-            else:
-                try:
-                    conn.request("POST", "/api/v1.0/predictions", body, {"Content-Type": "application/json"})
-                    response = conn.getresponse()
-                    response.read()
-                    kind = str(response.status)
-                except (OSError, http.client.HTTPException) as e:
-                    kind = f"lost: {type(e).__name__}"
-                finally:
-                    conn.close()
-            with lock:
-                outcomes.append((kind, start, time.monotonic()))
-            if kind == "refused" and stopped.is_set():
-                return
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    time.sleep(load_s)
-    term_at = time.monotonic()
-    os.killpg(server_pid, signal.SIGTERM)
-    stopped.set()
-    for t in threads:
-        t.join(max(1.0, stop_at - time.monotonic()))
-    counts: dict[str, int] = {}
-    for kind, _, _ in outcomes:
-        counts[kind] = counts.get(kind, 0) + 1
-    return {"counts": counts, "term_at": term_at, "outcomes": outcomes}
-
-
-# --- the table -------------------------------------------------------------------------------------
-
-
 def _start(env: dict[str, str] | None = None) -> Server:
     body = normal_body()
-    server = Server(
-        "TFLiteServer",
-        {"model_uri": str(ROOT / "models" / "mobilenet_v2_quant")},
-        env={**CHART_ENV, "PYTHONPATH": str(ROOT / "tests" / "loopback"), **(env or {})},
-    )
+    server = Server("TFLiteServer", {"model_uri": str(MOBILENET_V2)}, env={**CHART_ENV, **(env or {})}, loopback=True)
     return server.start(lambda s: predict(s.http_port, body, 5)[0] == 200)
 
 
 def table(big: int = 300 << 20, multipart: int = 150 << 20) -> list[dict[str, Any]]:
     body = normal_body()
-    rows = []
+    rows: list[dict[str, Any]] = []
     server = _start()
-    port, pid = server.http_port, server.proc.pid
+    port, pid = server.http_port, server.pid
     try:
 
         def row(name: str, fn: Callable[[], Reply]) -> None:
@@ -407,40 +85,37 @@ def table(big: int = 300 << 20, multipart: int = 150 << 20) -> list[dict[str, An
         ):
             ct, chunks = make(total)
             row(
-                f"{name} {total >> 20} MiB",
-                lambda ct=ct, chunks=chunks, total=total: raw_request(
-                    port, post_head("/api/v1.0/predictions", ct, total), chunks
-                ),
+                f"{name} {total >> 20} MiB", functools.partial(raw_request, port, post_head(PREDICT, ct, total), chunks)
             )
         ct, chunks = json_b64(big)
         row(
             f"JSON binData chunked {big >> 20} MiB",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, None), chunked(chunks)),
+            lambda: raw_request(port, post_head(PREDICT, ct, None), chunked(chunks)),
         )
         ct, chunks = multipart_file(multipart)
         row(
             f"multipart file {multipart >> 20} MiB",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, multipart), chunks),
+            lambda: raw_request(port, post_head(PREDICT, ct, multipart), chunks),
         )
         ct, chunks = multipart_crafted(15 << 20)
         row(
             "multipart crafted part 15 MiB (CVE-2023-46136)",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, 15 << 20), chunks),
+            lambda: raw_request(port, post_head(PREDICT, ct, 15 << 20), chunks),
         )
         ct, flood = multipart_fields({f"f{i}": "1" for i in range(5000)})
         row(
             "multipart 5000 fields",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, len(flood)), [flood]),
+            lambda: raw_request(port, post_head(PREDICT, ct, len(flood)), [flood]),
         )
         ct, nested = multipart_fields({"data": "[" * 100_000 + "]" * 100_000})
         row(
             "multipart nested JSON field",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, len(nested)), [nested]),
+            lambda: raw_request(port, post_head(PREDICT, ct, len(nested)), [nested]),
         )
         ct, chunks = json_ndarray(15 << 20)
         row(
             "JSON ndarray 15 MiB (under the limit)",
-            lambda: raw_request(port, post_head("/api/v1.0/predictions", ct, 15 << 20), chunks),
+            lambda: raw_request(port, post_head(PREDICT, ct, 15 << 20), chunks),
         )
         for label, count in (("idle sockets", 300),):
             held = open_idle(port, count)
@@ -471,17 +146,12 @@ def table(big: int = 300 << 20, multipart: int = 150 << 20) -> list[dict[str, An
     finally:
         server.stop()
     server = _start()
-    result = sigterm_under_load(server.proc.pid, server.http_port, body)
-    server.proc.wait(60)
-    rows.append({"case": "SIGTERM under load (4 clients)", "counts": result["counts"], "exit": server.proc.returncode})
+    result = sigterm_under_load(server.pid, server.http_port, body)
+    assert server.proc is not None
+    rows.append({"case": "SIGTERM under load (4 clients)", "counts": result["counts"], "exit": server.proc.wait(60)})
     server.stop()
     return rows
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:  # another checkout's root (e.g. the unmodified code): measure it with this harness
-        from bench.launcher import use_checkout
-
-        use_checkout(sys.argv[1])
-    for r in table():
-        print(json.dumps(r), flush=True)
+    print_rows(table, sys.argv)

@@ -1,78 +1,35 @@
-"""Hostile images (bombs whose headers declare huge sizes) for tests/test_image_limits.py
-and for measuring a server by hand: `python -m bench.hostile` prints, per input, the status, the answer
-time and the peak PSS of the whole process tree while it ran.
+"""What image bombs cost a server (tests/support/image_bombs.py builds them): per input, the status, the answer
+time and the peak PSS of the whole process tree while it ran, and whether the next prediction succeeds.
 
-Standard library + numpy/OpenCV only (the encoders here never decode what they build).
+    .venv/bin/python -m bench.image_bombs [--only NAME,...] [--skip NAME,...]   # HOSTILE_OUT=file: JSON there
+
+TFLiteServer with the chart's worker settings plus one gRPC worker. docs/security.md holds the figures.
 """
 
 from __future__ import annotations
 
-import base64
-import struct
+import argparse
+import json
+import os
 import time
-import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from bench.hostile import PeakPss
+import grpc
+import requests
+from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
+
+from bench.launcher import Server
+from tests.support.image_bombs import bmp_header, jpeg_bomb, png_bomb
+from tests.support.memory import PeakPss
+from tests.support.paths import MOBILENET_V2, image_bytes
+from tests.support.payloads import b64
+
+Send = Callable[[], tuple[Any, str]]
 
 
-def jpeg_bomb(width: int, height: int) -> bytes:
-    """A tiny (about 330 bytes) baseline JPEG whose frame header declares width x height pixels.
-
-    An 8 x 8 grey JPEG with its SOF0 dimensions rewritten: a decoder that trusts the header allocates
-    width x height pixels and fills them in from the few bytes of scan data.
-    """
-    import cv2
-    import numpy as np
-
-    ok, encoded = cv2.imencode(".jpg", np.zeros((8, 8), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 10])
-    assert ok
-    data = bytearray(encoded.tobytes())
-    i = 2
-    while i + 4 <= len(data):
-        marker, length = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
-        if marker == 0xC0:  # SOF0: length(2) precision(1) height(2) width(2)
-            data[i + 5 : i + 9] = struct.pack(">HH", height, width)
-            return bytes(data)
-        i += 2 + length
-    raise AssertionError("no SOF0 in OpenCV's JPEG")
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A real, complete PNG of width x height black pixels (1-bit grey, so a few tens of KB compressed):
-    every byte of it is valid, and decoding it as colour takes width x height x 3 bytes."""
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte 0 + the packed bits of one row
-    compressor = zlib.compressobj(9)
-    chunks = [compressor.compress(row * 1000) for _ in range(height // 1000)]
-    chunks.append(compressor.compress(row * (height % 1000)))
-    chunks.append(compressor.flush())
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", b"".join(chunks))
-        + _png_chunk(b"IEND", b"")
-    )
-
-
-def bmp_header(width: int, height: int, bits: int = 24) -> bytes:
-    """The 54-byte header of a BMP (BITMAPINFOHEADER) declaring width x height, followed by one row of pixels
-    (a negative height is a top-down bitmap)."""
-    row = ((width * bits + 31) // 32) * 4
-    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, 0, 0, 2835, 2835, 0, 0)
-    return b"BM" + struct.pack("<IHHI", 14 + 40 + row * abs(height), 0, 0, 54) + info + b"\x00" * min(row, 1 << 16)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def measure(pid: int, send: Callable[[], Any]) -> dict[str, Any]:
+def measure(pid: int, send: Send) -> dict[str, Any]:
     """Run `send()` (returning (status, text)) while sampling memory: status, answer seconds, peak PSS."""
     with PeakPss(pid) as memory:
         started = time.perf_counter()
@@ -91,30 +48,14 @@ def measure(pid: int, send: Callable[[], Any]) -> dict[str, Any]:
     }
 
 
-def _main() -> None:  # pragma: no cover - a measuring tool
-    import argparse
-    import json
-    import os
-    from pathlib import Path
-
-    import grpc
-    import requests
-    from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
-
-    from bench.launcher import ROOT, Server
-
-    parser = argparse.ArgumentParser(description=__doc__)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip", default="", help="comma-separated case names to skip")
     parser.add_argument("--only", default="", help="comma-separated case names to run")
     cli = parser.parse_args()
-    env = {
-        "GUNICORN_WORKERS": "1",
-        "GUNICORN_THREADS": "1",
-        "GRPC_WORKERS": "1",
-        "PYTHONPATH": str(ROOT / "tests" / "loopback"),
-    }
-    server = Server("TFLiteServer", {"model_uri": str(ROOT / "models" / "mobilenet_v2_quant")}, env)
-    parrot = (ROOT / "images" / "parrot.jpg").read_bytes()
+    env = {"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1", "GRPC_WORKERS": "1"}
+    server = Server("TFLiteServer", {"model_uri": str(MOBILENET_V2)}, env, loopback=True)
+    parrot = image_bytes("parrot.jpg")
 
     def rest_ok() -> bool:
         return requests.post(server.url, json={"binData": b64(parrot)}, timeout=30).status_code == 200
@@ -123,22 +64,22 @@ def _main() -> None:  # pragma: no cover - a measuring tool
     channel = grpc.insecure_channel(server.grpc_target, options=[("grpc.max_send_message_length", 64 << 20)])
     stub = prediction_pb2_grpc.ModelStub(channel)
 
-    def rest_json(data: bytes) -> Callable[[], Any]:
-        def send():
+    def rest_json(data: bytes) -> Send:
+        def send() -> tuple[Any, str]:
             r = requests.post(server.url, json={"binData": b64(data)}, timeout=300)
             return r.status_code, r.text
 
         return send
 
-    def rest_multipart(data: bytes) -> Callable[[], Any]:
-        def send():
+    def rest_multipart(data: bytes) -> Send:
+        def send() -> tuple[Any, str]:
             r = requests.post(server.url, files={"binData": ("x", data)}, timeout=300)
             return r.status_code, r.text
 
         return send
 
-    def grpc_bin(data: bytes) -> Callable[[], Any]:
-        def send():
+    def grpc_bin(data: bytes) -> Send:
+        def send() -> tuple[Any, str]:
             try:
                 reply = stub.Predict(prediction_pb2.SeldonMessage(binData=data), timeout=300)
                 return "OK", str(reply)[:200]
@@ -157,7 +98,7 @@ def _main() -> None:  # pragma: no cover - a measuring tool
         "gRPC binData 20 MiB": grpc_bin(b"\xff" * (20 << 20)),
     }
     only = [c for c in cli.only.split(",") if c]
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for name, send in cases.items():
         if name in cli.skip.split(",") or (only and name not in only):
             continue
@@ -176,5 +117,5 @@ def _main() -> None:  # pragma: no cover - a measuring tool
     out.write_text(json.dumps(results, indent=1) + "\n")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    _main()
+if __name__ == "__main__":
+    main()

@@ -19,9 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from .launcher import ROOT, Server
-from .limits import Limits
-from .run import ALL_MODELS, IMAGES, MAIN, client_factory, first_answer, loadavg, machine, payloads, source, versions
+from bench.launcher import Server
+from bench.limits import Limits
+from bench.run import (
+    ALL_MODELS,
+    MAIN,
+    answering,
+    client_factory,
+    first_answer,
+    loadavg,
+    machine,
+    payloads,
+    source,
+    versions,
+)
+from tests.support.paths import ROOT, image_bytes
 
 CASES = ("invoke", "rest_tftensor", "oip_rest_binary", "grpc_tftensor", "oip_grpc")
 TEXT = {
@@ -38,21 +50,12 @@ def run_one(runtime: str, model_key: str, rounds: int) -> dict[str, Any]:
     params = {**model.params, "model_uri": str(model.dir), "num_threads": MAIN.num_threads, "pool_size": MAIN.pool_size}
     limits = Limits(runtime, params)
     cases = {k: v for k, v in payloads(limits, model).items() if k in CASES}
-    jpeg = (IMAGES / model.image).read_bytes()
+    jpeg = image_bytes(model.image)
     invoke = limits.invoke(limits.image_tensor(jpeg))()
     interface = "TFLiteServer" if runtime == "tflite" else "OpenVINOServer"
     server = Server(interface, params, MAIN.env)
-    protocol0, body0 = cases["oip_grpc"]
-
-    def ready(s: Server) -> bool:
-        c = client_factory(s, protocol0, body0)()
-        try:
-            return c()[0]
-        finally:
-            c.close()
-
     la = loadavg()
-    server.start(ready)
+    server.start(answering(*cases["oip_grpc"]))
     try:
         clients = {k: client_factory(server, p, b)() for k, (p, b) in cases.items()}
         clients["invoke"] = invoke

@@ -24,7 +24,7 @@ from edgeservers.metrics import RequestMetrics
 from edgeservers.seldon.component import EdgeModelServer
 
 
-def _server_class(runtime: str) -> type[EdgeModelServer]:
+def server_class(runtime: str) -> type[EdgeModelServer]:
     if runtime == "tflite":
         from TFLiteServer import TFLiteServer
 
@@ -54,7 +54,7 @@ class Limits:
     def __init__(self, runtime: str, params: dict[str, Any]):
         self.runtime = runtime
         # The server's own start-up checks and choices (parameters, model file, signature, pre- and post-processing).
-        self.server = _server_class(runtime)(**params)
+        self.server = server_class(runtime)(**params)
         self.settings = self.server.model.settings
         self.options = self.server.model.options
         self.model_path = self.server.model.model_path

@@ -4,17 +4,15 @@
 
 Speed: the in-process runtime (`invoke()` alone) and OpenVINOServer (REST JPEG), per precision, with the
 main bench's 2-core configuration. Accuracy: the answers for the test photos against TFLiteServer (f32),
-for `f32`, `auto`, and the model with every tensor rounded to bf16 or f16 (`rounded`), which shows on any
-CPU what a bf16 or f16 device changes. Writes DIR/precision.json (DIR defaults to bench/results) and
+for `f32`, `auto`, and the model with every tensor rounded to bf16 or f16 (tests/support/precision.py), which
+shows on any CPU what a bf16 or f16 device changes. Writes DIR/precision.json (DIR defaults to bench/results) and
 prints a Markdown table. On a CPU without AMX, avx512_bf16 or fp16 arithmetic `auto` is f32.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
-import openvino.opset13 as ops
 
-from . import load
-from .launcher import ROOT
-from .run import ALL_MODELS, FULL, IMAGES, MAIN, SMOKE, Model, bench_limits, bench_server, loadavg, machine
+from bench.run import ALL_MODELS, FULL, MAIN, SMOKE, Model, bench_limits, bench_server, loadavg, machine
+from tests.support.paths import ROOT, image_bytes, tflite_file
+from tests.support.payloads import b64, rest_image
+from tests.support.precision import rounded_model_dir
 
 PRECISIONS = ("f32", "auto")
 ROUNDED = ("bf16", "f16")
@@ -36,44 +34,11 @@ PHOTOS = {
 }
 
 
-def rounded(model: ov.Model, precision: str) -> ov.Model:
-    """The model with every f32 tensor (weights and activations) rounded to `precision` and back: what
-    a bf16 or f16 device computes, up to its f32 accumulation inside each operation, on any CPU.
-    FakeQuantize ranges stay constants: they carry a quantized model's scales (see runtime_openvino)."""
-    for node in list(model.get_ordered_ops()):
-        if node.get_type_name() == "Result":
-            continue
-        for output in node.outputs():
-            targets = [
-                t
-                for t in output.get_target_inputs()
-                if not (t.get_node().get_type_name() == "FakeQuantize" and t.get_index() > 0)
-            ]
-            if output.get_element_type() == ov.Type.f32 and targets:
-                converted = ops.convert(ops.convert(output, precision), "f32")
-                for target in targets:
-                    target.replace_source_output(converted.output(0))
-    return model
-
-
-def rounded_model_dir(model_dir: Path, precision: str, target: Path) -> Path:
-    """An IR of the bundled .tflite rounded to `precision`, with its labels."""
-    (tflite,) = model_dir.glob("*.tflite")
-    ov.save_model(
-        rounded(ov.Core().read_model(str(tflite)), precision), str(target / "model.xml"), compress_to_fp16=False
-    )
-    shutil.copy(model_dir / "labels.txt", target / "labels.txt")
-    return target
-
-
 def _answers(server_class: type, params: dict[str, Any], photos: tuple[str, ...]) -> dict[str, Any]:
     """The server's answers to the photos, in process (the same component the microservice runs)."""
     server = server_class(**params)
     server.load()
-    return {
-        p: server.predict_raw({"binData": base64.b64encode((IMAGES / p).read_bytes()).decode()})["jsonData"]
-        for p in photos
-    }
+    return {p: server.predict_raw({"binData": b64(image_bytes(p))})["jsonData"] for p in photos}
 
 
 def accuracy(model: Model, variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -112,7 +77,7 @@ def accuracy(model: Model, variants: dict[str, dict[str, Any]]) -> list[dict[str
 def compiled_precision(precision: str) -> str:
     """What the CPU plugin reports after compiling the face-mask detector with this inference_precision."""
     core = ov.Core()
-    (tflite,) = ALL_MODELS["face_mask"].dir.glob("*.tflite")
+    tflite = tflite_file(ALL_MODELS["face_mask"].dir)
     config = {} if precision == "auto" else {"INFERENCE_PRECISION_HINT": precision}
     return (
         core.compile_model(core.read_model(str(tflite)), "CPU", config)
@@ -142,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in PHOTOS:
             model = ALL_MODELS[key]
             print(model.key, flush=True)
-            jpeg = (IMAGES / model.image).read_bytes()
+            jpeg = image_bytes(model.image)
             for precision in PRECISIONS:
                 params = {**model.params, "inference_precision": precision}
                 _, rows = bench_limits("openvino", model, params, MAIN, budget, (1,))
@@ -152,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                     model,
                     {"model_uri": str(model.dir), **params},
                     MAIN,
-                    {"rest_image": ("rest", load.rest_image(jpeg))},
+                    {"rest_image": ("rest", rest_image(jpeg))},
                     budget,
                     (1,),
                     "OpenVINOServer",

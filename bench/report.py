@@ -45,9 +45,9 @@ def ratios(rows: list[dict]) -> list[dict[str, Any]]:
                 "server": r["target"],
                 "case": r["case"],
                 "versus": f"in-process {limit_case}",
-                "p50_ratio": _ratio(r.get("p50_ms"), limit and limit.get("p50_ms")),
-                "throughput4_ratio": _ratio(r["throughput"].get("4"), limit and limit["throughput"].get("4")),
-                "naive_speedup": _ratio(naive and naive.get("p50_ms"), r.get("p50_ms")),
+                "p50_ratio": _ratio(r.get("p50_ms"), limit.get("p50_ms") if limit else None),
+                "throughput4_ratio": _ratio(r["throughput"].get("4"), limit["throughput"].get("4") if limit else None),
+                "naive_speedup": _ratio(naive.get("p50_ms") if naive else None, r.get("p50_ms")),
             }
         )
     return out
@@ -58,7 +58,7 @@ def targets(rows: list[dict], ratio_rows: list[dict]) -> list[dict[str, Any]]:
         found = next(
             (x for x in ratio_rows if x["model"] == model and x["server"] == server and x["case"] == case), None
         )
-        return found and found[key]
+        return found[key] if found else None
 
     out = []
     models = sorted({r["model"] for r in rows}, key=[r["model"] for r in rows].index)
@@ -109,7 +109,7 @@ def targets(rows: list[dict], ratio_rows: list[dict]) -> list[dict[str, Any]]:
                                 f"{CASE_TEXT[case]} p50 <= v1 {CASE_TEXT[v1_case]} p50 ({server}; ratio OIP / v1)",
                                 m,
                                 v,
-                                v <= 1.0,
+                                v is not None and v <= 1.0,
                             )
                         )
     r = _find(rows, "mobilenet_v2_quant", "TFLiteServer", "rest_image")

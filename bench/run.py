@@ -21,12 +21,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import defaults, load, memory
-from .launcher import ROOT, Server
-from .limits import Limits
+from bench import defaults, load
+from bench.launcher import Server
+from bench.limits import Limits
+from tests.support import memory
+from tests.support.paths import MODELS, ROOT, image_bytes
+from tests.support.payloads import rest_image
 
-MODELS = ROOT / "models"
-IMAGES = ROOT / "images"
 CONCURRENCY = (1, 2, 4, 8)
 
 
@@ -123,7 +124,7 @@ def payloads(limits: Limits, model: Model) -> dict[str, tuple[str, bytes]]:
     Protocols: "rest" / "grpc" (Seldon v1), "oip_rest:<model>" (the Open Inference Protocol's binary
     tensor data extension; the body starts with its header length and a newline) and "oip_grpc".
     """
-    jpeg = (IMAGES / model.image).read_bytes()
+    jpeg = image_bytes(model.image)
     tensor = limits.image_tensor(jpeg)
     name, input_name = limits.model_path.stem, limits.signature.inputs[0].name
     # Like for like with v1: where v1 answers a tensor with the post-processed answer only (postprocess set
@@ -131,7 +132,7 @@ def payloads(limits: Limits, model: Model) -> dict[str, tuple[str, bytes]]:
     answer_only = ["answer"] if model.params.get("postprocess", "auto") not in ("auto", "none") else None
     oip_body, oip_headers = load.oip_rest_binary(tensor, input_name, answer_only)
     return {
-        "rest_image": ("rest", load.rest_image(jpeg)),
+        "rest_image": ("rest", rest_image(jpeg)),
         "rest_ndarray": ("rest", load.rest_ndarray(tensor)),
         "rest_tftensor": ("rest", load.rest_tftensor(tensor)),
         "oip_rest_binary": (f"oip_rest:{name}", oip_headers[load.OIP_HEADER].encode() + b"\n" + oip_body),
@@ -153,6 +154,19 @@ def client_factory(server: Server, protocol: str, body: bytes) -> Callable[[], A
     if protocol == "oip_grpc":
         return lambda: load.GrpcClient(server.grpc_port, body, load.OIP_INFER_METHOD)
     return lambda: load.GrpcClient(server.grpc_port, body)
+
+
+def answering(protocol: str, body: bytes) -> Callable[[Server], bool]:
+    """A server's readiness: it answers one request of `protocol` with `body`."""
+
+    def ready(server: Server) -> bool:
+        client = client_factory(server, protocol, body)()
+        try:
+            return client()[0]
+        finally:
+            client.close()
+
+    return ready
 
 
 def first_answer(server: Server, protocol: str, body: bytes) -> str:
@@ -180,7 +194,7 @@ def bench_server(
     concurrency: tuple[int, ...],
     label: str,
 ) -> list[dict[str, Any]]:
-    protocol0, body0 = cases.get("rest_image") or next(iter(cases.values()))
+    ready = answering(*(cases.get("rest_image") or next(iter(cases.values()))))
     server = Server(
         interface,
         {
@@ -190,13 +204,6 @@ def bench_server(
         },
         config.env,
     )
-
-    def ready(s: Server) -> bool:
-        client = client_factory(s, protocol0, body0)()
-        try:
-            return client()[0]
-        finally:
-            client.close()
 
     la = loadavg()
     server.start(ready)
@@ -220,7 +227,7 @@ def bench_server(
                     "case": case,
                     "config": config.describe(),
                     "answer": answer,
-                    "cold_start_s": round(server.cold_start_s, 2),
+                    "cold_start_s": round(server.cold_start_s or 0.0, 2),
                     "cold_start_loadavg": la,
                     "memory": memory,
                     **result,
@@ -246,7 +253,7 @@ def bench_limits(
         runtime,
         {**params, "model_uri": str(model.dir), "num_threads": config.num_threads, "pool_size": config.pool_size},
     )
-    jpeg = (IMAGES / model.image).read_bytes()
+    jpeg = image_bytes(model.image)
     rows = []
     for case, factory in (("invoke", limits.invoke(limits.image_tensor(jpeg))), ("pipeline", limits.pipeline(jpeg))):
         result = measure(factory, budget, concurrency)
@@ -460,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke and not args.no_sweep:
         model = ALL_MODELS["mobilenet_v2_quant"]
         print("settings sweep: mobilenet_v2_quant, REST JPEG", flush=True)
-        jpeg = (IMAGES / model.image).read_bytes()
+        jpeg = image_bytes(model.image)
         for config in SWEEP:
             limits, limit_rows = bench_limits("tflite", model, model.params, config, budget, (1, 4))
             for r in limit_rows:
@@ -472,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 model,
                 {"model_uri": str(model.dir)},
                 config,
-                {"rest_image": ("rest", load.rest_image(jpeg))},
+                {"rest_image": ("rest", rest_image(jpeg))},
                 budget,
                 (1, 4),
                 "TFLiteServer",
@@ -481,14 +488,14 @@ def main(argv: list[str] | None = None) -> int:
                 report["sweep"].append(r)
     if not args.smoke:
         report["memory"] = memory_per_configuration()
-        print("defaults: issue 13's throughput check (bench.defaults)", flush=True)
+        print("defaults: the shipped defaults against in-process (bench.defaults)", flush=True)
         report["defaults"] = defaults.measure()
     report["images"] = image_sizes()
     report["loadavg_end"] = loadavg()
     report["source_end"] = source()
     report["duration_s"] = round(time.time() - started, 1)
 
-    from .report import write
+    from bench.report import write
 
     paths = write(report, args.out, chart=not args.smoke)
     print(Path(paths["md"]).read_text())

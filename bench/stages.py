@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import launcher
-from bench.launcher import ROOT, Server, process_tree
+from bench.launcher import Server
 from bench.limits import Limits
-from bench.load import RestClient, drive, rest_image
+from bench.load import RestClient, drive
+from tests.support.harness import process_tree
+from tests.support.paths import MOBILENET_V2, image_bytes
+from tests.support.payloads import rest_image
 
-MODEL = str(ROOT / "models" / "mobilenet_v2_quant")
+MODEL = str(MOBILENET_V2)
 STAGE_CLOCK = Path(__file__).parent / "stage_clock"
 STAGES = (
     "body read (headers to last byte)",
@@ -65,7 +68,7 @@ def thread_cpu(pid: int) -> tuple[float, float]:
 
 
 def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
-    jpeg = (ROOT / "images" / "parrot.jpg").read_bytes()
+    jpeg = image_bytes("parrot.jpg")
     body = rest_image(jpeg)
     alone = Limits("tflite", {"model_uri": MODEL}).pipeline(jpeg)
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +76,7 @@ def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
         env = {
             "GUNICORN_THREADS": "4",
             "GRPC_WORKERS": "0",
-            "PYTHONPATH": f"{STAGE_CLOCK}{os.pathsep}{launcher.ROOT}",
+            "PYTHONPATH": f"{STAGE_CLOCK}{os.pathsep}{launcher.checkout()}",
             "EDGESERVERS_STAGE_CLOCK": str(log),
         }
         server = Server("TFLiteServer", {"model_uri": MODEL}, env=env)
@@ -82,9 +85,9 @@ def measure(requests: int, rounds: int, concurrency: int) -> dict[str, Any]:
         try:
             for _ in range(rounds):
                 in_process_p50.append(drive(alone, concurrency, requests, 120).summary()["p50_ms"])
-                before = thread_cpu(server.proc.pid)
+                before = thread_cpu(server.pid)
                 run = drive(lambda: RestClient(server.http_port, body), concurrency, requests, 120).summary()
-                after = thread_cpu(server.proc.pid)
+                after = thread_cpu(server.pid)
                 client_p50.append(run["p50_ms"])
                 main_ms.append(1000 * (after[0] - before[0]) / run["requests"])
                 other_ms.append(1000 * (after[1] - before[1]) / run["requests"])
@@ -119,7 +122,7 @@ def main() -> None:
         launcher.use_checkout(args.root)
     r = measure(args.requests, args.rounds, args.concurrency)
     print(
-        f"TFLiteServer of {launcher.ROOT}, only model_uri, GUNICORN_THREADS=4, gRPC off; parrot.jpg as JSON binData, "
+        f"TFLiteServer of {launcher.checkout()}, only model_uri, GUNICORN_THREADS=4, gRPC off; parrot.jpg as JSON binData, "
         f"{args.concurrency} client(s); medians of {r['timed']} timed requests; load average {r['load']}\n"
     )
     print("| stage | ms (median) |\n|---|---:|")

@@ -15,7 +15,8 @@ For each arch:
 Test-harness only (not in the images): `--network host` needs the listeners kept on loopback on a
 shared machine, so a sitecustomize shim mounted read-only (PYTHONPATH) makes the wrapper's 0.0.0.0
 binds 127.0.0.1, the ports are free ones instead of 9000/6000, and gRPC workers are off (its C core
-binds outside Python). Only the standard library: it runs with the host's python3.
+binds outside Python). Only the standard library: it runs with the host's python3, the repository root
+on PYTHONPATH for the tests' harness (tests/support/: `PYTHONPATH=. python3 docker/image_test.py`).
 """
 
 from __future__ import annotations
@@ -33,15 +34,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import LOOPBACK_SHIM, free_port, listening_hosts  # noqa: E402 (the tests' harness: standard library only)
+from tests.support.harness import LOOPBACK_SHIM, free_port, listening_hosts
+from tests.support.paths import IMAGES, MOBILENET_V2, ROOT
+from tests.support.payloads import multipart
 
-MODEL_DIR = ROOT / "models" / "mobilenet_v2_quant"
-PHOTO = ROOT / "images" / "parrot.jpg"
+MODEL_DIR = MOBILENET_V2
+PHOTO = IMAGES / "parrot.jpg"
 START_TIMEOUT = {"native": 120, "qemu": 600}  # cold starts under qemu take minutes
 
 
@@ -69,19 +69,9 @@ def serve_model(workdir: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 
 
 def predict(port: int) -> dict:
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="binData"; filename="parrot.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + PHOTO.read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    content_type, body = multipart({"binData": ("parrot.jpg", PHOTO.read_bytes(), "image/jpeg")})
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1.0/predictions",
-        data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        f"http://127.0.0.1:{port}/api/v1.0/predictions", data=body, headers={"Content-Type": content_type}
     )
     with urllib.request.urlopen(req, timeout=120) as resp:
         return json.load(resp)

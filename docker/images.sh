@@ -83,7 +83,7 @@ test)
 	ov=
 	for a in "$@"; do if has_openvino "$a"; then ov="$ov $a"; fi; done
 	# shellcheck disable=SC2086
-	python3 docker/image_test.py --version "$VERSION" --repo "$REPO" --init-repo "$INIT_REPO" \
+	PYTHONPATH="$(pwd)" python3 docker/image_test.py --version "$VERSION" --repo "$REPO" --init-repo "$INIT_REPO" \
 		--host-arch "$(host_arch)" --openvino-arches="${ov# }" "$@"
 	;;
 sizes)

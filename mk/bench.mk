@@ -1,7 +1,7 @@
 # Benchmarks: the servers against the runtime in-process and a naive server, in one run.
 # `make bench` writes bench/results/bench.{json,md,png} (about 15-20 minutes on a 2-core machine);
 # `make bench-smoke` is the same code with a few requests per case, one model and three payloads,
-# into a scratch directory (tests/test_bench_smoke.py runs it in `make test`). Never a timing assertion.
+# into a scratch directory (tests/e2e/test_bench_smoke.py runs it in `make test`). Never a timing assertion.
 
 BENCH_OUT ?= bench/results
 BENCH_ARGS ?=

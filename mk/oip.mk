@@ -1,6 +1,6 @@
 # Open Inference Protocol: the real Triton client in its own venv for the tests.
 # tritonclient 2.73 needs urllib3>=2 and protobuf>=6, which seldon-core 1.17.1's pins (urllib3 1.26,
-# protobuf 3.20) rule out in .venv; tests/test_oip.py runs tests/oip_client.py with this venv's python.
+# protobuf 3.20) rule out in .venv; tests/e2e/test_oip.py runs tests/support/oip_client.py with this venv's python.
 
 CLIENT_VENV := .venv-client
 
@@ -18,7 +18,7 @@ $(CLIENT_VENV)/.installed: requirements-client.txt
 
 ## oip-test: the Open Inference Protocol tests (REST, binary extension, gRPC, KServe manifests)
 oip-test: install client-venv tools
-	$(PY) -m pytest -ra tests/test_oip.py tests/test_kserve.py
+	$(PY) -m pytest -ra tests/component/test_oip.py tests/e2e/test_oip.py tests/kubernetes/test_kserve.py
 
 ## bench-oip: OIP REST (binary) and OIP gRPC against v1 tftensor and invoke(), interleaved request by request
 ## (robust to a shared machine's drifting load); writes $(BENCH_OUT)/oip/interleaved.{json,md}

@@ -1,6 +1,6 @@
 # Dependency audit (docs/security.md "Dependencies"). Offline: it matches the packages
 # against the committed PyPA advisory snapshot in security/advisories/ and fails on any finding that has
-# no reachability note. tests/test_audit.py runs the same code in `make test`.
+# no reachability note. tests/unit/test_audit.py runs the same code in `make test`.
 #   make audit                                  the server venv and the armv7 image's pinned closure
 #   make audit AUDIT_ARGS="--freeze image.txt"  also an image's package list (see docs/security.md)
 
@@ -14,4 +14,4 @@ audit: install
 
 ## measure-multipart: CPU cost of CVE-2023-46136 (crafted vs normal multipart bodies, 1-32 MB); prints, asserts nothing
 measure-multipart: install
-	$(PY) security/measure_cve_2023_46136.py 1 2 4 5 8 10 16 20 32
+	$(PY) -m security.measure_cve_2023_46136 1 2 4 5 8 10 16 20 32

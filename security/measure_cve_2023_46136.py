@@ -13,14 +13,13 @@ For each size it times `Request(environ).files` (the parse Flask runs on first a
 and prints the median CPU seconds of a few runs and the ratio crafted / normal. It asserts nothing
 about timings. Usage:
 
-    .venv/bin/python security/measure_cve_2023_46136.py            # 1, 5, 10, 16, 20 MiB (16 MiB: max_request_bytes)
-    .venv/bin/python security/measure_cve_2023_46136.py 1 2 --repeat 1
+    .venv/bin/python -m security.measure_cve_2023_46136            # 1, 5, 10, 16, 20 MiB (16 MiB: max_request_bytes)
+    .venv/bin/python -m security.measure_cve_2023_46136 1 2 --repeat 1
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import statistics
@@ -29,18 +28,15 @@ from importlib.metadata import version
 
 from werkzeug.wrappers import Request
 
+from tests.support.payloads import multipart, wsgi_environ
+
 BOUNDARY = "----edgeserversCVE202346136"
 MB = 1024 * 1024
 
 
-def multipart_body(payload: bytes) -> bytes:
-    head = (
-        f"--{BOUNDARY}\r\n"
-        'Content-Disposition: form-data; name="binData"; filename="x.jpg"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
-    return head + payload + tail
+def multipart_body(payload: bytes) -> tuple[str, bytes]:
+    """(Content-Type, body) of a form with one `binData` file part holding `payload`."""
+    return multipart({"binData": ("x.jpg", payload, "application/octet-stream")}, BOUNDARY)
 
 
 def payload(kind: str, size: int) -> bytes:
@@ -54,18 +50,8 @@ def payload(kind: str, size: int) -> bytes:
     raise ValueError(kind)
 
 
-def parse_cpu_seconds(body: bytes) -> float:
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "CONTENT_TYPE": f"multipart/form-data; boundary={BOUNDARY}",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "9000",
-        "wsgi.url_scheme": "http",
-        "PATH_INFO": "/api/v1.0/predictions",
-    }
-    request = Request(environ)
+def parse_cpu_seconds(form: tuple[str, bytes]) -> float:
+    request = Request(wsgi_environ(*form))
     start = time.process_time()
     files = request.files  # parses the whole body, like request.form in Seldon's flask_utils
     elapsed = time.process_time() - start

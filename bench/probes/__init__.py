@@ -1,0 +1,1 @@
+"""Probes: one-off measurements whose findings docs/benchmarks.md writes up (bench/README.md lists them)."""
