@@ -19,11 +19,19 @@ INFERENCE = "edgeservers_inference_ms"
 POSTPROCESS = "edgeservers_postprocess_ms"
 UNCERTAIN = "edgeservers_uncertain_predictions_total"
 DELEGATE_INFO = "edgeservers_delegate_info"
+MODEL_INFO = "edgeservers_model_info"
+UPDATE_FAILURES = "edgeservers_model_update_failures_total"
 
 
-def info_gauge(key: str, labels: Mapping[str, str]) -> dict:
-    """A Seldon GAUGE of value 1 whose labels carry the facts (Prometheus' info-metric convention)."""
-    return {"type": "GAUGE", "key": key, "value": 1, "tags": dict(labels)}
+def info_gauge(key: str, labels: Mapping[str, str], value: int = 1) -> dict:
+    """A Seldon GAUGE whose labels carry the facts (Prometheus' info-metric convention): 1 while they hold, 0 for
+    facts that no longer do (the version a worker served before an update)."""
+    return {"type": "GAUGE", "key": key, "value": value, "tags": dict(labels)}
+
+
+def counter(key: str) -> dict:
+    """One more of the Seldon COUNTER `key`."""
+    return {"type": "COUNTER", "key": key, "value": 1}
 
 
 @dataclass

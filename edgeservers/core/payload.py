@@ -30,9 +30,11 @@ class Payload:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One request's result: the selected raw outputs, the post-processed answer when one applies, and whether
-    `confidence_threshold` found it uncertain (None when no threshold is set)."""
+    """One request's result: the selected raw outputs, the post-processed answer when one applies, whether
+    `confidence_threshold` found it uncertain (None when no threshold is set), and the model version that
+    answered, as Open Inference Protocol clients see it ("" when none)."""
 
     outputs: dict[str, np.ndarray]
     answer: Answer | None
     uncertain: bool | None
+    model_version: str = ""

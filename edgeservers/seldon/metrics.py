@@ -59,11 +59,6 @@ def hand_over(metrics: list[dict], method: str = "predict") -> None:
         store.update(metrics, method)
 
 
-def count(key: str) -> None:
-    """Add 1 to the counter `key` at once (from a background thread: no response carries it)."""
-    hand_over([{"type": "COUNTER", "key": key, "value": 1}])
-
-
 def install() -> None:
     _keep_each_process_store()
     _skip_empty_updates()
