@@ -43,7 +43,7 @@ server's Settings (edgeservers/settings.py); a test checks this table against it
 lists the names the server knows (model_uri is not among them: the operator sets it to /mnt/models).
 */}}
 {{- define "edge-model.parameters" -}}
-{{- $types := dict "top_k" "INT" "num_threads" "INT" "pool_size" "INT" "max_detections" "INT" "min_region_area" "INT" "confidence_threshold" "FLOAT" "metrics_interval" "FLOAT" "score_threshold" "FLOAT" "nms_iou_threshold" "FLOAT" "mask_threshold" "FLOAT" "return_mask" "BOOL" "grpc_reflection" "BOOL" "reduced_decode" "BOOL" "max_request_bytes" "INT" "max_image_pixels" "INT" "max_connections" "INT" "header_timeout" "FLOAT" "body_timeout" "FLOAT" "graceful_timeout" "FLOAT" "uncertain_queue_size" "INT" "max_response_bytes" "INT" "image_store_timeout" "FLOAT" "max_event_records" "INT" -}}
+{{- $types := dict "top_k" "INT" "num_threads" "INT" "pool_size" "INT" "max_detections" "INT" "min_region_area" "INT" "confidence_threshold" "FLOAT" "metrics_interval" "FLOAT" "model_poll_interval" "FLOAT" "score_threshold" "FLOAT" "nms_iou_threshold" "FLOAT" "mask_threshold" "FLOAT" "return_mask" "BOOL" "grpc_reflection" "BOOL" "reduced_decode" "BOOL" "max_request_bytes" "INT" "max_image_pixels" "INT" "max_connections" "INT" "header_timeout" "FLOAT" "body_timeout" "FLOAT" "graceful_timeout" "FLOAT" "uncertain_queue_size" "INT" "max_response_bytes" "INT" "image_store_timeout" "FLOAT" "max_event_records" "INT" -}}
 {{- range $name := keys .Values.parameters | sortAlpha }}
 {{- $value := get $.Values.parameters $name }}
 {{- if and (not (kindIs "invalid" $value)) (ne (toString $value) "") }}
