@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,35 +23,23 @@ from typing import Any
 import pytest
 import requests
 from google.protobuf import json_format
-from model_variants import LABELS, MODEL_FILE, dead_classifier, swapped_classes
 from seldon_core.proto import prediction_pb2
 
 from conftest import IMAGES, MOBILENET_V1, ROOT, ModelServer, image_bytes, our_line
 from harness import tree_memory
 from services import Gate, S3Server, make_tar
+from updating import LABELS, MODEL_FILE, Load, dead_classifier, eventually, swapped_classes
 
 A = MODEL_FILE.read_bytes()
 B = swapped_classes("macaw", "goldfish")
 MACAW, GOLDFISH = "macaw", LABELS[2]  # parrot.jpg's answer from A, from B
 POLL = 0.25  # model_poll_interval here: seconds
-HANG_BOUND = 60  # "does not hang": far above poll interval + load time on a busy 2-core machine, never a timing claim
 PARROT = str(IMAGES / "parrot.jpg")
 BUCKET = "updates"
 
 
 def version_of(model: bytes) -> str:
     return hashlib.sha256(model).hexdigest()[:12]
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = HANG_BOUND) -> Any:
-    """The first truthy value of `check()`, polled until `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def top_label(server: Any) -> str:
@@ -96,8 +83,8 @@ def updating(load_server) -> Iterator[Callable[..., Any]]:
     """In-process servers with model_poll_interval=POLL and metrics of their own; their updaters stop at the end."""
     started: list[Any] = []
 
-    def start(**params: Any) -> Any:
-        server = load_server("TFLiteServer", own_metrics=True, model_poll_interval=POLL, **params)
+    def start(server_class: str = "TFLiteServer", **params: Any) -> Any:
+        server = load_server(server_class, own_metrics=True, model_poll_interval=POLL, **params)
         started.append(server)
         return server
 
@@ -109,10 +96,11 @@ def updating(load_server) -> Iterator[Callable[..., Any]]:
 # --- a local directory ---------------------------------------------------------------------------------------
 
 
-def test_a_local_model_replaced_by_rename_serves_in_place(updating, tmp_path):
+@pytest.mark.parametrize("server_class", ["TFLiteServer", "OpenVINOServer"])
+def test_a_local_model_replaced_by_rename_serves_in_place(updating, tmp_path, server_class):
     """The file's inode, size and mtime change; its sha256 names the version everywhere the server reports it."""
     directory = model_dir(tmp_path / "model")
-    server = updating(model_uri=str(directory))
+    server = updating(server_class, model_uri=str(directory))
     assert top_label(server) == MACAW
     custom = server.get("/api/v1.0/metadata").json()["custom"]
     assert (custom["model_version"], custom["model_source"]) == (version_of(A), "local")
@@ -219,7 +207,6 @@ def test_a_download_cut_by_the_link_is_resumed_at_the_next_look(updating, s3_ser
 
 
 KEY = "mobilenet/model.tar.gz"
-CLIENTS = 8
 
 
 def model_tar(model: bytes) -> bytes:
@@ -227,53 +214,6 @@ def model_tar(model: bytes) -> bytes:
     return make_tar(
         [("mobilenet_v2.tflite", model), ("labels.txt", (MODEL_FILE.parent / "labels.txt").read_bytes())], "w:gz"
     )
-
-
-class Load:
-    """CLIENTS threads predicting parrot.jpg over REST as fast as the server answers; every answer kept as
-    (started, ended, status, top label or the body)."""
-
-    def __init__(self, server: ModelServer):
-        self.server = server
-        self.answers: list[tuple[float, float, int, str]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(CLIENTS)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(HANG_BOUND)
-
-    def _client(self) -> None:
-        body = {"binData": base64.b64encode(image_bytes("parrot.jpg")).decode()}
-        with requests.Session() as session:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                try:
-                    response = session.post(self.server.url + "/api/v1.0/predictions", json=body, timeout=HANG_BOUND)
-                    status = response.status_code
-                    said = response.json()["jsonData"][0]["label"] if status == 200 else response.text[:300]
-                except requests.RequestException as e:
-                    status, said = 0, str(e)
-                self.answers.append((started, time.monotonic(), status, said))
-
-    def first(self, label: str, since: float) -> float:
-        """When the first answer `label` to a request started after `since` came back."""
-
-        def found() -> float | None:
-            ends = [end for start, end, status, said in list(self.answers) if start > since and said == label]
-            return min(ends) if ends else None
-
-        return eventually(found, f"{label} answered after {since}")
-
-    def only(self, label: str, since: float, until: float) -> Counter:
-        """The answers to requests started between `since` and `until` (they must all be `label`)."""
-        return Counter(said for start, _, _, said in list(self.answers) if since < start < until)
 
 
 def test_an_object_replaced_under_load_swaps_without_a_failed_request(start_server, s3_server: S3Server, tmp_path):
@@ -290,7 +230,7 @@ def test_an_object_replaced_under_load_swaps_without_a_failed_request(start_serv
         model_poll_interval=POLL,
     )
     half = A[: len(A) // 2]  # an upload cut half-way
-    with Load(server) as load:
+    with Load(server.url + "/api/v1.0/predictions") as load:
         load.first(MACAW, 0.0)
         time.sleep(1.0)  # every client has been answered a few times: the steady state
         before = tree_memory(server.proc.pid)["pss_mb"]
@@ -302,12 +242,12 @@ def test_an_object_replaced_under_load_swaps_without_a_failed_request(start_serv
             if label is None:  # refused: counted once, B keeps serving
                 eventually(lambda: failures(server.prometheus()) == 1, "the corrupt model refused")
                 time.sleep(4 * POLL)
-                assert set(load.only(GOLDFISH, put, time.monotonic())) == {GOLDFISH}
+                assert set(load.said(put, time.monotonic())) == {GOLDFISH}
                 continue
             answered = load.first(label, put)
             changed.append(answered - put)
             time.sleep(2 * POLL)  # no request started after the new answer came back gets the old one
-            assert set(load.only(label, answered, time.monotonic())) == {label}
+            assert set(load.said(answered, time.monotonic())) == {label}
         time.sleep(1.0)  # the last old pool released (its requests have ended)
         after = tree_memory(server.proc.pid)["pss_mb"]
 
