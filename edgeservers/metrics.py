@@ -74,6 +74,12 @@ class MetricsBatch:
         with self._lock:
             self._pending.extend(request.as_seldon())
 
+    def extend(self, metrics: Sequence[dict]) -> None:
+        """Hand `metrics` over with the next batch, after what is pending (e.g. gauges that supersede info not yet
+        handed over)."""
+        with self._lock:
+            self._pending.extend(metrics)
+
     def due(self) -> list[dict]:
         """The metrics to hand over now: all gathered since the last hand-over, once `interval` has passed."""
         now = time.monotonic()

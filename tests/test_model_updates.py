@@ -242,14 +242,14 @@ def test_an_object_replaced_under_load_swaps_without_a_failed_request(start_serv
             if label is None:  # refused: counted once, B keeps serving
                 eventually(lambda: failures(server.prometheus()) == 1, "the corrupt model refused")
                 time.sleep(4 * POLL)
-                assert set(load.said(put, time.monotonic())) == {GOLDFISH}
+                assert set(said := said_since(load, put)) == {GOLDFISH}, said
                 continue
             answered = load.first(label, put)
             changed.append(answered - put)
-            time.sleep(2 * POLL)  # no request started after the new answer came back gets the old one
-            assert set(load.said(answered, time.monotonic())) == {label}
-        time.sleep(1.0)  # the last old pool released (its requests have ended)
-        after = tree_memory(server.proc.pid)["pss_mb"]
+            time.sleep(2 * POLL)
+            said = said_since(load, answered)
+            assert set(said) == {label}, said  # no request started after the new answer got the old version
+        after = tree_memory(server.proc.pid)["pss_mb"]  # the old pools released: their requests have ended
 
     statuses = Counter(status for _, _, status, _ in load.answers)
     assert set(statuses) == {200}, [a for a in load.answers if a[2] != 200][:5]
@@ -261,6 +261,13 @@ def test_an_object_replaced_under_load_swaps_without_a_failed_request(start_serv
         f"\n{len(load.answers)} answers, all 200; new answers {[round(c, 2) for c in changed]} s after each put; "
         f"PSS {before} -> {after} MB"
     )
+
+
+def said_since(load: Load, moment: float) -> Counter:
+    """What the requests started between `moment` and now were answered, once all of them have been."""
+    now = time.monotonic()
+    eventually(lambda: load.settled(now), "every request in flight answered")
+    return load.said(moment, now)
 
 
 def version_of_tar(model: bytes) -> str:

@@ -92,6 +92,7 @@ class Load:
     def __init__(self, url: str, clients: int = CLIENTS):
         self.url = url
         self.answers: list[tuple[float, float, int, str]] = []
+        self._running: dict[int, float] = {}  # client thread -> when its request in flight started
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
 
@@ -109,7 +110,7 @@ class Load:
         body = {"binData": base64.b64encode(PARROT).decode()}
         with requests.Session() as session:
             while not self._stop.is_set():
-                started = time.monotonic()
+                started = self._running[threading.get_ident()] = time.monotonic()
                 try:
                     response = session.post(self.url, json=body, timeout=HANG_BOUND)
                     status = response.status_code
@@ -126,6 +127,10 @@ class Load:
             return min(ends) if ends else None
 
         return eventually(found, f"{label} answered after {since}")
+
+    def settled(self, moment: float) -> bool:
+        """Whether every request started before `moment` has been answered."""
+        return all(started > moment for started in list(self._running.values()))
 
     def said(self, since: float, until: float) -> Counter:
         """What the requests started between `since` and `until` were answered."""

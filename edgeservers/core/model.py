@@ -249,8 +249,13 @@ class EdgeModel:
         return self._with_pool(replace(version, directory=candidate.path if candidate.owned else None))
 
     def swap(self, version: ModelVersion) -> ModelVersion:
-        """Serve `version` to new requests from now on (requests in flight finish on theirs); the old one back."""
+        """Serve `version` to new requests from now on (requests in flight finish on theirs); the old one back.
+        Its gauges go to the server at once, and with the next batch too, after the old version's info gauges
+        that may still wait there."""
         old, self._version = self._version, version
+        gauges = [*old.info_metrics(serving=False), *version.info_metrics()]
+        self.hand_over(gauges)
+        self.metrics_batch.extend(gauges)
         return old
 
     def release_inspected(self) -> None:

@@ -222,7 +222,7 @@ class Updatable(Protocol):
 
 class ModelUpdater:
     """The thread of one serving process that looks at `source` every `interval` seconds and updates `model`;
-    `hand_over` gives metrics to the server at once (the failure counter, the model_info gauge)."""
+    `hand_over` gives metrics to the server at once (the failure counter)."""
 
     def __init__(self, source: ModelSource, model: Updatable, interval: float, hand_over: Callable[[list[dict]], None]):
         self.source = source
@@ -266,7 +266,7 @@ class ModelUpdater:
         started = time.monotonic()
         try:
             candidate = self.source.fetch()
-        except storage.StorageError as e:
+        except (storage.StorageError, OSError) as e:
             if seen != self._incomplete:  # resumed at the next look: counted once
                 self._incomplete = seen
                 self._failed(live, f"cannot fetch it: {e} (tried again at the next look)")
@@ -276,10 +276,11 @@ class ModelUpdater:
             return False
         try:
             version = self.model.prepare_update(candidate)
-        except ModelLoadError as e:
+        except Exception as e:  # ModelLoadError, and whatever else the new files make the runtime raise
             candidate.discard()
             self._refused = seen
-            self._failed(live, f"version {candidate.version or '?'}: {e}")
+            why = str(e) if isinstance(e, ModelLoadError) else f"{type(e).__name__}: {e}"
+            self._failed(live, f"version {candidate.version or '?'}: {why}")
             return False
         loaded = time.monotonic() - started
         released = self._swap(version)
@@ -292,8 +293,7 @@ class ModelUpdater:
             loaded,
         )
         self._incomplete = None
-        del version  # this thread's reference: the old version's requests are the last to hold it
-        if not released.wait(1.0):
+        if not released.wait(1.0):  # the requests still on the old version are the last to hold it
             gc.collect()  # in case the old pool sits in a reference cycle
             if not released.wait(RELEASE_WAIT):
                 log.warning("model update: requests still run on version %s after %.0f s", live, RELEASE_WAIT)
@@ -304,7 +304,6 @@ class ModelUpdater:
     def _swap(self, version: ModelVersion) -> threading.Event:
         """Serve `version`; the event is set once the old version's pool is gone (its copied files with it)."""
         old = self.model.swap(version)
-        self.hand_over([*old.info_metrics(serving=False), *version.info_metrics()])
         released = threading.Event()
         weakref.finalize(old.runtime, _released, old.directory, released)
         return released
