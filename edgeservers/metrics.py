@@ -74,11 +74,12 @@ class MetricsBatch:
         with self._lock:
             self._pending.extend(request.as_seldon())
 
-    def extend(self, metrics: Sequence[dict]) -> None:
-        """Hand `metrics` over with the next batch, after what is pending (e.g. gauges that supersede info not yet
-        handed over)."""
+    def withdraw(self, key: str) -> None:
+        """Drop the pending metrics of `key`: info gauges that no longer hold before they were handed over (a
+        gauge of 0 cannot travel in a response instead: a gRPC response's metrics lose a value of 0, and Seldon
+        fails reading them)."""
         with self._lock:
-            self._pending.extend(metrics)
+            self._pending = [m for m in self._pending if m["key"] != key]
 
     def due(self) -> list[dict]:
         """The metrics to hand over now: all gathered since the last hand-over, once `interval` has passed."""

@@ -23,7 +23,7 @@ import numpy as np
 from ..data_loop.image_store import ImageStore, ObjectRef, parse_store
 from ..data_loop.uncertain import UncertainUploader
 from ..errors import BadRequest, EdgeError, ModelLoadError, Unavailable
-from ..metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics, counter
+from ..metrics import INFERENCE, MODEL_INFO, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics, counter
 from ..process_tuning import adaptive_concurrency, available_cpus
 from ..runtimes.base import ModelRuntime, ModelSignature, TensorSpec, select
 from ..settings import Settings
@@ -250,12 +250,10 @@ class EdgeModel:
 
     def swap(self, version: ModelVersion) -> ModelVersion:
         """Serve `version` to new requests from now on (requests in flight finish on theirs); the old one back.
-        Its gauges go to the server at once, and with the next batch too, after the old version's info gauges
-        that may still wait there."""
+        The model_info gauges go to the server at once (the old version's, if still waiting, never)."""
         old, self._version = self._version, version
-        gauges = [*old.info_metrics(serving=False), *version.info_metrics()]
-        self.hand_over(gauges)
-        self.metrics_batch.extend(gauges)
+        self.metrics_batch.withdraw(MODEL_INFO)
+        self.hand_over([*old.info_metrics(serving=False), *version.info_metrics()])
         return old
 
     def release_inspected(self) -> None:
