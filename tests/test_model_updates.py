@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from seldon_core.proto import prediction_pb2
 from conftest import IMAGES, MOBILENET_V1, ROOT, ModelServer, image_bytes, our_line
 from harness import tree_memory
 from services import Gate, S3Server, make_tar
-from updating import LABELS, MODEL_FILE, Load, dead_classifier, eventually, swapped_classes
+from updating import HANG_BOUND, LABELS, MODEL_FILE, Load, dead_classifier, eventually, swapped_classes
 
 A = MODEL_FILE.read_bytes()
 B = swapped_classes("macaw", "goldfish")
@@ -149,16 +150,32 @@ def test_updates_the_server_cannot_serve_are_refused_once_and_the_old_model_serv
 
 def test_every_serving_process_swaps(start_server, tmp_path):
     """Two REST workers and a gRPC worker: each process looks at the directory and swaps on its own; v1 REST and
-    gRPC, the Open Inference Protocol and every worker's model_info gauge say B."""
+    gRPC (every gRPC request answered through the swap), the Open Inference Protocol and every worker's
+    model_info gauge say B."""
     directory = model_dir(tmp_path / "model")
     server = start_server(
         "TFLiteServer",
         env={"GUNICORN_WORKERS": "2", "GRPC_WORKERS": "1"},
         model_uri=str(directory),
         model_poll_interval=POLL,
+        metrics_interval=0.0,  # every answer hands its metrics over: whatever the swap leaves there travels too
     )
+    grpc_labels: list[str] = []
+    stop = threading.Event()
+
+    def grpc_client() -> None:
+        while not stop.is_set():
+            grpc_labels.append(_grpc_label(server))  # an error ends the thread, and the check below fails
+
+    client = threading.Thread(target=grpc_client, daemon=True)
+    client.start()
+    eventually(lambda: grpc_labels, "a gRPC answer")
     put_model(directory, B)
-    eventually(lambda: _grpc_label(server) == GOLDFISH, "B serves gRPC")
+    eventually(lambda: grpc_labels[-1] == GOLDFISH or not client.is_alive(), "B serves gRPC")
+    time.sleep(4 * POLL)
+    stop.set()
+    client.join(HANG_BOUND)
+    assert set(grpc_labels) == {MACAW, GOLDFISH} and grpc_labels[-1] == GOLDFISH, Counter(grpc_labels)
     eventually(lambda: all(top_label(server) == GOLDFISH for _ in range(8)), "B serves every REST worker")
 
     def serving() -> dict[str, str]:
