@@ -19,11 +19,19 @@ INFERENCE = "edgeservers_inference_seconds"
 POSTPROCESS = "edgeservers_postprocess_seconds"
 UNCERTAIN = "edgeservers_uncertain_predictions_total"
 DELEGATE_INFO = "edgeservers_delegate_info"
+MODEL_INFO = "edgeservers_model_info"
+UPDATE_FAILURES = "edgeservers_model_update_failures_total"
 
 
-def info_gauge(key: str, labels: Mapping[str, str]) -> dict:
-    """A Seldon GAUGE of value 1 whose labels carry the facts (Prometheus' info-metric convention)."""
-    return {"type": "GAUGE", "key": key, "value": 1, "tags": dict(labels)}
+def info_gauge(key: str, labels: Mapping[str, str], value: int = 1) -> dict:
+    """A Seldon GAUGE whose labels carry the facts (Prometheus' info-metric convention): 1 while they hold, 0 for
+    facts that no longer do (the version a worker served before an update)."""
+    return {"type": "GAUGE", "key": key, "value": value, "tags": dict(labels)}
+
+
+def counter(key: str) -> dict:
+    """One more of the Seldon COUNTER `key`."""
+    return {"type": "COUNTER", "key": key, "value": 1}
 
 
 @dataclass
@@ -71,6 +79,13 @@ class MetricsBatch:
     def add(self, request: RequestMetrics) -> None:
         with self._lock:
             self._pending.extend(request.as_seldon())
+
+    def withdraw(self, key: str) -> None:
+        """Drop the pending metrics of `key`: info gauges that no longer hold before they were handed over (a
+        gauge of 0 cannot travel in a response instead: a gRPC response's metrics lose a value of 0, and Seldon
+        fails reading them)."""
+        with self._lock:
+            self._pending = [m for m in self._pending if m["key"] != key]
 
     def due(self) -> list[dict]:
         """The metrics to hand over now: all gathered since the last hand-over, once `interval` has passed."""

@@ -3,6 +3,7 @@ run at once by default, and glibc's malloc thresholds (docs/architecture.md says
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
@@ -71,3 +72,10 @@ def tuned_malloc() -> bool:
         )
     except (OSError, AttributeError):  # not glibc (musl has no mallopt of this kind)
         return False
+
+
+def return_free_memory() -> None:
+    """Give the memory malloc holds free back to the system (glibc's malloc_trim): once an in-place model update
+    has released the old version's pool, whose buffers below MMAP_THRESHOLD came from the arenas' heaps."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(None).malloc_trim(0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ModelLoadError
+from .storage import is_remote
 
 POSTPROCESSORS = ("auto", "none", "classification", "detection", "segmentation")
 INPUT_SCALES = ("auto", "0..1", "-1..1", "0..255", "mean_std")
@@ -50,6 +51,10 @@ class Settings:
     model_uri: str
     # Node-local model cache for a remote model_uri (storage-initializer/README.md); "": none
     model_cache_dir: str = field(default_factory=lambda: os.environ.get("STORAGE_CACHE_DIR", "").strip())
+    # In-place updates (core/updates.py): seconds between looks at model_uri (0: never), and a known input every
+    # new version must answer before it serves (an image, or tensors in .npy / .npz)
+    model_poll_interval: float = 0.0
+    model_check_input: str = ""
     # Open Inference Protocol (V2): the name (default: the model file's stem) and optional version clients use
     model_name: str = ""
     model_version: str = ""
@@ -232,6 +237,16 @@ class Settings:
             raise ModelLoadError(
                 f"parameter bind_address={self.bind_address!r}: expected an IP address, e.g. 0.0.0.0 (all), 127.0.0.1 or ::"
             ) from None
+        if self.model_poll_interval < 0:
+            raise ModelLoadError(
+                f"parameter model_poll_interval={self.model_poll_interval}: expected seconds >= 0 (0: no updates)"
+            )
+        if self.model_poll_interval and is_remote(self.model_uri) and not self.model_cache_dir:
+            raise ModelLoadError(
+                f"parameter model_poll_interval={self.model_poll_interval:g} with a remote model_uri needs the "
+                "node's model cache, through which updates are checked and fetched: set model_cache_dir (or the "
+                "environment variable STORAGE_CACHE_DIR)"
+            )
         if self.metrics_interval < 0:
             raise ModelLoadError(f"parameter metrics_interval={self.metrics_interval}: expected seconds >= 0")
         for name in ("score_threshold", "nms_iou_threshold", "mask_threshold"):

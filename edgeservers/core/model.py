@@ -3,7 +3,9 @@ outputs -> post-processing, for Seldon's v1 protocol and the Open Inference Prot
 
 `EdgeModel(...)` runs once in the server's main process, before any worker is forked: it checks every
 parameter and reads the model's signature, so that a model that cannot load stops the process with one
-line. `load()` runs in each process that serves and creates its pool of inference slots.
+line. `load()` runs in each process that serves and creates its pool of inference slots. What belongs to the
+model's files (the pool, the labels' post-processing, where they came from) is a ModelVersion, which an in-place
+update (core/updates.py) replaces while the server runs; the signature, and everything built from it, stays.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,15 +23,18 @@ import numpy as np
 from ..data_loop.escalation import AT_EDGE, Escalator
 from ..data_loop.image_store import ImageStore, ObjectRef, parse_store
 from ..data_loop.spool import uncertain_sender
-from ..errors import BadRequest, ModelLoadError, Unavailable
-from ..metrics import INFERENCE, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics
+from ..errors import BadRequest, EdgeError, ModelLoadError, Unavailable
+from ..metrics import INFERENCE, MODEL_INFO, POSTPROCESS, PREPROCESS, MetricsBatch, RequestMetrics, counter
 from ..process_tuning import adaptive_concurrency, available_cpus
 from ..runtimes.base import ModelRuntime, ModelSignature, TensorSpec, select
 from ..settings import Settings
 from . import postprocess, uncertainty
+from .check_input import read_check_input
 from .images import ImagePreprocessor, check_opencv_cap, decode_image
 from .modelfiles import find_model, local_model_dir, model_provenance, read_labels
 from .payload import IMAGE, NAMED, Payload, Prediction
+from .updates import Candidate, ModelUpdater, model_source, signature_change
+from .version import ModelVersion
 
 
 class EdgeModel:
@@ -35,7 +42,7 @@ class EdgeModel:
 
     `runtime_class` is the runtime behind the seam (edgeservers/runtimes/base.py); `concurrent_requests` how
     many requests the serving process may run at once (the defaults of pool_size and num_threads follow);
-    `count` adds 1 to a counter of the server's metrics at once, for what happens off any request (uploads);
+    `hand_over` gives metrics to the server's at once, for what happens off any request (uploads, updates);
     `server` names the server in messages (TFLiteServer, OpenVINOServer).
     """
 
@@ -44,7 +51,7 @@ class EdgeModel:
         runtime_class: type[ModelRuntime[Any]],
         parameters: Mapping[str, Any],
         concurrent_requests: int,
-        count: Callable[[str], None],
+        hand_over: Callable[[list[dict]], None],
         server: str,
     ):
         self.runtime_class = runtime_class
@@ -59,29 +66,38 @@ class EdgeModel:
             )
         check_opencv_cap(settings.max_image_pixels)
         self.options = runtime_class.options_class.from_settings(settings)
+        self.hand_over = hand_over
         model_dir = local_model_dir(settings.model_uri, settings.model_cache_dir)
-        self.model_path = find_model(model_dir, runtime_class.model_suffixes)
-        self.provenance = model_provenance(model_dir)
-        inputs, outputs = runtime_class.inspect(self.model_path, self.options)
-        self.precision = runtime_class.precision(self.model_path, self.options)
+        model_path = find_model(model_dir, runtime_class.model_suffixes)
+        self.update_source = model_source(settings, model_dir, runtime_class.model_suffixes)
+        inputs, outputs = runtime_class.inspect(model_path, self.options)
         self.signature = ModelSignature(
             inputs=select(inputs, settings.input_names, "input"),
             outputs=select(outputs, settings.output_names, "output"),
         )
-        self.labels = read_labels(self.model_path, settings.labels)
+        labels = read_labels(model_path, settings.labels)
         self.image, self.not_image = self._image_preprocessor()
-        self.postprocess_kind = postprocess.resolve(settings.postprocess, self.signature.outputs, self.labels)
+        self.postprocess_kind = postprocess.resolve(settings.postprocess, self.signature.outputs, labels)
         if self.postprocess_kind in ("detection", "segmentation") and self.image is None:
             raise ModelLoadError(f"postprocess={self.postprocess_kind} needs an image input: {self.not_image}")
-        self._postprocessor = postprocess.build(self.postprocess_kind, self.signature.outputs, self.labels, settings)
+        provenance = self.update_source.baseline() if self.update_source else model_provenance(model_dir)
+        self._version = self._version_of(model_path, labels, provenance)
+        self.check_input = read_check_input(settings.model_check_input, model_path.parent, self.image is not None)
+        if self.check_input is not None:
+            try:
+                self._inputs(self.check_input.payload)
+            except EdgeError as e:
+                raise ModelLoadError(f"parameter model_check_input={settings.model_check_input!r}: {e}") from None
         self.image_store, uncertain_prefix = _object_stores(settings)
-        self.uncertain = uncertain_sender(uncertain_prefix, settings, count) if uncertain_prefix else None
+        self.uncertain = (
+            uncertain_sender(uncertain_prefix, settings, lambda key: hand_over([counter(key)]))
+            if uncertain_prefix
+            else None
+        )
         self.is_uncertain = uncertainty.criterion(settings, self.postprocess_kind)
         self.escalator = Escalator.from_settings(settings, self.postprocess_kind)
-        self.metrics_batch = MetricsBatch(
-            settings.metrics_interval, runtime_class.info_metrics(self.model_path, self.options)
-        )
-        self._runtime: ModelRuntime[Any] | None = None
+        self.metrics_batch = MetricsBatch(settings.metrics_interval, self._version.info_metrics())
+        self.updater: ModelUpdater | None = None  # started by load() when model_poll_interval is set
 
     def _image_preprocessor(self) -> tuple[ImagePreprocessor | None, str]:
         """The preprocessor for image payloads, or None and why the model cannot take images."""
@@ -93,7 +109,30 @@ class EdgeModel:
         except ModelLoadError as e:
             return None, str(e)
 
+    def _version_of(
+        self, model_path: Path, labels: Sequence[str] | None, provenance: Mapping[str, str]
+    ) -> ModelVersion:
+        """The model's files at `model_path` with the labels' post-processing, not yet loaded."""
+        runtime, options = self.runtime_class, self.options
+        return ModelVersion(
+            model_path,
+            dict(provenance),
+            labels,
+            postprocess.build(self.postprocess_kind, self.signature.outputs, labels, self.settings),
+            runtime.precision(model_path, options),
+            runtime.report(model_path, options),
+            runtime.info_metrics(model_path, options),
+        )
+
     # --- what it is
+
+    @property
+    def model_path(self) -> Path:
+        return self._version.model_path
+
+    @property
+    def labels(self) -> Sequence[str] | None:
+        return self._version.labels
 
     @property
     def file_name(self) -> str:
@@ -107,12 +146,19 @@ class EdgeModel:
 
     @property
     def version(self) -> str:
-        return self.settings.model_version
+        """The version Open Inference Protocol clients see: model_version when set, else that of the model's files
+        serving (their sha256 prefix), else none."""
+        return self.settings.model_version or self._version.version
+
+    @property
+    def live(self) -> ModelVersion:
+        """The version of the model's files that new requests get."""
+        return self._version
 
     @property
     def has_answer(self) -> bool:
         """Whether a post-processing turns outputs into an answer (labels, boxes, regions)."""
-        return self._postprocessor is not None
+        return self.postprocess_kind != "none"
 
     @property
     def input_elements(self) -> int | None:
@@ -123,19 +169,19 @@ class EdgeModel:
 
     @property
     def loaded(self) -> bool:
-        return self._runtime is not None
+        return self._version.runtime is not None
 
     def describe(self) -> dict[str, str]:
         """How the model runs, as strings (metadata's `custom`)."""
         return {
             "postprocess": self.postprocess_kind,
-            "inference_precision": self.precision,
+            "inference_precision": self._version.precision,
             "image_input": "yes" if self.image else f"no: {self.not_image}",
             "pool_size": str(self.settings.pool_size),
             "num_threads": str(self.settings.num_threads),
             "slot_threads": ",".join(map(str, self.runtime_class.slot_threads(self.options, self.cpus))),
-            **self.provenance,
-            **self.runtime_class.report(self.model_path, self.options),
+            **self._version.provenance,
+            **self._version.report,
         }
 
     def tags(self, prediction: Prediction | None = None) -> dict[str, Any]:
@@ -155,11 +201,65 @@ class EdgeModel:
 
     def load(self) -> None:
         """Create this process's inference pool and run one inference, so the first request is not the slow
-        one (a ModelLoadError when that fails); start its upload thread."""
-        self._runtime = self.runtime_class(self.model_path, self.options, self.signature, self.cpus)
-        self._runtime.infer(self._zeros())
+        one, and model_check_input (a ModelLoadError when either fails); start its upload and update threads."""
+        self._version = self._with_pool(self._version)
         if self.uncertain is not None:
             self.uncertain.start()
+        if self.update_source is not None:
+            self.updater = ModelUpdater(
+                self.update_source, self, self.settings.model_poll_interval, self.hand_over
+            ).start()
+
+    def _with_pool(self, version: ModelVersion) -> ModelVersion:
+        """`version` with its pool, which has run the warm-up inference and model_check_input."""
+        try:
+            version = replace(
+                version, runtime=self.runtime_class(version.model_path, self.options, self.signature, self.cpus)
+            )
+            version.infer(self._zeros())
+            if self.check_input is not None:
+                inputs, image_size = self._inputs(self.check_input.payload)
+                outputs = version.infer(inputs)
+                answer = None
+                if self.check_input.payload.form == IMAGE and version.postprocessor is not None:
+                    answer = version.postprocessor(outputs, image_size)
+                self.check_input.verify(self.signature, outputs, answer)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # the runtime's own errors (RuntimeError, ValueError, MemoryError, ...)
+            raise ModelLoadError(f"{version.model_path.name} failed its first inference: {e}") from None
+        return version
+
+    # --- in-place updates (core/updates.py calls these from its thread)
+
+    def prepare_update(self, candidate: Candidate) -> ModelVersion:
+        """The new version's files loaded beside the version serving and ready to serve, or a ModelLoadError
+        saying why they cannot: its tensors must be those the server was built for (the pre- and post-processing,
+        metadata and limits follow them); its labels may change."""
+        model_path = find_model(candidate.path, self.runtime_class.model_suffixes)
+        inputs, outputs = self.runtime_class.inspect(model_path, self.options)
+        signature = ModelSignature(
+            inputs=select(inputs, self.settings.input_names, "input"),
+            outputs=select(outputs, self.settings.output_names, "output"),
+        )
+        if signature != self.signature:
+            raise ModelLoadError(signature_change(self.signature, signature))
+        labels = read_labels(model_path, self.settings.labels)
+        kind = postprocess.resolve(self.settings.postprocess, signature.outputs, labels)
+        if kind != self.postprocess_kind:
+            raise ModelLoadError(
+                f"postprocess=auto would be {kind} for it, not {self.postprocess_kind}: labels changed"
+            )
+        version = self._version_of(model_path, labels, candidate.provenance)
+        return self._with_pool(replace(version, directory=candidate.path if candidate.owned else None))
+
+    def swap(self, version: ModelVersion) -> ModelVersion:
+        """Serve `version` to new requests from now on (requests in flight finish on theirs); the old one back.
+        The model_info gauges go to the server at once (the old version's, if still waiting, never)."""
+        old, self._version = self._version, version
+        self.metrics_batch.withdraw(MODEL_INFO)
+        self.hand_over([*old.info_metrics(serving=False), *version.info_metrics()])
+        return old
 
     def release_inspected(self) -> None:
         """This process will not load the model (a REST arbiter, whose workers load their own)."""
@@ -167,13 +267,13 @@ class EdgeModel:
 
     def health(self) -> dict[str, Any]:
         """Healthy only if a real inference runs (on zeros of each input's shape and dtype)."""
-        runtime = self._loaded()
+        version = self._serving()
         start = time.perf_counter()
-        runtime.infer(self._zeros())
+        version.infer(self._zeros())
         return {
             "status": "ok",
-            "model": self.file_name,
-            "runtime": runtime.name,
+            "model": version.model_path.stem,
+            "runtime": self.runtime_class.name,
             "inference_ms": round((time.perf_counter() - start) * 1000.0, 3),
         }
 
@@ -183,15 +283,15 @@ class EdgeModel:
         """payload -> tensors -> runtime -> outputs -> post-processing; records `metrics` and sends an
         uncertain image home when uncertain_store is set (`image_uri`: where it came from, if fetched) and asks the
         bigger model when escalate_url is set."""
-        runtime = self._loaded()
+        version = self._serving()  # this request's, to the end, even when an update swaps the model meanwhile
         with metrics.timed(PREPROCESS):
             inputs, image_size = self._inputs(payload)
         with metrics.timed(INFERENCE):
-            outputs = runtime.infer(inputs)
+            outputs = version.infer(inputs)
         answer = None
-        if wants_answer and self._postprocessor is not None:
+        if wants_answer and version.postprocessor is not None:
             with metrics.timed(POSTPROCESS):
-                answer = self._postprocessor(outputs, image_size)
+                answer = version.postprocessor(outputs, image_size)
         uncertain = None
         if self.is_uncertain is not None:
             uncertain = answer is not None and self.is_uncertain(answer)
@@ -204,7 +304,7 @@ class EdgeModel:
         self.metrics_batch.add(metrics)
         if uncertain and self.uncertain is not None and payload.form == IMAGE:
             self._send_home(payload, edge_answer, image_uri, answer if answer is not edge_answer else None)
-        return Prediction(outputs, answer, uncertain, escalation)
+        return Prediction(outputs, answer, uncertain, escalation, self.settings.model_version or version.version)
 
     def _send_home(
         self,
@@ -229,10 +329,11 @@ class EdgeModel:
         }
         self.uncertain.submit(payload.image, sidecar)
 
-    def _loaded(self) -> ModelRuntime[Any]:
-        if self._runtime is None:
+    def _serving(self) -> ModelVersion:
+        version = self._version
+        if version.runtime is None:
             raise Unavailable("the model is not loaded yet in this worker: retry shortly")
-        return self._runtime
+        return version
 
     def _zeros(self) -> dict[str, np.ndarray]:
         return {s.name: np.zeros([max(d, 1) for d in s.shape], s.dtype) for s in self.signature.inputs}

@@ -33,12 +33,14 @@ class Payload:
 class Prediction:
     """One request's result: the selected raw outputs; the answer returned (post-processed, or a bigger model's
     when an uncertain answer was escalated); whether `confidence_threshold` found it uncertain (None when no
-    threshold is set); and, with escalate_url, who answered (None for payloads that are not images)."""
+    threshold is set); with escalate_url, who answered (None for payloads that are not images); and the model
+    version that answered, as Open Inference Protocol clients see it ("" when none)."""
 
     outputs: dict[str, np.ndarray]
     answer: Answer | None
     uncertain: bool | None
     escalation: Escalation | None = None
+    model_version: str = ""
 
     def report(self) -> dict[str, Any]:
         """What the answer says of itself beyond the model: uncertain, answered_by, edge_answer, escalation_error."""

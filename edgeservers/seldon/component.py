@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Any, ClassVar, NoReturn
 
+from flask import Blueprint, Response, jsonify, request
+from seldon_core import seldon_methods
 from seldon_core.user_model import SeldonComponent
 
 from ..core.model import EdgeModel
@@ -25,7 +27,19 @@ from ..runtimes.base import ModelRuntime
 from ..settings import Settings
 from . import concurrent_requests, install, metrics, rest_app, supervisor
 from .grpc import add_services
+from .patches import relies_on
 from .rest_worker import RestOptions
+
+relies_on(
+    "seldon_core.wrapper:get_rest_microservice",
+    "83ef203c4f7cfc96",
+    "serves GET /api/v1.0/metadata from the view named Metadata, with what init_metadata(user_model) gave once",
+)
+relies_on(
+    "seldon_core.seldon_methods:init_metadata",
+    "a11c6672e828f6bb",
+    "user_model.init_metadata() merged with MODEL_METADATA and validated; None when invalid",
+)
 
 
 def _stop(server: str, error: Exception, code: int) -> NoReturn:
@@ -45,7 +59,7 @@ class EdgeModelServer(SeldonComponent):
         super().__init__()
         try:
             self.model = EdgeModel(
-                self.runtime_class, parameters, concurrent_requests(), metrics.count, type(self).__name__
+                self.runtime_class, parameters, concurrent_requests(), metrics.hand_over, type(self).__name__
             )
         except ModelLoadError as e:
             _stop(type(self).__name__, e, code=1)
@@ -58,7 +72,7 @@ class EdgeModelServer(SeldonComponent):
         # The one blueprint the wrapper registers on its REST app, with the Open Inference Protocol's routes;
         # its gRPC service joins Seldon's on the gRPC port.
         oip = OipModel(self.model, metrics.hand_over)
-        self.model_error_handler = rest_app.rest_blueprint(oip_rest.routes(oip))
+        self.model_error_handler = rest_app.rest_blueprint(oip_rest.routes(oip), _live_metadata(self))
         add_services(oip_grpc.registrar(oip))
 
     @property
@@ -106,6 +120,21 @@ class EdgeModelServer(SeldonComponent):
     def metrics(self) -> list[dict]:
         """The request metrics due to hand over to Seldon (see MetricsBatch)."""
         return self.model.due_metrics()
+
+
+def _live_metadata(component: EdgeModelServer) -> Blueprint:
+    """/api/v1.0/metadata built at each request, as the wrapper builds it: the wrapper builds it once, with its app,
+    and an in-place update (model_poll_interval) may replace the model's files since."""
+    hook = Blueprint("edgeservers_metadata", __name__)
+
+    @hook.before_app_request
+    def metadata() -> Response | None:
+        if request.endpoint != "Metadata":
+            return None
+        meta = seldon_methods.init_metadata(component)
+        return None if meta is None else jsonify(meta)  # None: invalid metadata, which the wrapper answers itself
+
+    return hook
 
 
 def _rest_options(settings: Settings) -> RestOptions:

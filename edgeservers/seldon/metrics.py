@@ -59,11 +59,6 @@ def hand_over(metrics: list[dict], method: str = "predict") -> None:
         store.update(metrics, method)
 
 
-def count(key: str) -> None:
-    """Add 1 to the counter `key` at once (from a background thread: no response carries it)."""
-    hand_over([{"type": "COUNTER", "key": key, "value": 1}])
-
-
 def install() -> None:
     _keep_each_process_store()
     _skip_empty_updates()
@@ -119,7 +114,7 @@ def _skip_empty_updates() -> None:
     """The wrapper calls SeldonMetrics.update after every request, even with no metrics, and each call is
     four round trips to the Manager; with MetricsBatch most responses hand over nothing. One update at a time
     per process: each reads the worker's counts, adds to them and writes them back, so a background thread's
-    count (uploads, `count`) beside a request's hand-over would otherwise lose one of the two."""
+    count (uploads, through `hand_over`) beside a request's hand-over would otherwise lose one of the two."""
     update = SeldonMetrics.update
 
     @functools.wraps(update)

@@ -229,6 +229,13 @@ class ModelCache:
             return Check(CHANGED, "nothing cached yet")
         return core.probe(uri, known.source, self.limits)
 
+    def cached(self, uri: str) -> Manifest | None:
+        """The manifest of the entry for `uri`, None when nothing is cached for it."""
+        uri, _ = core.parse(uri, None)
+        key = cache_key(uri)
+        with self.lock(key):
+            return self.manifest(key)
+
     def fetch(self, uri: str, sha256: str | None = None) -> tuple[str, Manifest]:
         """The verified entry for `uri` (downloaded when missing, changed or corrupt; the cached copy when
         the source is unreachable): (the directory of its files, its manifest with `origin` set).

@@ -101,7 +101,7 @@ def test_a_hanging_image_store_answers_504_within_image_store_timeout(load_serve
         elapsed = time.monotonic() - start
     assert answer.status_code == 504, answer.text
     assert "image_store_timeout=1.5" in answer.json()["status"]["info"]
-    assert elapsed < 1.5 + 1.0, elapsed  # the deadline, not the client's own timeouts and retries
+    assert elapsed < 1.5 + 5.0, elapsed  # the deadline, not boto's own timeouts and retries (a minute or more)
 
 
 def test_shapes_beyond_any_tensor_and_bytes_nested_past_the_shape_answer_400(mobilenet_in_process):

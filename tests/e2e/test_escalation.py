@@ -28,6 +28,7 @@ BIG = "mobilenet_v2_1.0_224_quant"  # the bigger model's OIP name (its file's st
 SMALL = "mobilenet_v1_0.25_128_quant"
 UNSURE = ("cat.bmp", "bird.bmp")  # the small model's top scores: 0.32, 0.43
 SURE = "parrot.jpg"  # 0.83
+HANG_BOUND = 30.0  # s: "does not hang", far above escalate_timeout on a busy machine; never a timing claim
 
 
 @pytest.fixture(scope="module")
@@ -189,9 +190,9 @@ def test_an_uncertain_image_sent_home_carries_the_bigger_models_answer(load_serv
 
 
 def test_a_black_hole_costs_escalate_timeout_until_the_breaker_opens_then_nothing(load_server, big, alone):
-    """Behind a port that accepts and never answers: the edge answer within escalate_timeout + 0.5 s, twice; then
-    the breaker is open and answers come at the edge's own speed, no call tried; once the cool-down has passed and
-    the bigger model is reachable again, one trial call closes the breaker."""
+    """Behind a port that accepts and never answers: the edge answer once escalate_timeout has passed, twice; then
+    the breaker is open and answers come without a connection tried; once the cool-down has passed and the bigger
+    model is reachable again, one trial call closes the breaker."""
     gate = Gate(("127.0.0.1", big.http_port))
     gate.mode = "blackhole"
     edge = load_server(
@@ -205,19 +206,18 @@ def test_a_black_hole_costs_escalate_timeout_until_the_breaker_opens_then_nothin
         escalate_breaker_cooldown=2.0,
         metrics_interval=0.0,
     )
-    local = timed(alone, "cat.bmp")[0]
     for _ in range(2):
         seconds, reply = timed(edge, "cat.bmp")
-        assert seconds < 1.0 + 0.5, seconds
+        assert 1.0 <= seconds < HANG_BOUND, seconds  # waited escalate_timeout for the black hole, and no longer hangs
         assert reply["jsonData"] == alone.image("cat.bmp")["jsonData"]
         assert reply["meta"]["tags"]["answered_by"] == "edge"
         assert reply["meta"]["tags"]["escalation_error"] == "timeout: no answer within escalate_timeout=1 s"
-    opened = time.monotonic()
-    seconds, reply = timed(edge, "cat.bmp")
+    opened, tried = time.monotonic(), gate.accepted
+    reply = edge.image("cat.bmp")
     assert reply["meta"]["tags"]["escalation_error"].startswith(
         "breaker open: 2 escalations failed in a row; next try in"
     )
-    assert seconds < local + 0.5, (seconds, local)  # no call tried: nowhere near escalate_timeout
+    assert gate.accepted == tried  # no call tried
     metrics = edge.prometheus()
     assert counters(metrics, reason="timeout")["edgeservers_escalation_failures_total"] == 2
     assert counters(metrics)["edgeservers_escalations_skipped_total"] == 1

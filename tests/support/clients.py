@@ -89,13 +89,14 @@ class InProcessServer(Clients):
     as on the wire). Only gunicorn, grpc's transport and the processes are left out."""
 
     def __init__(self, server_class: str, metrics: Any, **params: Any):
-        from seldon_core.wrapper import SeldonModelGRPC, get_rest_microservice
+        from seldon_core import wrapper
 
         self.component = build_component(server_class, params)
         self.component.load()
         self.metrics = metrics
-        self.client = get_rest_microservice(self.component, metrics).test_client()
-        self.servicer = SeldonModelGRPC(self.component, metrics)
+        # looked up now, after the component's install() patched the wrapper (keeping this app's metrics store)
+        self.client = wrapper.get_rest_microservice(self.component, metrics).test_client()
+        self.servicer = wrapper.SeldonModelGRPC(self.component, metrics)
 
     def get(self, path: str) -> Reply:
         return Reply(self.client.get(path))

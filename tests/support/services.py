@@ -264,7 +264,8 @@ class Gate:
     make itself: `mode` "open" forwards, "blackhole" accepts connections and never answers (nor reads),
     "cut" forwards but closes the connection once the server has sent `cut_after` bytes on it (once:
     then it is "open" again). The first 2 KiB each client sent on a connection are kept in `requests`,
-    so a test can see a Range header; `bytes_to_clients` counts what the server sent through it."""
+    so a test can see a Range header; `bytes_to_clients` counts what the server sent through it, `accepted` the
+    connections clients made."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -272,6 +273,7 @@ class Gate:
         self.cut_after = 0
         self.requests: list[str] = []
         self.bytes_to_clients = 0
+        self.accepted = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._held: list[socket.socket] = []
         self._closed = False
@@ -306,6 +308,7 @@ class Gate:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            self.accepted += 1
             if self.mode == "blackhole":
                 self._held.append(client)  # open, silent: the client waits for its own timeout
                 continue

@@ -93,6 +93,7 @@ def registrar(model: OipModel) -> Callable[[grpc.Server], None]:
             platform=meta["platform"],
             inputs=[tensor(**t) for t in meta["inputs"]],
             outputs=[tensor(**t) for t in meta["outputs"]],
+            properties=meta.get("parameters", {}),
         )
 
     def model_infer(request: Any) -> Any:

@@ -39,7 +39,6 @@ class OipModel:
         self.hand_over = hand_over
         settings = model.settings
         self.name = model.name
-        self.version = model.version
         self.platform = model.runtime_class.name
         self.inputs: tuple[TensorSpec, ...] = model.signature.inputs
         self.outputs: tuple[TensorSpec, ...] = model.signature.outputs
@@ -47,8 +46,6 @@ class OipModel:
         self.image_input = model.image is not None
         self.has_answer = model.has_answer
         self.answer_for_tensors = settings.postprocess != "auto"
-        self.labels = model.labels
-        self.longest_label = max((len(label.encode()) for label in self.labels or ()), default=0)
         self.max_response_bytes = settings.max_response_bytes or max(
             settings.max_request_bytes, 2 * sum(json_size(spec) for spec in self.outputs)
         )
@@ -56,6 +53,19 @@ class OipModel:
         self.values_limit = json_limits.values_limit(model.input_elements)
 
     # --- identity, health, metadata
+
+    @property
+    def version(self) -> str:
+        """model_version, else the version of the model's files serving now (they may be updated in place)."""
+        return self.model.version
+
+    @property
+    def labels(self) -> Sequence[str] | None:
+        return self.model.labels
+
+    @property
+    def longest_label(self) -> int:
+        return max((len(label.encode()) for label in self.labels or ()), default=0)
 
     def check(self, name: str, version: str = "") -> None:
         if name != self.name:
@@ -82,6 +92,9 @@ class OipModel:
             "inputs": [spec.describe() for spec in self.inputs],
             "outputs": outputs,
         }
+        provenance = self.model.live.provenance
+        if provenance:  # its files' version (sha256 prefix), where they came from and when they were fetched
+            meta["parameters"] = dict(provenance)
         return meta
 
     # --- infer
@@ -153,7 +166,7 @@ class OipModel:
             for k, v in prediction.report().items()
         }
         self.hand_over(self.model.due_metrics())
-        return InferResponse(self.name, self.version, req.id, outputs, parameters)
+        return InferResponse(self.name, prediction.model_version, req.id, outputs, parameters)
 
     def _check_response_size(
         self, requested: Sequence[RequestedOutput], arrays: Mapping[str, np.ndarray], answer: int, binary: bool
