@@ -68,7 +68,7 @@ class EdgeModel:
             inputs=select(inputs, settings.input_names, "input"),
             outputs=select(outputs, settings.output_names, "output"),
         )
-        self.labels = read_labels(self.model_path, settings.labels)
+        self.labels = read_labels(self.model_path, settings.labels, settings.label_names)
         self.image, self.not_image = self._image_preprocessor()
         self.postprocess_kind = postprocess.resolve(settings.postprocess, self.signature.outputs, self.labels)
         if self.postprocess_kind in ("detection", "segmentation") and self.image is None:
