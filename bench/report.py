@@ -404,9 +404,13 @@ def write(report: dict[str, Any], out: Path, chart_png: bool = True, **kwargs: A
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Regenerate bench.md, or docs/benchmarks.md's generated tables, from bench.json")
+    parser = argparse.ArgumentParser(
+        description="Regenerate bench.md, or docs/benchmarks.md's generated tables, from bench.json"
+    )
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "bench.json")
-    parser.add_argument("--readme", type=Path, help="replace the generated Benchmarks tables in this doc (docs/benchmarks.md)")
+    parser.add_argument(
+        "--readme", type=Path, help="replace the generated Benchmarks tables in this doc (docs/benchmarks.md)"
+    )
     args = parser.parse_args(argv)
     report = json.loads(args.results.read_text())
     sizes_file = args.results.parent / "images.json"  # `make image-sizes` measures after the images are built
