@@ -38,7 +38,7 @@ serve: install
 	$(PY) -m edgeservers.local_serve $(DEMO_MODEL) postprocess=$(POSTPROCESS) $(PARAMS) \
 	  --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-## test: everything `make test` promises in the README (CI runs this through .ci/run)
+## test: every test, set-up included, and every example of README.md and docs/ (CI runs this through .ci/run)
 test: install $(TEST_DEPS)
 	$(PY) -m pytest -ra tests
 

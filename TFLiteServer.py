@@ -1,7 +1,7 @@
 """Seldon Core prepackaged server for TensorFlow Lite models.
 
 Run by Seldon's wrapper: `seldon-core-microservice TFLiteServer --service-type MODEL`, with the
-parameters (model_uri, ...) in PREDICTIVE_UNIT_PARAMETERS. See the README for every parameter.
+parameters (model_uri, ...) in PREDICTIVE_UNIT_PARAMETERS. docs/parameters.md lists every parameter.
 """
 
 from edgeservers.runtimes.tflite import TFLiteRuntime

@@ -279,7 +279,7 @@ README_CASES = ("invoke", "pipeline", "rest_image", "grpc_image", "grpc_tftensor
 
 
 def readme_block(report: dict[str, Any]) -> str:
-    """The README's Benchmarks tables: p50 per model and payload, the defaults, memory and image sizes."""
+    """docs/benchmarks.md's generated tables: p50 per model and payload, the defaults, memory and image sizes."""
     m = report["machine"]
     rows = report["rows"]
     lines = [
@@ -315,7 +315,7 @@ def readme_block(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-BEGIN = "<!-- bench-results: written by `python -m bench.report --readme README.md` from bench/results/bench.json -->"
+BEGIN = "<!-- bench-results: written by `python -m bench.report --readme docs/benchmarks.md` from bench/results/bench.json -->"
 END = "<!-- /bench-results -->"
 
 
@@ -404,9 +404,13 @@ def write(report: dict[str, Any], out: Path, chart_png: bool = True, **kwargs: A
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Regenerate bench.md, or the README's tables, from bench.json")
+    parser = argparse.ArgumentParser(
+        description="Regenerate bench.md, or docs/benchmarks.md's generated tables, from bench.json"
+    )
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "bench.json")
-    parser.add_argument("--readme", type=Path, help="replace the README's generated Benchmarks tables")
+    parser.add_argument(
+        "--readme", type=Path, help="replace the generated Benchmarks tables in this doc (docs/benchmarks.md)"
+    )
     args = parser.parse_args(argv)
     report = json.loads(args.results.read_text())
     sizes_file = args.results.parent / "images.json"  # `make image-sizes` measures after the images are built

@@ -89,7 +89,7 @@ test)
 sizes)
 	# Uncompressed: podman's size of the image. Compressed: the gzip'd layers a pull downloads
 	# (skopeo copies the image into an OCI layout, compressing each layer as a push does).
-	# Also written to bench/results/images.json, which `make bench` and bench.report put in the README.
+	# Also written to bench/results/images.json, which `make bench` and bench.report put in docs/benchmarks.md.
 	tmp=$(mktemp -d)
 	trap 'rm -rf "$tmp"' EXIT
 	printf '%-58s %12s %12s\n' image uncompressed compressed

@@ -15,9 +15,7 @@ import argparse
 import json
 import os
 import sys
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -28,24 +26,14 @@ from .core.modelfiles import find_model, read_labels
 from .errors import ModelLoadError
 from .runtimes.base import TensorSpec, select
 from .runtimes.tflite import TFLiteOptions, TFLiteRuntime
-from .settings import Settings
+from .settings import Settings, seldon_types
 
 MICROSERVICE = Path(sys.executable).parent / "seldon-core-microservice"
 SERVER_CLASS = "TFLiteServer"
-SELDON_TYPE = {int: "INT", float: "FLOAT", bool: "BOOL", str: "STRING"}
 # A bundled photo per kind of answer (images/README.md): an ImageNet bird, a face with a mask, a bird to segment.
 PHOTOS = {"detection": "face_mask_demo.jpg", "segmentation": "bird_segmentation.bmp"}
 DEFAULT_PHOTO = "parrot.jpg"
 TENSOR_DIR = Path(".cache") / "serve"
-
-
-def seldon_types() -> dict[str, str]:
-    """Each server parameter's Seldon type, from its Settings field (`float | None` is a FLOAT)."""
-    hints = typing.get_type_hints(Settings)
-    return {
-        f.name: next(SELDON_TYPE[t] for t in (*typing.get_args(hints[f.name]), hints[f.name]) if t in SELDON_TYPE)
-        for f in fields(Settings)
-    }
 
 
 def typed_parameters(values: Mapping[str, str]) -> list[dict[str, str]]:
@@ -81,7 +69,9 @@ def requests_for(parameters: Mapping[str, str], rest_url: str, metrics_url: str)
     outputs = list(select(outputs, settings.output_names, "output"))
     predictions = f"{rest_url}/api/v1.0/predictions"
     if len(inputs) == 1 and takes_images(inputs[0], settings.input_layout):
-        kind = postprocess.resolve(settings.postprocess, outputs, read_labels(model, settings.labels))
+        kind = postprocess.resolve(
+            settings.postprocess, outputs, read_labels(model, settings.labels, settings.label_names)
+        )
         prediction = f"curl -s -F binData=@images/{PHOTOS.get(kind, DEFAULT_PHOTO)} {predictions}"
     else:
         body = tensor_request(inputs, TENSOR_DIR / f"{model.stem}.json")

@@ -75,7 +75,7 @@ class EdgeModel:
             inputs=select(inputs, settings.input_names, "input"),
             outputs=select(outputs, settings.output_names, "output"),
         )
-        labels = read_labels(model_path, settings.labels)
+        labels = self._labels(model_path)
         self.image, self.not_image = self._image_preprocessor()
         self.postprocess_kind = postprocess.resolve(settings.postprocess, self.signature.outputs, labels)
         if self.postprocess_kind in ("detection", "segmentation") and self.image is None:
@@ -98,6 +98,10 @@ class EdgeModel:
         self.escalator = Escalator.from_settings(settings, self.postprocess_kind)
         self.metrics_batch = MetricsBatch(settings.metrics_interval, self._version.info_metrics())
         self.updater: ModelUpdater | None = None  # started by load() when model_poll_interval is set
+
+    def _labels(self, model_path: Path) -> list[str] | None:
+        """The labels of the model file `model_path` (at start, and for each update)."""
+        return read_labels(model_path, self.settings.labels, self.settings.label_names)
 
     def _image_preprocessor(self) -> tuple[ImagePreprocessor | None, str]:
         """The preprocessor for image payloads, or None and why the model cannot take images."""
@@ -244,7 +248,7 @@ class EdgeModel:
         )
         if signature != self.signature:
             raise ModelLoadError(signature_change(self.signature, signature))
-        labels = read_labels(model_path, self.settings.labels)
+        labels = self._labels(model_path)
         kind = postprocess.resolve(self.settings.postprocess, signature.outputs, labels)
         if kind != self.postprocess_kind:
             raise ModelLoadError(

@@ -74,8 +74,11 @@ def _with_weights(model: Path) -> Path:
     return model
 
 
-def read_labels(model: Path, labels: str) -> list[str] | None:
-    """Labels, one per line (line N = class N): the `labels` parameter, else labels.txt beside the model."""
+def read_labels(model: Path, labels: str, names: str = "") -> list[str] | None:
+    """Labels, one per line (line N = class N): the `labels` parameter, else labels.txt beside the model; or the
+    labels themselves, comma-separated (`label_names`)."""
+    if names:
+        return [name.strip() for name in names.split(",")]
     if labels:
         path = Path(labels)
         if not path.is_absolute():

@@ -193,8 +193,12 @@ def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_se
     assert sidecar["tags"] == {"camera": "dock-3", "request_id": "frame-0042"}
     assert sidecar["answer"][0]["label"] == "Egyptian cat" and sidecar["score"] < 0.999
     assert sidecar["model"] == "mobilenet_v2_1.0_224_quant" and sidecar["image"] == image_key
-    server.image("parrot.jpg")  # hands the counters over
-    assert _prometheus(server, "edgeservers_uncertain_uploaded_total") == 1
+
+    def counted() -> bool:  # the uploader counts after its last PUT: a response then hands the counter over
+        server.image("parrot.jpg")
+        return _prometheus(server, "edgeservers_uncertain_uploaded_total") == 1
+
+    _wait_for(counted, 30)
 
 
 def test_a_dead_store_never_slows_predictions_and_uploads_resume_when_it_is_back(start_server, s3):

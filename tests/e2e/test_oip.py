@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,8 +21,8 @@ from seldon_core.proto import prediction_pb2
 
 from edgeservers.protocols.v1.codecs import tensor_from_tf, tensor_to_tf
 from tests.support.ground_truth import plain_image_tensor, plain_outputs
-from tests.support.paths import FACE_MASK, IMAGES, MOBILENET_V2, ROOT, image_bytes, labels
-from tests.support.triton import CLIENT_PYTHON, TritonClient, call, ok, output
+from tests.support.paths import FACE_MASK, IMAGES, MOBILENET_V2, image_bytes, labels
+from tests.support.triton import TritonClient, call, ok, output
 
 MOBILENET_NAME = "mobilenet_v2_1.0_224_quant"
 MOBILENET_OUTPUT = "MobilenetV2/Predictions/Softmax"
@@ -222,7 +221,7 @@ def test_image_default_outputs_include_the_post_processed_answer(mobilenet, face
 
 
 def test_binary_extension_by_hand_with_curl_style_request(mobilenet):
-    """The wire format the README documents: header length, JSON header, 4-byte length + JPEG."""
+    """The wire format docs/protocols.md documents: header length, JSON header, 4-byte length + JPEG."""
     jpeg = image_bytes("parrot.jpg")
     header = json.dumps(
         {
@@ -485,34 +484,3 @@ def test_oip_requests_reach_seldons_metrics(start_server, triton):
         for r in result:
             ok(r)
     assert _prometheus_count(server, "edgeservers_inference_seconds_count") == 5
-
-
-# --- the README's examples ---------------------------------------------------------------------------------
-
-
-def readme_examples() -> list[tuple[str, str]]:
-    """(python code, expected output) of each tritonclient example in the README (a ```python block
-    followed by a ```text block)."""
-    import re
-
-    text = (ROOT / "README.md").read_text()
-    return [
-        (code, out)
-        for code, out in re.findall(r"```python\n((?:(?!```).)*?)```\n```text\n(.*?)```", text, re.S)
-        if "tritonclient" in code
-    ]
-
-
-def test_readme_tritonclient_examples_work_as_shown(mobilenet, tmp_path):
-    """On `make serve`'s model and parameters; the ports are this test server's instead of 9000/5000."""
-    examples = readme_examples()
-    assert len(examples) >= 2
-    for i, (code, expected) in enumerate(examples):
-        code = code.replace("127.0.0.1:9000", f"127.0.0.1:{mobilenet.http_port}").replace(
-            "127.0.0.1:5000", f"127.0.0.1:{mobilenet.grpc_port}"
-        )
-        script = tmp_path / f"example{i}.py"
-        script.write_text(code)
-        done = subprocess.run([str(CLIENT_PYTHON), str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout == expected, (code, done.stdout)

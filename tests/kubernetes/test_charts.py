@@ -692,11 +692,15 @@ def test_operator_storage_initializer_is_ours():
 
 
 def test_docs_operator_upgrade_commands_give_the_same_values(tmp_path):
-    """The `-f charts/operator-values.yaml` form and the `--set` form of `helm upgrade` set the same values."""
+    """The `-f charts/operator-values.yaml` form and the `--set` form of `helm upgrade` set the same values, on the
+    operator pinned to 1.17.1 (1.18 is under the Business Source License) in seldon-system, keeping other values."""
     upgrades = kv.find_command("helm", "upgrade", "seldon-core", "seldonio/seldon-core-operator")
     assert len(upgrades) == 2
+    value_flags = ("-f", "--set-string")
     for command in upgrades:
-        assert command[4:7] == ["-n", "seldon-system", "--reuse-values"], command
+        following = dict(zip(command, command[1:], strict=False))  # each argument -> the one after it
+        assert following["--version"] == "1.17.1" and following["-n"] == "seldon-system", command
+        assert {"--install", "--reuse-values"} <= set(command), command
     # A throwaway chart that prints its values: helm itself merges -f / --set.
     echo = tmp_path / "echo"
     (echo / "templates").mkdir(parents=True)
@@ -704,7 +708,8 @@ def test_docs_operator_upgrade_commands_give_the_same_values(tmp_path):
     (echo / "templates" / "values.yaml").write_text("{{ toYaml .Values }}\n")
     rendered = []
     for command in upgrades:
-        (values,) = [d for d in yaml.safe_load_all(kv.helm("template", "x", str(echo), *command[7:]).stdout) if d]
+        flags = [a for i, a in enumerate(command) if a in value_flags or command[i - 1] in value_flags]
+        (values,) = [d for d in yaml.safe_load_all(kv.helm("template", "x", str(echo), *flags).stdout) if d]
         rendered.append(values)
     assert rendered[0] == rendered[1] == operator_values()
 

@@ -122,11 +122,11 @@ def test_chart_initializer_and_server_agree_on_a_classifier(model_site, pod_run)
 EXAMPLES = {values.name.removesuffix(".values.yaml"): values for values, _ in kv.example_pairs()}
 
 # What each example answers for a photo from images/: (photo, top label, number of answers). A bare .tflite
-# has no labels.txt beside it, so its labels are the class indexes (face mask: 0 = Mask; ImageNet: 89 = macaw).
+# has no labels.txt beside it, so its labels are the class indexes (ImageNet: 89 = macaw) unless label_names names them.
 EXAMPLE_ANSWERS = {
     "armnn-cpuacc": ("parrot.jpg", "macaw", 3),  # no Arm NN library here: delegate_fallback=cpu, as the example says
     "camera-loop": ("parrot.jpg", "macaw", 3),
-    "face-mask-raspberry": ("face_mask_demo.jpg", "0", 1),
+    "face-mask-raspberry": ("face_mask_demo.jpg", "Mask", 1),  # label_names: its bare .tflite has no labels
     "image-classifier": ("parrot.jpg", "macaw", 3),
     "openvino-classifier": ("parrot.jpg", "89", 5),
     # The small model is unsure of the cat (0.32 < 0.6): its escalate_url names a cluster Service that does not

@@ -17,7 +17,6 @@ schemas, the pod KServe would build from them against Kubernetes' schemas, and t
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import os
 import socket
@@ -26,7 +25,6 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-import jsonschema
 import pytest
 import requests
 import yaml
@@ -38,7 +36,6 @@ from tests.support.pods import PYTHON, Volumes
 from tests.support.triton import TritonClient, call, ok, output
 
 KSERVE = ROOT / "charts" / "kserve"
-CRDS = kv.SCHEMAS / "kserve"
 RUNTIMES = {
     "edgeservers-tflite": KSERVE / "clusterservingruntime-tflite.yaml",
     "edgeservers-openvino": KSERVE / "clusterservingruntime-openvino.yaml",
@@ -51,35 +48,6 @@ MODEL_DIR = "/mnt/models"
 
 def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
-
-
-@functools.cache
-def validator(crd_file: str, version: str) -> jsonschema.Draft4Validator:
-    crd = yaml.load((CRDS / crd_file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    (schema,) = [v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version]
-    return jsonschema.Draft4Validator(kv.strict_schema(schema))
-
-
-def schema_errors(doc: dict) -> list[str]:
-    kinds = {
-        ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"): (
-            "serving.kserve.io_clusterservingruntimes.yaml",
-            "v1alpha1",
-        ),
-        ("serving.kserve.io/v1alpha1", "ServingRuntime"): ("serving.kserve.io_servingruntimes.yaml", "v1alpha1"),
-        ("serving.kserve.io/v1beta1", "InferenceService"): ("serving.kserve.io_inferenceservices.yaml", "v1beta1"),
-    }
-    key = (doc.get("apiVersion"), doc.get("kind"))
-    if key not in kinds:
-        return [f"(root): not a KServe kind this test knows: {key}"]
-    errors = sorted(
-        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-        for e in validator(*kinds[key]).iter_errors(doc)
-    )
-    return errors + [f"metadata/name: {m}" for m in kv.dns_errors(doc["metadata"].get("name", ""), 63)]
-
-
-# --- KServe's merge ----------------------------------------------------------------------------------------
 
 
 def _merge_by(base: list[dict], overlay: list[dict], key: str) -> list[dict]:
@@ -140,18 +108,18 @@ def kserve_pod(isvc: dict, runtime: dict) -> dict:
 
 @pytest.mark.parametrize("path", [*RUNTIMES.values(), FACE_MASK, FACE_MASK_IMAGE], ids=lambda p: p.name)
 def test_manifests_match_kserves_crd_schemas(path):
-    assert schema_errors(load(path)) == []
+    assert kv.kserve_errors(load(path)) == []
 
 
 def test_the_schema_check_catches_mistakes():
     runtime = load(RUNTIMES["edgeservers-tflite"])
     runtime["spec"]["containers"][0]["port"] = 8080  # misspelt field
     runtime["spec"]["protocolVersions"] = "v2"  # not a list
-    errors = schema_errors(runtime)
+    errors = kv.kserve_errors(runtime)
     assert any("'port' was unexpected" in e for e in errors) and any("protocolVersions" in e for e in errors)
     isvc = load(FACE_MASK)
     isvc["spec"]["predictor"]["model"]["modelFormat"] = "tflite"
-    assert any("modelFormat" in e for e in schema_errors(isvc))
+    assert any("modelFormat" in e for e in kv.kserve_errors(isvc))
 
 
 @pytest.mark.parametrize("name", sorted(RUNTIMES))
@@ -206,7 +174,7 @@ def test_model_image_inference_service_mounts_an_image_volume_without_an_init_co
     """The model as an OCI image: a read-only image volume at /mnt/models, no init container; the pod
     KServe builds passes Kubernetes 1.35's pod schema (and 1.28's refuses it: image volumes are newer)."""
     isvc = load(FACE_MASK_IMAGE)
-    assert schema_errors(isvc) == []
+    assert kv.kserve_errors(isvc) == []
     pod = kserve_pod(isvc, load(RUNTIMES["edgeservers-tflite"]))
     spec = pod["spec"]
     assert "initContainers" not in spec
@@ -348,8 +316,8 @@ def test_the_kserve_pod_answers_oip_with_the_triton_client(kserve_run, tmp_path)
     assert meta["name"] == "face-mask" and meta["platform"] == "tflite"
     for result in results[4:]:
         detections = json.loads(output(ok(result[0]), "answer")[0])
-        assert [d["label"] for d in detections] == ["0"]  # class 0 = Mask (a bare .tflite has no labels.txt)
+        assert [d["label"] for d in detections] == ["Mask"]  # label_names: a bare .tflite has no labels.txt
     # and Seldon's v1 protocol on the same port
     with open(IMAGES / "face_mask_demo.jpg", "rb") as f:
         reply = requests.post(kserve_run.url + "/api/v1.0/predictions", files={"binData": f}, timeout=60)
-    assert reply.status_code == 200 and [d["label"] for d in reply.json()["jsonData"]] == ["0"]
+    assert reply.status_code == 200 and [d["label"] for d in reply.json()["jsonData"]] == ["Mask"]

@@ -270,6 +270,59 @@ def manifest_errors(doc: dict) -> list[str]:
     return errors
 
 
+# --- KServe's CRD schemas and any other document -----------------------------------------------------------
+
+KSERVE_CRDS = SCHEMAS / "kserve"
+KSERVE_KINDS = {
+    ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"): (
+        "serving.kserve.io_clusterservingruntimes.yaml",
+        "v1alpha1",
+    ),
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): ("serving.kserve.io_servingruntimes.yaml", "v1alpha1"),
+    ("serving.kserve.io/v1beta1", "InferenceService"): ("serving.kserve.io_inferenceservices.yaml", "v1beta1"),
+}
+
+
+@functools.cache
+def _kserve_validator(crd_file: str, version: str) -> jsonschema.Draft4Validator:
+    crd = yaml.load((KSERVE_CRDS / crd_file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (schema,) = [v["schema"]["openAPIV3Schema"] for v in crd["spec"]["versions"] if v["name"] == version]
+    return jsonschema.Draft4Validator(strict_schema(schema))
+
+
+def kserve_errors(doc: dict) -> list[str]:
+    """A KServe resource against the openAPIV3Schema of its CRD in tests/kubernetes/schemas/kserve/ (strict)."""
+    key = (doc.get("apiVersion"), doc.get("kind"))
+    if key not in KSERVE_KINDS:
+        return [f"(root): not a KServe kind this test knows: {key}"]
+    errors = sorted(f"{where(e)}: {e.message}" for e in _kserve_validator(*KSERVE_KINDS[key]).iter_errors(doc))
+    return errors + [f"metadata/name: {m}" for m in dns_errors(doc["metadata"].get("name", ""), 63)]
+
+
+def _builtin_schema(doc: dict) -> str | None:
+    """The kubernetes-validate schema name of a built-in kind (secret-v1, networkpolicy-networking-v1), if any."""
+    group, _, version = str(doc.get("apiVersion", "")).rpartition("/")
+    if group and not (group.endswith(".k8s.io") or group in ("apps", "batch", "policy", "autoscaling")):
+        return None
+    name = "-".join(p for p in (str(doc.get("kind", "")).lower(), group.split(".")[0], version) if p)
+    folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{K8S_VERSION}.0-local-strict"
+    return name if (folder / f"{name}.json").is_file() else None
+
+
+def document_errors(doc: dict) -> list[str] | None:
+    """Any manifest against the schema this repository has for its kind: the SeldonDeployment CRD (and its pods),
+    KServe's CRDs, Kubernetes' own kinds; None for a kind with no schema here (another project's CRD)."""
+    key = (doc.get("apiVersion"), doc.get("kind"))
+    if key == ("machinelearning.seldon.io/v1", "SeldonDeployment"):
+        return manifest_errors(doc)
+    if key in KSERVE_KINDS:
+        return kserve_errors(doc)
+    schema = _builtin_schema(doc)
+    if schema is None:
+        return None
+    return sorted(f"{where(e)}: {e.message}" for e in k8s_validator(schema).iter_errors(doc))
+
+
 # --- docs/kubernetes.md -------------------------------------------------------------------------------
 
 

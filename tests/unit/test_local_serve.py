@@ -10,8 +10,8 @@ import subprocess
 import pytest
 from seldon_core.microservice import parse_parameters
 
-from edgeservers.local_serve import main, requests_for, seldon_types, typed_parameters
-from edgeservers.settings import Settings
+from edgeservers.local_serve import main, requests_for, typed_parameters
+from edgeservers.settings import Settings, seldon_types
 from tests.support.harness import MAKE
 from tests.support.paths import DEEPLAB, FACE_MASK, MOBILENET_V2, ROOT
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeservers.core.modelfiles import find_model
+from edgeservers.core.modelfiles import find_model, read_labels
 from edgeservers.errors import ModelLoadError
 
 
@@ -16,3 +16,11 @@ def test_openvino_prefers_the_ir_and_needs_its_weights(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"x")
     assert find_model(tmp_path, (".xml", ".onnx", ".tflite")).name == "model.xml"
     assert find_model(tmp_path, (".tflite",)).name == "model.tflite"
+
+
+def test_labels_from_a_file_beside_the_model_or_given_as_names(tmp_path):
+    model = tmp_path / "m.tflite"
+    assert read_labels(model, "") is None
+    (tmp_path / "labels.txt").write_text("cat\ndog\n")
+    assert read_labels(model, "") == ["cat", "dog"]
+    assert read_labels(model, "", "Mask, NoMask") == ["Mask", "NoMask"]  # a model fetched without its labels file
