@@ -39,3 +39,21 @@ def test_names_say_the_type_and_the_unit():
         assert row.type == expected, row
         assert row.type != "gauge" or row.name.endswith("_info"), row
         assert not re.search(r"_(ms|milliseconds)(_|$)", row.name), row
+
+
+def test_the_pod_monitor_scrapes_the_port_and_path_the_operator_sets():
+    """docs/metrics.md's PodMonitor: the container port the chart names `metrics`, the path the Seldon operator
+    sets (as tests/support/pods.py models it), the pod label the chart's NetworkPolicy selects on too."""
+    import yaml
+
+    from tests.support.pods import PROMETHEUS_PATH
+
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    (block,) = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:] if "kind: PodMonitor" in b]
+    monitor = yaml.safe_load(block)
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": PROMETHEUS_PATH}]
+    (label,) = monitor["spec"]["selector"]["matchExpressions"]
+    assert label == {"key": "seldon-deployment-id", "operator": "Exists"}
+    charts = ROOT / "charts" / "edge-model" / "templates"
+    assert "- name: metrics" in (charts / "seldondeployment.yaml").read_text()
+    assert "seldon-deployment-id:" in (charts / "networkpolicy.yaml").read_text()
