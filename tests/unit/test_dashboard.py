@@ -26,7 +26,7 @@ def test_it_is_a_dashboard_grafana_can_import():
     assert len(ids) == len(set(ids)), "panel ids are unique"
 
 
-def test_panels_fit_the_grid_without_overlapping():
+def test_panels_fit_the_grid_without_overlapping() -> None:
     cells: dict[tuple[int, int], str] = {}
     for panel in panels(dashboard()):
         pos = panel["gridPos"]
