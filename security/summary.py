@@ -79,7 +79,9 @@ def trimmed(script: Path = TRIM) -> set[str]:
 
 def reports(snapshot: Mapping, notes: Mapping) -> list[tuple[str, audit.Report]]:
     """(where, the audit of it) for the server venv, the amd64/arm64 images and the armv7 image; both images are
-    trimmed by docker/trim-venv.sh after their packages are installed."""
+    trimmed by docker/trim-venv.sh after their packages are installed. The venv's distributions are listed by a
+    fresh interpreter, as `make audit` lists them: once pkg_resources is imported, this one's path also holds
+    setuptools' vendored packages."""
     removed = trimmed()
 
     def image(packages: Mapping[str, str]) -> dict[str, str]:
@@ -88,7 +90,7 @@ def reports(snapshot: Mapping, notes: Mapping) -> list[tuple[str, audit.Report]]
     return [
         (where, audit.audit(packages, where, snapshot, notes))
         for where, packages in (
-            ("server venv (`.venv`: the servers, the tests and the tools)", audit.installed_in_this_interpreter()),
+            ("server venv (`.venv`: the servers, the tests and the tools)", audit.installed_in(sys.executable)),
             ("amd64/arm64 images, TFLite and OpenVINO (requirements.txt)", image(installed_closure(REQUIREMENTS))),
             ("armv7 image (requirements-armv7.txt)", image(audit.pinned_in(ARMV7))),
         )
