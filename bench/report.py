@@ -198,35 +198,46 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {x['model']} | {x['server']} | {CASE_TEXT.get(x['case'], x['case'])} | {x['versus']} | {_fmt(x['p50_ratio'])} | "
             f"{_fmt(x['throughput4_ratio'])} | {_fmt(x['naive_speedup'])} |"
         )
-    lines += ["", "## Targets (issue 5)", "", "| target | model | measured | met |", "|---|---|---:|---|"]
-    for t in report["targets"]:
-        lines.append(f"| {t['target']} | {t['model']} | {_fmt(t['value'])} | {'yes' if t['met'] else 'NO'} |")
     for title, part in (
-        ("Defaults (issue 13)", _defaults_lines(report)),
+        ("Targets", _target_lines(report)),
+        ("Defaults", _defaults_lines(report)),
         ("Memory per configuration", _memory_lines(report)),
         ("Image sizes", _image_lines(report)),
+        (SWEEP_TITLE, _sweep_lines(report)),
     ):
         if part:
             lines += ["", f"## {title}", "", *part]
-    if report.get("sweep"):
-        lines += [
-            "",
-            "## Settings sweep: mobilenet_v2_quant, REST JPEG, TFLiteServer",
-            "",
-            "| settings | configuration | p50 ms | req/s at 1 / 4 | in-process pipeline p50 ms | in-process req/s at 1 / 4 | RSS / PSS MB | cold start s | load |",
-            "|---|---|---:|---|---:|---|---|---:|---:|",
-        ]
-        for name in dict.fromkeys(r["sweep"] for r in report["sweep"]):
-            srv = next((r for r in report["sweep"] if r["sweep"] == name and "memory" in r), None)
-            lim = next((r for r in report["sweep"] if r["sweep"] == name and "memory" not in r), None)
-            if not srv:
-                continue
-            lines.append(
-                f"| {name} | {srv['config']} | {_fmt(srv.get('p50_ms'))} | {' / '.join(_fmt(x) for x in srv['throughput'].values())} | "
-                f"{_fmt(lim and lim.get('p50_ms'))} | {' / '.join(_fmt(x) for x in lim['throughput'].values()) if lim else '-'} | "
-                f"{srv['memory']['rss_mb']:g} / {srv['memory']['pss_mb']:g} | {srv['cold_start_s']} | {srv['loadavg_before'][0]} |"
-            )
     return "\n".join(lines) + "\n"
+
+
+SWEEP_TITLE = "Settings sweep: mobilenet_v2_quant, REST JPEG, TFLiteServer"
+
+
+def _target_lines(report: dict[str, Any]) -> list[str]:
+    lines = ["| target | model | measured | met |", "|---|---|---:|---|"]
+    for t in report["targets"]:
+        lines.append(f"| {t['target']} | {t['model']} | {_fmt(t['value'])} | {'yes' if t['met'] else 'NO'} |")
+    return lines
+
+
+def _sweep_lines(report: dict[str, Any]) -> list[str]:
+    if not report.get("sweep"):
+        return []
+    lines = [
+        "| settings | configuration | p50 ms | req/s at 1 / 4 | in-process pipeline p50 ms | in-process req/s at 1 / 4 | RSS / PSS MB | cold start s | load |",
+        "|---|---|---:|---|---:|---|---|---:|---:|",
+    ]
+    for name in dict.fromkeys(r["sweep"] for r in report["sweep"]):
+        srv = next((r for r in report["sweep"] if r["sweep"] == name and "memory" in r), None)
+        lim = next((r for r in report["sweep"] if r["sweep"] == name and "memory" not in r), None)
+        if not srv:
+            continue
+        lines.append(
+            f"| {name} | {srv['config']} | {_fmt(srv.get('p50_ms'))} | {' / '.join(_fmt(x) for x in srv['throughput'].values())} | "
+            f"{_fmt(lim and lim.get('p50_ms'))} | {' / '.join(_fmt(x) for x in lim['throughput'].values()) if lim else '-'} | "
+            f"{srv['memory']['rss_mb']:g} / {srv['memory']['pss_mb']:g} | {srv['cold_start_s']} | {srv['loadavg_before'][0]} |"
+        )
+    return lines
 
 
 def _memory_lines(report: dict[str, Any]) -> list[str]:
@@ -275,25 +286,37 @@ def _defaults_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
-README_CASES = ("invoke", "pipeline", "rest_image", "grpc_image", "grpc_tftensor", "rest_ndarray")
+SUMMARY_CASES = ("invoke", "pipeline", "rest_image", "grpc_image", "grpc_tftensor", "rest_ndarray")
 
 
-def readme_block(report: dict[str, Any]) -> str:
-    """docs/benchmarks.md's generated tables: p50 per model and payload, the defaults, memory and image sizes."""
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def summary(report: dict[str, Any], decode: str | None = None) -> str:
+    """The results docs/benchmarks.md shows from one `make bench` (`decode`: its decode.md): the run, p50 per
+    model and payload, the targets, the defaults, the settings sweep, memory, large frames and image sizes."""
     m = report["machine"]
     rows = report["rows"]
     lines = [
-        f"`make bench` of {report['date'][:10]}, commit {report['source']['commit'][:7]}, {m['cpu']} ({m['cores']} cores), "
-        f"load average {report['loadavg_start'][0]} at start, {report['loadavg_end'][0]} at end; "
-        f"p50 ms at concurrency 1, TFLiteServer, {report['config']}:",
+        f"`make bench` of {report['date'][:10]} at commit {report['source']['commit'][:7]}, on {m['cpu']} "
+        f"({m['cores']} cores, {m['arch']}, {m['memory_mb']} MB); its measurements (`bench.run`) took "
+        f"{_duration(report['duration_s'])}, load average {report['loadavg_start'][0]} at the start and "
+        f"{report['loadavg_end'][0]} at the end. Servers and in-process runs: {report['config']}. Every row, "
+        "OpenVINOServer's, the ratios and the budget per case: `bench/results/bench.md`.",
         "",
-        "| model | " + " | ".join(CASE_TEXT[c] for c in README_CASES) + " | naive REST data.ndarray |",
-        "|---|" + "---:|" * (len(README_CASES) + 1),
+        "### Latency",
+        "",
+        "p50 ms at concurrency 1, TFLiteServer:",
+        "",
+        "| model | " + " | ".join(CASE_TEXT[c] for c in SUMMARY_CASES) + " | naive REST data.ndarray |",
+        "|---|" + "---:|" * (len(SUMMARY_CASES) + 1),
     ]
     models = list(dict.fromkeys(r["model"] for r in rows))
     for model in models:
         cells = []
-        for case in README_CASES:
+        for case in SUMMARY_CASES:
             target = "in-process" if case in ("invoke", "pipeline") else "TFLiteServer"
             r = next(
                 (x for x in rows if x["model"] == model and x["case"] == case and x["target"].startswith(target)), None
@@ -302,28 +325,40 @@ def readme_block(report: dict[str, Any]) -> str:
         naive = _find(rows, model, "naive", "rest_ndarray")
         cells.append(_fmt(naive and naive.get("p50_ms")))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    decode_lines = [line for line in (decode or "").splitlines() if line.startswith("|")]
     for title, part in (
-        ("Defaults (issue 13), mobilenet_v2_quant:", _defaults_lines(report)),
+        ("Targets", _target_lines(report)),
+        ("Defaults: only `model_uri` set, mobilenet_v2_quant", _defaults_lines(report)),
+        (SWEEP_TITLE, _sweep_lines(report)),
         (
-            "Memory per configuration (`bench/memory.py`, mobilenet_v2_quant, after 41 REST JPEG predictions):",
+            "Memory per configuration: mobilenet_v2_quant, after 41 REST JPEG predictions (`bench.memory`)",
             _memory_lines(report),
         ),
-        ("Image sizes per arch:", _image_lines(report)),
+        ("Large camera frames: decode + preprocess p50, in-process (`bench.decode`)", decode_lines),
+        ("Image sizes", _image_lines(report)),
     ):
         if part:
-            lines += ["", title, "", *part]
+            lines += ["", f"### {title}", "", *part]
     return "\n".join(lines) + "\n"
 
 
-BEGIN = "<!-- bench-results: written by `python -m bench.report --readme docs/benchmarks.md` from bench/results/bench.json -->"
+BEGIN = "<!-- bench-results: written by `python -m bench.report --doc FILE` from bench/results/ -->"
 END = "<!-- /bench-results -->"
 
 
-def update_readme(readme: Path, report: dict[str, Any]) -> None:
-    text = readme.read_text()
+def generated_block(text: str) -> str | None:
+    """What a Markdown text holds between BEGIN and END (None without them)."""
+    if BEGIN not in text:
+        return None
+    return text.split(BEGIN + "\n", 1)[1].split(END, 1)[0]
+
+
+def update_doc(doc: Path, block: str) -> None:
+    """Replace the generated block of a Markdown file."""
+    text = doc.read_text()
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(head + BEGIN + "\n" + readme_block(report) + END + tail)
+    doc.write_text(head + BEGIN + "\n" + block + END + tail)
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
@@ -405,23 +440,24 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        description="Regenerate bench.md, or docs/benchmarks.md's generated tables, from bench.json"
+        description="Write bench.md from bench.json again (no measuring), and the generated block of each --doc file"
     )
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "bench.json")
     parser.add_argument(
-        "--readme", type=Path, help="replace the generated Benchmarks tables in this doc (docs/benchmarks.md)"
+        "--doc", type=Path, action="append", default=[], help="a Markdown file whose results block to rewrite"
     )
     args = parser.parse_args(argv)
+    results = args.results.parent
     report = json.loads(args.results.read_text())
-    sizes_file = args.results.parent / "images.json"  # `make image-sizes` measures after the images are built
-    sizes = json.loads(sizes_file.read_text()) if sizes_file.exists() else None
-    if sizes and sizes != report.get("images"):
-        report["images"] = sizes
-        write(report, args.results.parent, chart_png=False)
-    if args.readme:
-        update_readme(args.readme, report)
-    else:
-        print(markdown(report))
+    sizes_file = results / "images.json"  # `make image-sizes` measures after the images are built
+    if sizes_file.exists():
+        report["images"] = json.loads(sizes_file.read_text())
+    paths = write(report, results, chart_png=False)
+    decode_file = results / "decode.md"
+    block = summary(report, decode_file.read_text() if decode_file.exists() else None)
+    for doc in args.doc:
+        update_doc(doc, block)
+    print("wrote " + ", ".join(str(p) for p in [*paths.values(), *args.doc]))
     return 0
 
 

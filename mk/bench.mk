@@ -1,6 +1,6 @@
 # Benchmarks: the servers against the runtime in-process and a naive server, in one run.
-# `make bench` writes bench/results/bench.{json,md,png} (about 15-20 minutes on a 2-core machine);
-# `make bench-smoke` is the same code with a few requests per case, one model and three payloads,
+# `make bench` writes bench/results/bench.{json,md,png} (docs/benchmarks.md says how long the committed run took);
+# `make bench-smoke` is the same code with a few requests per case, one model and six payloads,
 # into a scratch directory (tests/e2e/test_bench_smoke.py runs it in `make test`). Never a timing assertion.
 
 BENCH_OUT ?= bench/results

@@ -8,9 +8,10 @@ AUDIT_ARGS ?=
 
 .PHONY: audit measure-multipart
 
-## audit: installed packages (.venv, requirements-armv7.txt) against the advisory snapshot
+## audit: installed packages (.venv, requirements-armv7.txt) against the advisory snapshot, then the figures docs/security.md shows
 audit: install
 	$(PY) security/audit.py --python $(PY) --requirements requirements-armv7.txt $(AUDIT_ARGS)
+	$(PY) -m security.summary
 
 ## measure-multipart: CPU cost of CVE-2023-46136 (crafted vs normal multipart bodies, 1-32 MB); prints, asserts nothing
 measure-multipart: install

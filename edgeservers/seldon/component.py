@@ -125,7 +125,7 @@ class EdgeModelServer(SeldonComponent):
 def _live_metadata(component: EdgeModelServer) -> Blueprint:
     """/api/v1.0/metadata built at each request, as the wrapper builds it: the wrapper builds it once, with its app,
     and an in-place update (model_poll_interval) may replace the model's files since."""
-    hook = Blueprint("edgeservers_metadata", __name__)
+    hook = Blueprint("live_metadata", __name__)
 
     @hook.before_app_request
     def metadata() -> Response | None:

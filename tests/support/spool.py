@@ -21,9 +21,15 @@ def wait_for(condition: Any, seconds: float = 60.0, what: str = "") -> Any:
 
 
 def on_disk(directory: Path) -> dict[str, Upload]:
-    """The items in a spool, by name, read as the uploader reads them."""
+    """The items in a spool, by name, read as the uploader reads them (one it delivers meanwhile is not there)."""
     ready = directory / spool_module.READY
-    return {name: spool_module.decode((ready / name).read_bytes()) for name in spool_module.ready_items(ready)}
+    items: dict[str, Upload] = {}
+    for name in spool_module.ready_items(ready):
+        try:
+            items[name] = spool_module.decode((ready / name).read_bytes())
+        except FileNotFoundError:
+            continue
+    return items
 
 
 def versioned(s3: Any, bucket: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from packaging.version import Version
@@ -138,3 +139,36 @@ def test_premise_botocore_makes_urllib3_follow_no_redirect_and_decode_nothing():
 
     source = inspect.getsource(URLLib3Session.send)
     assert "retries=Retry(False)" in source and "decode_content=False" in source  # urllib3 notes
+
+
+# --- the figures in docs/security.md ---------------------------------------------------------------------
+
+
+def test_the_figures_in_docs_security_md_are_the_audits():
+    """The generated block is what `python -m security.summary` finds now (run it with --doc to update it)."""
+    from security import summary
+
+    doc = (ROOT / "docs" / "security.md").read_text()
+    assert summary.generated(doc) == summary.block(SNAPSHOT, NOTES), "python -m security.summary --doc docs/security.md"
+
+
+def test_the_per_package_table_in_docs_security_md_is_the_venvs_findings():
+    venv = audit.audit(audit.installed_in(sys.executable), "venv", SNAPSHOT, NOTES)
+    found = {f.package: (f.version, sum(g.package == f.package for g in venv.findings)) for f in venv.findings}
+    doc = (ROOT / "docs" / "security.md").read_text()
+    table = doc.split("Per package (server venv;", 1)[1].split("\n\n", 2)[1]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        package, version, advisories = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        rows[package] = (version, int(advisories.split()[0]))
+    assert rows == found
+
+
+def test_the_images_lose_what_trim_venv_removes_and_keep_what_they_run():
+    from security import summary
+
+    removed = summary.trimmed()
+    assert {"cryptography", "cffi", "pycparser", "pip", "jaeger-client", "opentracing"} <= removed
+    image = summary.installed_closure(summary.REQUIREMENTS)
+    assert {"seldon-core", "werkzeug", "gunicorn", "open-inference-grpc", "pybase64", "tornado"} <= image.keys()
+    assert not {"pytest", "moto", "ruff", "matplotlib"} & image.keys()  # development tools are not in the images
