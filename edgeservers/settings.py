@@ -96,6 +96,14 @@ class Settings:
         "flight finish on the old one ([kubernetes.md](kubernetes.md#in-place-model-updates)); a remote `model_uri` "
         "needs `model_cache_dir`",
     )
+    model_update_uri: str = param(
+        "",
+        section=MODEL,
+        shown="`model_uri`",
+        doc="where `model_poll_interval` looks for new versions when `model_uri` is a local copy: the `s3://` or "
+        "`https://` source the storage initializer filled it from (the edge-model chart sets it to `modelUri`); "
+        "needs `model_cache_dir`",
+    )
     model_check_input: str = param(
         "",
         section=MODEL,
@@ -508,6 +516,22 @@ class Settings:
                 "node's model cache, through which updates are checked and fetched: set model_cache_dir (or the "
                 "environment variable STORAGE_CACHE_DIR)"
             )
+        if self.model_update_uri:
+            if not is_remote(self.model_update_uri):
+                raise ModelLoadError(
+                    f"parameter model_update_uri={self.model_update_uri!r}: expected an s3://, https:// or http:// "
+                    "URI (a local model_uri is looked at itself)"
+                )
+            if not self.model_poll_interval:
+                raise ModelLoadError(
+                    "parameter model_update_uri is set but model_poll_interval is 0: set model_poll_interval to "
+                    "the seconds between looks, or leave model_update_uri out"
+                )
+            if not self.model_cache_dir:
+                raise ModelLoadError(
+                    "parameter model_update_uri needs the node's model cache, through which updates are checked "
+                    "and fetched: set model_cache_dir (or the environment variable STORAGE_CACHE_DIR)"
+                )
         if self.metrics_interval < 0:
             raise ModelLoadError(f"parameter metrics_interval={self.metrics_interval}: expected seconds >= 0")
         for name in ("score_threshold", "nms_iou_threshold", "mask_threshold"):

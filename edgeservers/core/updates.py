@@ -5,10 +5,10 @@ when the model there changed, loads the new version beside the one serving and s
     inference, model_check_input -> swap -> the old pool released once the requests still on it have finished
 
 Where a look goes:
-- a remote model_uri (s3://, https://, http://): through the node's model cache (storage.ModelCache), so a look
-  is one conditional request (the S3 listing's ETag, an HTTP If-None-Match) and a new version crosses the link
-  once per node: the first process to see it downloads it into the cache (resumable, verified), the others
-  (other workers, other pods of the node) copy it from there;
+- a remote model_uri, or model_update_uri (the source a local model_uri was copied from): through the node's
+  model cache (storage.ModelCache), so a look is one conditional request (the S3 listing's ETag, an HTTP
+  If-None-Match) and a new version crosses the link once per node: the first process to see it downloads it
+  into the cache (resumable, verified), the others (other workers, other pods of the node) copy it from there;
 - a local file or directory: the model file's (and an OpenVINO IR's weights') inode, size and modification time,
   and when they change, its sha256.
 
@@ -181,8 +181,9 @@ def model_source(settings: Settings, model_dir: Path, suffixes: Sequence[str]) -
     model_poll_interval is 0."""
     if not settings.model_poll_interval:
         return None
-    if storage.is_remote(settings.model_uri):  # with model_cache_dir (Settings checks it)
-        return RemoteSource(settings.model_uri, settings.model_cache_dir, model_dir)
+    remote = settings.model_update_uri or settings.model_uri
+    if storage.is_remote(remote):  # with model_cache_dir (Settings checks it)
+        return RemoteSource(remote, settings.model_cache_dir, model_dir)
     return LocalSource(model_dir, suffixes)
 
 

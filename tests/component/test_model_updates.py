@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edgeservers import storage
 from tests.support.paths import MOBILENET_V1
 from tests.support.services import Gate, S3Server
 from tests.support.updating import (
@@ -130,6 +131,28 @@ def test_a_download_cut_by_the_link_is_resumed_at_the_next_look(updating, s3_ser
     assert len(gets) == 3 and "range: bytes=" not in gets[1] and resumed and 0 < int(resumed[1]) < len(B), gets
 
 
+def test_a_local_copy_follows_the_source_it_was_filled_from(updating, s3_server: S3Server, tmp_path, monkeypatch):
+    """As in a pod: the initializer fills the model directory from S3 through the node's cache, and the server
+    serves that directory with model_update_uri naming the object; a new object there is swapped in, the
+    cache holding it (the initializer of the next pod start copies it without a download)."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    uri = f"s3://{BUCKET}/follow/model.tflite"
+    s3_server.put(BUCKET, {"follow/model.tflite": A})
+    cache = storage.ModelCache(str(tmp_path / "cache"), storage.Limits.resolve())
+    storage.provide(uri, str(tmp_path / "models"), cache.root)
+    labels = str(MODEL_FILE.parent / "labels.txt")
+    server = updating(
+        model_uri=str(tmp_path / "models"), model_update_uri=uri, model_cache_dir=cache.root, labels=labels
+    )
+    assert top_label(server) == MACAW
+
+    s3_server.put(BUCKET, {"follow/model.tflite": B})
+    eventually(lambda: top_label(server) == GOLDFISH, "B serves")
+    cached = cache.cached(uri)
+    assert cached is not None and cached.version == version_of(B) and failures(server.prometheus()) == 0
+
+
 # --- parameters -------------------------------------------------------------------------------------------
 
 
@@ -140,6 +163,18 @@ def test_a_download_cut_by_the_link_is_resumed_at_the_next_look(updating, s3_ser
         (
             {"model_uri": "https://models.example/m.tflite", "model_poll_interval": 30.0, "model_cache_dir": ""},
             "parameter model_poll_interval=30 with a remote model_uri needs the node's model cache",
+        ),
+        (
+            {"model_update_uri": "/mnt/elsewhere", "model_poll_interval": 30.0},
+            "parameter model_update_uri='/mnt/elsewhere': expected an s3://, https:// or http:// URI",
+        ),
+        (
+            {"model_update_uri": "s3://models/m.tflite", "model_cache_dir": "/tmp"},
+            "parameter model_update_uri is set but model_poll_interval is 0",
+        ),
+        (
+            {"model_update_uri": "s3://models/m.tflite", "model_poll_interval": 30.0, "model_cache_dir": ""},
+            "parameter model_update_uri needs the node's model cache",
         ),
         ({"model_check_input": "nowhere.jpg"}, "parameter model_check_input='nowhere.jpg': cannot read it"),
         ({"model_check_input": "labels.txt"}, "expected an image (.jpg, .jpeg, .png, .bmp) or tensors (.npy, .npz)"),
