@@ -38,8 +38,18 @@ import requests
 from bench.launcher import ROOT, Server
 from tests.support.harness import process_tree
 from tests.support.memory import smaps_rollup
-from tests.support.services import make_tar, start_s3
-from tests.support.updating import GOLDFISH, MACAW, MODEL_FILE, PARROT, Load, swapped_classes
+from tests.support.services import start_s3
+from tests.support.updating import (
+    GOLDFISH,
+    MACAW,
+    MODEL_FILE,
+    PARROT,
+    Load,
+    model_dir,
+    model_tar,
+    put_model,
+    swapped_classes,
+)
 
 CHART_ENV = {"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1", "GRPC_WORKERS": "0"}
 PREPARED = re.compile(r"model update: version \w+ .* prepared in ([\d.]+) s")
@@ -71,7 +81,6 @@ def _percentiles(latencies: list[float]) -> dict[str, float | int]:
 
 def run(source: str, swaps: int, clients: int, poll: float, steady: float, after: float) -> dict[str, Any]:
     models = {MACAW: MODEL_FILE.read_bytes(), GOLDFISH: swapped_classes("macaw", "goldfish")}
-    labels = (MODEL_FILE.parent / "labels.txt").read_bytes()
     work = Path(tempfile.mkdtemp(prefix="bench-updates-"))
     s3 = None
     env = dict(CHART_ENV)
@@ -79,22 +88,17 @@ def run(source: str, swaps: int, clients: int, poll: float, steady: float, after
         s3 = start_s3()
 
         def put(label: str) -> None:
-            tar = make_tar([("mobilenet_v2.tflite", models[label]), ("labels.txt", labels)], "w:gz")
-            s3.put("bench", {"model.tar.gz": tar})
+            s3.put("bench", {"model.tar.gz": model_tar(models[label])})
 
         put(MACAW)
         env.update(s3.env, NO_PROXY="127.0.0.1")
         params: dict[str, Any] = {"model_uri": "s3://bench/model.tar.gz", "model_cache_dir": str(work / "cache")}
     else:
-        directory = work / "model"
-        directory.mkdir()
-        (directory / "labels.txt").write_bytes(labels)
+        directory = model_dir(work / "model", models[MACAW])
 
-        def put(label: str) -> None:  # written beside, renamed over (docs/kubernetes.md)
-            (directory / ".model.new").write_bytes(models[label])
-            os.replace(directory / ".model.new", directory / "model.tflite")
+        def put(label: str) -> None:
+            put_model(directory, models[label])
 
-        put(MACAW)
         params = {"model_uri": str(directory)}
     server = Server("TFLiteServer", {**params, "model_poll_interval": poll}, env)
     server.start(_answers)

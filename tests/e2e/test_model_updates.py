@@ -6,7 +6,6 @@ component/test_model_updates.py (one process in-process: local files, refusals, 
 from __future__ import annotations
 
 import base64
-import hashlib
 import subprocess
 import threading
 import time
@@ -19,12 +18,11 @@ from seldon_core.proto import prediction_pb2
 from tests.support.clients import ModelServer, our_line
 from tests.support.harness import tree_memory
 from tests.support.paths import ROOT, image_bytes
-from tests.support.services import S3Server, make_tar
+from tests.support.services import S3Server
 from tests.support.updating import (
     GOLDFISH,
     HANG_BOUND,
     MACAW,
-    MODEL_FILE,
     PARROT_PATH,
     A,
     Load,
@@ -33,10 +31,12 @@ from tests.support.updating import (
     failures,
     model_dir,
     model_info,
+    model_tar,
     put_model,
     swapped_classes,
     top_label,
     version_of,
+    version_of_tar,
 )
 
 B = swapped_classes("macaw", "goldfish")
@@ -96,13 +96,6 @@ def _grpc_label(server: ModelServer) -> str:
 KEY = "mobilenet/model.tar.gz"
 
 
-def model_tar(model: bytes) -> bytes:
-    """The model and its labels as one .tar.gz, as the chart's examples ship a model."""
-    return make_tar(
-        [("mobilenet_v2.tflite", model), ("labels.txt", (MODEL_FILE.parent / "labels.txt").read_bytes())], "w:gz"
-    )
-
-
 def test_an_object_replaced_under_load_swaps_without_a_failed_request(start_server, s3_server: S3Server, tmp_path):
     """8 clients predict over REST (the chart's settings: one REST worker, one thread, gRPC off)
     while the S3 object is replaced by B, by a corrupt model, by A again and by B again: no answer but 200, each
@@ -155,17 +148,6 @@ def said_since(load: Load, moment: float) -> Counter:
     now = time.monotonic()
     eventually(lambda: load.settled(now), "every request in flight answered")
     return load.said(moment, now)
-
-
-def version_of_tar(model: bytes) -> str:
-    """The version of a model tar's two files: the model cache's listing digest."""
-    listing = "".join(
-        f"{hashlib.sha256(data).hexdigest()}  {name}\n"
-        for name, data in sorted(
-            {"labels.txt": (MODEL_FILE.parent / "labels.txt").read_bytes(), "mobilenet_v2.tflite": model}.items()
-        )
-    )
-    return hashlib.sha256(listing.encode()).hexdigest()[:12]
 
 
 def test_a_model_that_fails_its_check_input_at_start_stops_the_server(tmp_path):

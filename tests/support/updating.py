@@ -28,6 +28,7 @@ import numpy as np
 import requests
 
 from tests.support.paths import IMAGES, MOBILENET_V2, image_bytes, labels
+from tests.support.services import make_tar
 
 MODEL_FILE = MOBILENET_V2 / "mobilenet_v2_1.0_224_quant.tflite"
 LABELS = labels(MOBILENET_V2)
@@ -159,6 +160,24 @@ def put_model(directory: Path, model: bytes, name: str = "model.tflite") -> None
     staged = directory / f".{name}.new"
     staged.write_bytes(model)
     os.replace(staged, directory / name)
+
+
+def model_tar(model: bytes) -> bytes:
+    """The model and its labels as one .tar.gz, as the chart's examples ship a model."""
+    return make_tar(
+        [("mobilenet_v2.tflite", model), ("labels.txt", (MODEL_FILE.parent / "labels.txt").read_bytes())], "w:gz"
+    )
+
+
+def version_of_tar(model: bytes) -> str:
+    """The version of a model tar's two files: the model cache's listing digest."""
+    listing = "".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n"
+        for name, data in sorted(
+            {"labels.txt": (MODEL_FILE.parent / "labels.txt").read_bytes(), "mobilenet_v2.tflite": model}.items()
+        )
+    )
+    return hashlib.sha256(listing.encode()).hexdigest()[:12]
 
 
 def model_dir(root: Path, model: bytes = A) -> Path:
