@@ -213,14 +213,18 @@ def test_parameters_carry_the_server_settings_types():
 
     samples = {int: 3, float: 0.25, bool: True, str: "x"}
     kinds = {
-        name: next(t for t in samples if t in (typing.get_args(hints[name]) or (hints[name],))) for name in chart_names
+        name: next(t for t in samples if t in (typing.get_args(hints[name]) or (hints[name],)))
+        for name in chart_names - CHART_SETS_WITH_UPDATES
     }
-    sdep = kv.render_one(set_values={"modelUri": "x", "parameters": {n: samples[k] for n, k in kinds.items()}})
+    uri = "s3://models/x"
+    sdep = kv.render_one(set_values={"modelUri": uri, "parameters": {n: samples[k] for n, k in kinds.items()}})
     rendered = {x["name"]: x for x in predictor(sdep)["graph"]["parameters"]}
     seldon_type = {int: "INT", float: "FLOAT", bool: "BOOL", str: "STRING"}
     for name, kind in kinds.items():
         assert rendered[name]["type"] == seldon_type[kind], name
         assert rendered[name]["value"] == (str(samples[kind]).lower() if kind is bool else str(samples[kind]))
+    assert {rendered[n]["type"] for n in CHART_SETS_WITH_UPDATES} == {"STRING"}
+    assert rendered["model_update_uri"]["value"] == uri
     assert kv.manifest_errors(sdep) == []
 
 
@@ -264,16 +268,23 @@ def test_parameter_values_reach_the_server_as_written(tmp_path):
     an INT as digits (no 8.388608e+06), a FLOAT with its value, a string as given."""
     from seldon_core.microservice import parse_parameters
 
-    every_name = kv.render_one(set_values={"modelUri": "x", "parameters": dict.fromkeys(_chart_parameter_names(), "1")})
+    given = dict.fromkeys(set(_chart_parameter_names()) - CHART_SETS_WITH_UPDATES, "1")
+    every_name = kv.render_one(set_values={"modelUri": "s3://models/x", "parameters": given})
     chart_types = {name: rendered["type"] for name, rendered in _typed_names(every_name).items()}
-    names = {t: sorted(n for n, k in chart_types.items() if k == t and n != "graceful_timeout") for t in SELDON_TYPES}
+    names = {
+        t: sorted(
+            n for n, k in chart_types.items() if k == t and n not in {"graceful_timeout", *CHART_SETS_WITH_UPDATES}
+        )
+        for t in SELDON_TYPES
+    }
     for i, render in enumerate(_assign_parameters(VALUES_AS_WRITTEN, names)):
         values = tmp_path / f"values-{i}.yaml"
         values.write_text(
-            "modelUri: x\nparameters:\n" + "".join(f"  {name}: {text}\n" for name, (_, text, _) in render.items())
+            "modelUri: s3://models/x\nparameters:\n"
+            + "".join(f"  {name}: {text}\n" for name, (_, text, _) in render.items())
         )
         rendered = _typed_names(kv.render_one([values]))
-        assert set(rendered) == set(render)
+        assert set(rendered) - CHART_SETS_WITH_UPDATES == set(render)
         parsed = parse_parameters(list(rendered.values()))
         for name, (kind, text, expected) in render.items():
             assert rendered[name]["type"] == kind, name
@@ -284,6 +295,10 @@ def test_parameter_values_reach_the_server_as_written(tmp_path):
 
 
 SELDON_TYPES = ("INT", "FLOAT", "STRING", "BOOL")
+CHART_SETS_WITH_UPDATES = {
+    "model_update_uri",
+    "model_cache_dir",
+}  # with model_poll_interval, from modelUri and the cache
 
 
 def _chart_parameter_names() -> list[str]:
@@ -312,6 +327,18 @@ def _typed_names(sdep: dict) -> dict[str, dict[str, str]]:
         ({"modelUri": "x", "server": {"terminationGracePeriodSeconds": 15}}, "graceful_timeout"),
         ({"modelUri": "x", "modelCache": {"hostPath": "relative/dir"}}, "hostPath"),
         ({"modelUri": "x", "modelCache": {"maxSize": "a lot"}}, "maxSize"),
+        (
+            {"modelUri": "s3://models/m", "parameters": {"model_poll_interval": 30}, "modelCache": {"enabled": False}},
+            "parameters.model_poll_interval needs modelCache.enabled",
+        ),
+        (
+            {"modelUri": "/models/m", "parameters": {"model_poll_interval": 30}},
+            'parameters.model_poll_interval needs a modelUri of s3://, https:// or http:// to look at, not "/models/m"',
+        ),
+        (
+            {"modelUri": "s3://models/m", "parameters": {"model_poll_interval": 30, "model_cache_dir": "/cache"}},
+            "the chart sets model_update_uri (modelUri) and model_cache_dir (the model cache's mount) itself",
+        ),
         (
             {
                 "modelUri": "x",

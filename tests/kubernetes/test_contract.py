@@ -34,6 +34,7 @@ from tests.support.harness import listening_hosts
 from tests.support.paths import MOBILENET_V2, ROOT, image_bytes
 from tests.support.pods import MANIFEST, PodRun, model_initializer, operator_env
 from tests.support.services import S3Server, tar_dir
+from tests.support.updating import GOLDFISH, MACAW, A, eventually, model_tar, swapped_classes, version_of_tar
 
 # --- fixtures ------------------------------------------------------------------------------------------
 
@@ -255,3 +256,42 @@ def test_node_reboot_offline_serves_the_model_from_the_node_cache(s3_server: S3S
         assert [a["label"] for a in offline.predict("parrot.jpg")][:1] == ["macaw"]
         custom = requests.get(offline.url + "/api/v1.0/metadata", timeout=30).json()["custom"]
     assert custom["model_source"] == "cache-offline" and custom["model_version"] == first["model_version"]
+
+
+def test_a_pod_with_model_updates_swaps_in_a_new_object_and_keeps_it_through_an_offline_reboot(
+    s3_server: S3Server, s3_endpoint, pod_run
+):
+    """The image-classifier example with parameters.model_poll_interval: the running pod's server looks at modelUri
+    through the node's cache with the pod's Secret, and a new object there answers without a restart; the pod
+    run again on the node with S3 stopped (a reboot without the uplink) starts with that new version."""
+    s3_server.put("models", {"updating.tar.gz": model_tar(A)})
+    sdep = kv.render_one(
+        [kv.EXAMPLES / "image-classifier.values.yaml"],
+        {"modelUri": "s3://models/updating.tar.gz", "parameters.model_poll_interval": 0.5},
+    )
+    assert kv.sdep_errors(sdep) == [] and all(kv.pod_errors(pod) == [] for pod in kv.pods(sdep))
+    secret = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": S3Server.SECRET_KEY}
+    secrets = {model_initializer(sdep)["envFrom"][0]["secretRef"]["name"]: {**secret, "AWS_ENDPOINT_URL": s3_endpoint}}
+
+    online = pod_run(sdep)
+    online.run_init_containers(secrets)
+    online.start_server(secrets)
+    assert parrot(online) == MACAW
+    b = swapped_classes("macaw", "goldfish")
+    s3_server.put("models", {"updating.tar.gz": model_tar(b)})
+    eventually(lambda: parrot(online) == GOLDFISH, "the new object serves")
+    online.stop()
+
+    with s3_server.outage():
+        offline = pod_run(sdep)
+        _, line = offline.run_init_containers(secrets)
+        assert " unreachable (cannot reach S3 endpoint" in line
+        offline.start_server(secrets)
+        assert parrot(offline) == GOLDFISH
+        custom = requests.get(offline.url + "/api/v1.0/metadata", timeout=30).json()["custom"]
+    assert custom["model_source"] == "cache-offline" and custom["model_version"] == version_of_tar(b)
+
+
+def parrot(pod: PodRun) -> str:
+    """The pod's top label for parrot.jpg."""
+    return pod.predict("parrot.jpg")[0]["label"]
