@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +23,7 @@ def local_model_dir(model_uri: str, cache_dir: str = "") -> Path:
     unreachable), else directly."""
     if storage.is_remote(model_uri):
         target = tempfile.mkdtemp(prefix="edgeservers-model-")
+        atexit.register(_remove_in, os.getpid(), target)
         try:
             if cache_dir:
                 provided = storage.provide(model_uri, target, cache_dir)
@@ -33,6 +37,13 @@ def local_model_dir(model_uri: str, cache_dir: str = "") -> Path:
     if not path.exists():
         raise ModelLoadError(f"model_uri {model_uri}: no such file or directory")
     return path
+
+
+def _remove_in(owner: int, directory: str) -> None:
+    """Remove the start's download when the process that made it exits: a container restarted in place keeps
+    its /tmp, and each start downloads again. Forked workers, which serve the same files, leave it."""
+    if os.getpid() == owner:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def model_provenance(model_dir: Path) -> dict[str, str]:
