@@ -4,7 +4,7 @@ Seldon's, our errors with their own status codes; and the gRPC workers started a
 
 As shipped, the wrapper sets gRPC's message limits only from the `seldon.io/grpc-max-message-size` annotation
 (otherwise grpc's default: 4 MiB received), enables server reflection unconditionally, binds 0.0.0.0, lets
-every exception of Predict become UNKNOWN, and forks its gRPC workers from a parent that only joins them.
+every exception of Predict become UNKNOWN, answers Metadata built once, and forks its gRPC workers from a parent that only joins them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-from seldon_core import microservice, wrapper
+from seldon_core import microservice, seldon_methods, wrapper
 from seldon_core.flask_utils import ANNOTATION_GRPC_MAX_MSG_SIZE
 
 from ..errors import EdgeError
@@ -131,6 +131,33 @@ def _answer_our_errors() -> None:
     )
 
 
+def _live_metadata() -> None:
+    """Seldon's Model/Metadata and Seldon/ModelMetadata answer what init_metadata gave when the servicer was
+    built; here it is built at each call, as the REST metadata is: an in-place update (model_poll_interval) may
+    have replaced the model's files since."""
+    relies_on(
+        "seldon_core.utils:json_to_seldon_model_metadata",
+        "7c8d01628c4007be",
+        "the metadata dict (init_metadata's) as a SeldonModelMetadata message; looked up in seldon_core.wrapper",
+    )
+    for name, sha in (("Metadata", "e6a1af88db02030d"), ("ModelMetadata", "9001f109c2fa6239")):
+        patch(
+            wrapper.SeldonModelGRPC,
+            name,
+            _metadata_at_each_call(name),
+            source_sha=sha,
+            why="answers json_to_seldon_model_metadata(self.metadata_data), built once in __init__",
+        )
+
+
+def _metadata_at_each_call(name: str) -> Callable[..., Any]:
+    def metadata(self: Any, request_grpc: Any, context: grpc.ServicerContext) -> Any:
+        return wrapper.json_to_seldon_model_metadata(seldon_methods.init_metadata(self.user_model))
+
+    metadata.__name__ = metadata.__qualname__ = name
+    return metadata
+
+
 class GrpcWorkers:
     """What _make_grpc_server returns here: the gRPC workers to start, as parts of the supervisor."""
 
@@ -210,6 +237,7 @@ def _make_workers(user_object: Any, seldon_metrics: Any, args: Any, annotations:
 def install() -> None:
     _build_servers_our_way()
     _answer_our_errors()
+    _live_metadata()
     patch(
         microservice,
         "_make_grpc_server",

@@ -12,8 +12,8 @@ import time
 from collections import Counter
 
 import requests
-from google.protobuf import json_format
-from seldon_core.proto import prediction_pb2
+from google.protobuf import empty_pb2, json_format
+from seldon_core.proto import prediction_pb2, prediction_pb2_grpc
 
 from tests.support.clients import ModelServer, our_line
 from tests.support.harness import tree_memory
@@ -46,8 +46,8 @@ BUCKET = "updates"
 
 def test_every_serving_process_swaps(start_server, tmp_path):
     """Two REST workers and a gRPC worker: each process looks at the directory and swaps on its own; v1 REST and
-    gRPC (every gRPC request answered through the swap), the Open Inference Protocol and every worker's
-    model_info gauge say B."""
+    gRPC (every gRPC request answered through the swap), the Open Inference Protocol, every worker's
+    model_info gauge and the v1 metadata of REST and gRPC say B."""
     directory = model_dir(tmp_path / "model")
     server = start_server(
         "TFLiteServer",
@@ -86,6 +86,9 @@ def test_every_serving_process_swaps(start_server, tmp_path):
         timeout=10,
     ).json()
     assert oip["model_version"] == version_of(B)  # the version that answered
+    rest = requests.get(f"{server.url}/api/v1.0/metadata", timeout=10).json()
+    grpc_meta = prediction_pb2_grpc.ModelStub(server.channel()).Metadata(empty_pb2.Empty(), timeout=10)
+    assert rest["custom"]["model_version"] == grpc_meta.custom["model_version"] == version_of(B)  # v1 metadata
 
 
 def _grpc_label(server: ModelServer) -> str:
