@@ -35,7 +35,7 @@ def test_the_download_at_start_is_removed_when_the_server_stops(s3_server: S3Ser
             assert [p.name.startswith("edgeservers-model-") for p in tmp.iterdir()] == [True]
         finally:
             server.stop()
-        assert server.proc.returncode == 0 and list(tmp.iterdir()) == []
+        assert server.proc is not None and server.proc.returncode == 0 and list(tmp.iterdir()) == []
 
 
 def test_model_from_an_http_archive(start_server, web):
