@@ -20,7 +20,7 @@ from edgeservers.seldon import patches
 seldon.install()  # every patch registers itself when it is applied
 # The places where code or globals of the wrapper and the libraries under it are replaced (and a module global
 # swapped for the time the wrapper builds a gRPC server without reflection).
-PATCH_SITES = 15
+PATCH_SITES = 17
 
 
 def test_the_wrapper_is_the_version_the_patches_were_written_for():
