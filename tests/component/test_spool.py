@@ -16,9 +16,10 @@ from edgeservers.data_loop import spool as spool_module
 from edgeservers.data_loop.image_store import ObjectRef
 from edgeservers.data_loop.spool import EVICTED, UncertainSpool
 from edgeservers.data_loop.uncertain import DROPPED, UPLOADED, Upload
+from tests.support.harness import wait_for
 from tests.support.paths import MOBILENET_V2, image_bytes
 from tests.support.services import closed_port
-from tests.support.spool import on_disk, versioned, versions, wait_for
+from tests.support.spool import on_disk, versioned, versions
 
 PHOTOS = ("parrot.jpg", "cat.bmp", "bird.bmp")
 

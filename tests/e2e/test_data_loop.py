@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,6 +13,7 @@ import requests
 from google.protobuf import json_format
 from seldon_core.proto import prediction_pb2
 
+from tests.support.harness import wait_for
 from tests.support.paths import MOBILENET_V2, image_bytes
 from tests.support.payloads import s3_record
 
@@ -148,16 +148,6 @@ def _objects(s3, prefix: str) -> dict[str, bytes]:
     return {k: s3.client.get_object(Bucket="retraining", Key=k)["Body"].read() for k in keys}
 
 
-def _wait_for(condition, seconds: float = 60.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {seconds} s")
-
-
 def _prometheus(server, name: str) -> float:
     text = requests.get(f"http://127.0.0.1:{server.metrics_port}/prometheus", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
@@ -185,7 +175,7 @@ def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_se
         }
     )
     assert reply["meta"]["tags"]["uncertain"] is True
-    stored = _wait_for(lambda: len(_objects(s3, "uncertain/")) == 2 and _objects(s3, "uncertain/"))
+    stored = wait_for(lambda: len(_objects(s3, "uncertain/")) == 2 and _objects(s3, "uncertain/"))
     (image_key,) = [k for k in stored if k.endswith(".bmp")]
     (sidecar_key,) = [k for k in stored if k.endswith(".json")]
     assert stored[image_key] == image_bytes("cat.bmp") and "frame-0042" in image_key
@@ -193,12 +183,8 @@ def test_uncertain_images_and_their_sidecar_are_uploaded_byte_identical(start_se
     assert sidecar["tags"] == {"camera": "dock-3", "request_id": "frame-0042"}
     assert sidecar["answer"][0]["label"] == "Egyptian cat" and sidecar["score"] < 0.999
     assert sidecar["model"] == "mobilenet_v2_1.0_224_quant" and sidecar["image"] == image_key
-
-    def counted() -> bool:  # the uploader counts after its last PUT: a response then hands the counter over
-        server.image("parrot.jpg")
-        return _prometheus(server, "edgeservers_uncertain_uploaded_total") == 1
-
-    _wait_for(counted, 30)
+    # the uploader counts after its last PUT and hands the count over at once, with no request
+    wait_for(lambda: _prometheus(server, "edgeservers_uncertain_uploaded_total") == 1, 30, "the upload counted")
 
 
 def test_a_dead_store_never_slows_predictions_and_uploads_resume_when_it_is_back(start_server, s3):
@@ -213,5 +199,5 @@ def test_a_dead_store_never_slows_predictions_and_uploads_resume_when_it_is_back
             server.image("bird.bmp")  # each response hands the counters gathered since the last one over
             return _prometheus(server, "edgeservers_uncertain_dropped_total") >= 10
 
-        _wait_for(dropped, 30)
-    _wait_for(lambda: len(_objects(s3, "outage/")) >= 2, 90)  # the queued images arrive once it is back
+        wait_for(dropped, 30)
+    wait_for(lambda: len(_objects(s3, "outage/")) >= 2, 90)  # the queued images arrive once it is back

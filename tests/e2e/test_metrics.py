@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from tests.support.harness import wait_for
 from tests.support.paths import MOBILENET_V1, MOBILENET_V2
 from tests.support.prometheus import (
     SELDON_LABELS,
@@ -176,10 +176,3 @@ def test_every_series_the_dashboard_queries_is_exported(scrapes):
         ("camera", "detector"),
         ("camera", "cut-off"),
     }
-
-
-def wait_for(done: Callable[[], bool], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not done():
-        assert time.monotonic() < deadline, f"not within {seconds} s"
-        time.sleep(0.2)

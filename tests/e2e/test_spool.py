@@ -14,10 +14,11 @@ import requests
 
 from edgeservers.data_loop.spool import EVICTED
 from edgeservers.data_loop.uncertain import DROPPED, UPLOADED
+from tests.support.harness import wait_for
 from tests.support.hostile import CHART_ENV
 from tests.support.paths import MOBILENET_V2, image_bytes
 from tests.support.services import Gate
-from tests.support.spool import on_disk, versioned, versions, wait_for
+from tests.support.spool import on_disk, versioned, versions
 
 PHOTOS = ("parrot.jpg", "cat.bmp", "bird.bmp")
 

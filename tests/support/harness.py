@@ -92,6 +92,18 @@ def stop_process_group(proc: subprocess.Popen, timeout: float) -> None:
 # --- readiness ---------------------------------------------------------------------------------
 
 
+def wait_for(condition: Callable[[], Any], seconds: float = 60.0, what: str = "", poll: float = 0.1) -> Any:
+    """The first truthy value of `condition()`, polled until `seconds` have passed (a bound on "it happens", never
+    a timing claim)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     """True when GET `url` answers 2xx."""
     try:

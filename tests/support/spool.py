@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from edgeservers.data_loop import spool as spool_module
 from edgeservers.data_loop.uncertain import Upload
-
-
-def wait_for(condition: Any, seconds: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {seconds} s: {what}")
 
 
 def on_disk(directory: Path) -> dict[str, Upload]:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from tests.support.harness import wait_for
 from tests.support.paths import IMAGES, MOBILENET_V2, image_bytes, labels
 from tests.support.services import make_tar
 
@@ -84,13 +85,7 @@ def dead_classifier() -> bytes:
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = HANG_BOUND) -> Any:
     """The first truthy value of `check()`, polled until `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    return wait_for(check, timeout, what, poll=0.05)
 
 
 class Load:
