@@ -256,11 +256,11 @@ class ModelUpdater:
             seen = self.source.look(live)
         except (SourceUnavailable, storage.StorageError) as e:
             if not self._unavailable:
-                log.warning("model update: cannot look at model_uri (%s); still serving version %s", e, live)
+                log.warning("model update: cannot look at the model's source (%s); still serving version %s", e, live)
             self._unavailable = True
             return False
         if self._unavailable:
-            log.info("model update: model_uri can be looked at again")
+            log.info("model update: the model's source can be looked at again")
             self._unavailable = False
         if seen is None or seen == self._refused:
             return False
