@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from tests.support.harness import Microservice
-from tests.support.paths import ROOT
+from tests.support.paths import ROOT, image_bytes
 
 _checkout = ROOT
 
@@ -56,3 +58,9 @@ class Server(Microservice):
     @property
     def cold_start_s(self) -> float | None:
         return self.ready_s
+
+
+def answers_a_photo(server: Server) -> bool:
+    """Whether `server` answers a REST prediction of images/parrot.jpg (a form file) with 200: ready."""
+    reply = requests.post(server.url, files={"binData": ("parrot.jpg", image_bytes("parrot.jpg"))}, timeout=10)
+    return reply.status_code == 200

@@ -21,7 +21,6 @@ Time is measured here, never asserted (docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import os
@@ -33,17 +32,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from bench.launcher import ROOT, Server
+from bench.launcher import ROOT, Server, answers_a_photo
 from tests.support.harness import process_tree
+from tests.support.hostile import CHART_ENV
 from tests.support.memory import smaps_rollup
 from tests.support.services import start_s3
 from tests.support.updating import (
     GOLDFISH,
     MACAW,
     MODEL_FILE,
-    PARROT,
     Load,
     model_dir,
     model_tar,
@@ -51,7 +48,6 @@ from tests.support.updating import (
     swapped_classes,
 )
 
-CHART_ENV = {"GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "1", "GRPC_WORKERS": "0"}
 PREPARED = re.compile(r"model update: version \w+ .* prepared in ([\d.]+) s")
 
 
@@ -60,11 +56,6 @@ def _memory_mb(pid: int) -> dict[str, float]:
     machine map: libraries, the page cache)."""
     rollups = [smaps_rollup(p) for p in process_tree(pid)]
     return {field: round(sum(r[field] for r in rollups) / 1024, 1) for field in ("Pss", "Pss_Anon")}
-
-
-def _answers(server: Server) -> bool:
-    body = {"binData": base64.b64encode(PARROT).decode()}
-    return requests.post(server.url, json=body, timeout=10).status_code == 200
 
 
 def _percentiles(latencies: list[float]) -> dict[str, float | int]:
@@ -101,7 +92,7 @@ def run(source: str, swaps: int, clients: int, poll: float, steady: float, after
 
         params = {"model_uri": str(directory)}
     server = Server("TFLiteServer", {**params, "model_poll_interval": poll}, env)
-    server.start(_answers)
+    server.start(answers_a_photo)
     try:
         with Load(server.url, clients) as load:
             started = time.monotonic()

@@ -194,6 +194,11 @@ class Budget:
 # Messages
 
 
+def gave_up(attempts: int) -> str:
+    """How a failure that was retried ends its line."""
+    return f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}"
+
+
 def scheme(uri: str) -> str:
     m = re.match(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://", uri or "")
     return m.group(1).lower() if m else ""

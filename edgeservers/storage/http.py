@@ -47,6 +47,7 @@ from .common import (
     StorageError,
     causes,
     env_number,
+    gave_up,
     os_reason,
     redact,
     safe_name,
@@ -117,7 +118,7 @@ def fetch(uri: str, out: Partial, need_single: bool, budget: Budget) -> tuple[st
             retry.sleep()
     except MaxRetryError as e:
         reason = e.reason
-        attempts = f"gave up after {retries + 1} attempt{'s' if retries else ''}"
+        attempts = gave_up(retries + 1)
         if reason is last or (failure and isinstance(reason, ResponseError)):
             raise StorageError(f"{failure} ({attempts})") from None
         if isinstance(reason, ReadTimeoutError):

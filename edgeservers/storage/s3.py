@@ -35,6 +35,7 @@ from .common import (
     StorageError,
     env_flag,
     env_number,
+    gave_up,
     os_reason,
     redact,
     safe_name,
@@ -157,7 +158,7 @@ def _get(
             failure = f"connection to S3 endpoint {where} broke after {have} of {obj.size} bytes of {shown}"
         attempt += 1
         if attempt > retries:
-            raise StorageError(f"{failure} (gave up after {retries + 1} attempts)")
+            raise StorageError(f"{failure} ({gave_up(retries + 1)})")
         log.warning("%s; resuming, retry %d/%d", failure, attempt, retries)
 
 

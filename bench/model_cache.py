@@ -1,0 +1,123 @@
+"""What the node-local model cache saves at a pod's start: bytes over the link, the start without the uplink, and a
+download cut by the link resumed.
+
+    .venv/bin/python -m bench.model_cache            # models/mobilenet_v2_quant as a .tar.gz on S3 (moto)
+    .venv/bin/python -m bench.model_cache --json
+
+The storage initializer runs as the chart's init container runs it (`python -m edgeservers.storage URI DEST
+--cache-dir DIR`, a fresh DEST each time: a new pod on the same node), against S3 on loopback behind a TCP gate
+that counts the bytes S3 sends (tests/support/services.py's Gate). Then TFLiteServer starts from DEST with the
+chart's settings. Reported, each a pod start:
+
+- first: no copy on the node, the object downloaded;
+- unchanged: the object unchanged, the cached copy used (one listing crosses the link);
+- offline: S3 stopped (a node rebooted without its uplink): the initializer's time, and from the server's
+  process start to its first answer;
+- cut, then resumed: a new object, its download cut half-way (the initializer fails, STORAGE_RETRIES=0), then
+  the next start, which continues it with a ranged GET.
+Time is measured here, never asserted (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.launcher import ROOT, Server, answers_a_photo
+from tests.support.hostile import CHART_ENV
+from tests.support.services import Gate, S3Server, start_s3
+from tests.support.updating import A, model_tar, swapped_classes
+
+URI = "s3://models/model.tar.gz"
+
+
+def _initializer(env: dict[str, str], dest: Path, cache: Path) -> dict[str, Any]:
+    """One run of the initializer into `dest`: its exit code, time and line."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeservers.storage", URI, str(dest), "--cache-dir", str(cache)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = (done.stdout or done.stderr).strip().splitlines()[-1:]
+    return {"exit": done.returncode, "s": round(time.monotonic() - started, 2), "line": line[0] if line else ""}
+
+
+def _through(gate: Gate, run: Any) -> dict[str, Any]:
+    """`run()`'s result, with the bytes S3 sent through the gate meanwhile."""
+    before = gate.bytes_to_clients
+    result = run()
+    return {**result, "bytes_from_s3": gate.bytes_to_clients - before}
+
+
+def _first_answer_s(dest: Path) -> float:
+    """TFLiteServer from `dest`: seconds from its process start to its first prediction."""
+    server = Server("TFLiteServer", {"model_uri": str(dest)}, CHART_ENV).start(answers_a_photo)
+    try:
+        return round(server.cold_start_s or 0.0, 2)
+    finally:
+        server.stop()
+
+
+def run() -> dict[str, Any]:
+    s3: S3Server = start_s3()
+    gate = Gate(s3.server.get_host_and_port())
+    work = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    cache = work / "cache"
+    env = {**os.environ, **s3.env, "AWS_ENDPOINT_URL": gate.url, "NO_PROXY": "127.0.0.1", "STORAGE_RETRIES": "0"}
+    pods = iter(range(1000))
+
+    def start() -> dict[str, Any]:
+        return _initializer(env, work / f"pod-{next(pods)}", cache)
+
+    try:
+        first_object = model_tar(A)
+        s3.put("models", {"model.tar.gz": first_object})
+        result: dict[str, Any] = {"object_bytes": len(first_object)}
+        result["first"] = _through(gate, start)
+        result["unchanged"] = _through(gate, start)
+        with s3.outage():
+            dest = work / "offline"
+            offline = _initializer(env, dest, cache)
+            result["offline"] = {**offline, "server_first_answer_s": _first_answer_s(dest)}
+        second_object = model_tar(swapped_classes("macaw", "goldfish"))
+        s3.put("models", {"model.tar.gz": second_object})
+        gate.mode, gate.cut_after = "cut", len(second_object) // 2
+        result["cut"] = _through(gate, start)
+        result["resumed"] = _through(gate, start)
+        result["resumed"]["ranged_get"] = any("range: bytes=" in r.lower() for r in gate.requests[-3:])
+        result["new_object_bytes"] = len(second_object)
+    finally:
+        gate.close()
+        s3.server.stop()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = run()
+    if args.json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
+    main()
