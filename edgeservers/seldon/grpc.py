@@ -4,7 +4,8 @@ Seldon's, our errors with their own status codes; and the gRPC workers started a
 
 As shipped, the wrapper sets gRPC's message limits only from the `seldon.io/grpc-max-message-size` annotation
 (otherwise grpc's default: 4 MiB received), enables server reflection unconditionally, binds 0.0.0.0, lets
-every exception of Predict become UNKNOWN, answers Metadata built once, and forks its gRPC workers from a parent that only joins them.
+every exception of Predict become UNKNOWN, answers Metadata as it was built at start, and forks its gRPC
+workers from a parent that only joins them.
 """
 
 from __future__ import annotations
