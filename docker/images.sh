@@ -110,6 +110,14 @@ sizes)
 import datetime, json, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 images = [{"image": r[0].split("/")[-1], "arch": r[1], "uncompressed_mb": int(r[2]), "compressed_mb": int(r[3])} for r in rows]
+try:
+    before = {r["arch"] for r in json.load(open(sys.argv[2]))["images"]}
+except (OSError, ValueError, KeyError):
+    before = set()
+missing = sorted(before - {r["arch"] for r in images})
+if missing:  # one date and commit for the whole table: a partial run does not replace the other arches' rows
+    print(f"images: {sys.argv[2]} left as it was (it also holds {', '.join(missing)}; measure every arch to replace it)")
+    sys.exit(0)
 out = {"date": datetime.date.today().isoformat(), "commit": sys.argv[3], "images": images}
 open(sys.argv[2], "w").write(json.dumps(out, indent=1) + "\n")
 print(f"images: sizes written to {sys.argv[2]}")
