@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,3 +67,20 @@ def answers_a_photo(server: Server) -> bool:
     """Whether `server` answers a REST prediction of images/parrot.jpg (a form file) with 200: ready."""
     reply = requests.post(server.url, files={"binData": ("parrot.jpg", image_bytes("parrot.jpg"))}, timeout=10)
     return reply.status_code == 200
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    """A measurement's result: one JSON line, or a `key: value` line per entry."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    sys.stdout.flush()
+
+
+def run_from_checkout(main: Callable[[], None]) -> None:
+    """`python -m bench.<module>`: `main()` from the checkout's root, without moto's access log."""
+    os.chdir(ROOT)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    main()

@@ -21,9 +21,8 @@ Time is measured here, never asserted (docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.launcher import ROOT, Server, answers_a_photo
+from bench.launcher import ROOT, Server, answers_a_photo, print_result, run_from_checkout
 from tests.support.hostile import CHART_ENV
 from tests.support.services import Gate, S3Server, start_s3
 from tests.support.updating import A, model_tar, swapped_classes
@@ -54,10 +53,10 @@ def _initializer(env: dict[str, str], dest: Path, cache: Path) -> dict[str, Any]
     return {"exit": done.returncode, "s": round(time.monotonic() - started, 2), "line": line[0] if line else ""}
 
 
-def _through(gate: Gate, run: Any) -> dict[str, Any]:
-    """`run()`'s result, with the bytes S3 sent through the gate meanwhile."""
+def _through(gate: Gate, env: dict[str, str], dest: Path, cache: Path) -> dict[str, Any]:
+    """One run of the initializer, with the bytes S3 sent through the gate meanwhile."""
     before = gate.bytes_to_clients
-    result = run()
+    result = _initializer(env, dest, cache)
     return {**result, "bytes_from_s3": gate.bytes_to_clients - before}
 
 
@@ -76,31 +75,30 @@ def run() -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     cache = work / "cache"
     env = {**os.environ, **s3.env, "AWS_ENDPOINT_URL": gate.url, "NO_PROXY": "127.0.0.1", "STORAGE_RETRIES": "0"}
-    pods = iter(range(1000))
 
-    def start() -> dict[str, Any]:
-        return _initializer(env, work / f"pod-{next(pods)}", cache)
+    def start(pod: str) -> dict[str, Any]:  # a new pod on the node: a fresh model directory, the same cache
+        return _through(gate, env, work / pod, cache)
 
     try:
         first_object = model_tar(A)
         s3.put("models", {"model.tar.gz": first_object})
         result: dict[str, Any] = {"object_bytes": len(first_object)}
-        result["first"] = _through(gate, start)
-        result["unchanged"] = _through(gate, start)
+        result["first"] = start("first")
+        result["unchanged"] = start("unchanged")
         with s3.outage():
-            dest = work / "offline"
-            offline = _initializer(env, dest, cache)
-            result["offline"] = {**offline, "server_first_answer_s": _first_answer_s(dest)}
+            offline = _initializer(env, work / "offline", cache)
+            result["offline"] = {**offline, "server_first_answer_s": _first_answer_s(work / "offline")}
         second_object = model_tar(swapped_classes("macaw", "goldfish"))
         s3.put("models", {"model.tar.gz": second_object})
         gate.mode, gate.cut_after = "cut", len(second_object) // 2
-        result["cut"] = _through(gate, start)
-        result["resumed"] = _through(gate, start)
+        result["cut"] = start("cut")
+        result["resumed"] = start("resumed")
         result["resumed"]["ranged_get"] = any("range: bytes=" in r.lower() for r in gate.requests[-3:])
         result["new_object_bytes"] = len(second_object)
     finally:
         gate.close()
         s3.server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return result
 
 
@@ -109,15 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = run()
-    if args.json:
-        print(json.dumps(result))
-        return
-    for key, value in result.items():
-        print(f"{key}: {value}")
-    sys.stdout.flush()
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":
-    os.chdir(ROOT)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
-    main()
+    run_from_checkout(main)

@@ -21,18 +21,15 @@ Time is measured here, never asserted (docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 import re
+import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.launcher import ROOT, Server, answers_a_photo
+from bench.launcher import Server, answers_a_photo, print_result, run_from_checkout
 from tests.support.harness import process_tree
 from tests.support.hostile import CHART_ENV
 from tests.support.memory import smaps_rollup
@@ -117,6 +114,7 @@ def run(source: str, swaps: int, clients: int, poll: float, steady: float, after
         server.stop()
         if s3 is not None:
             s3.server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
     def latencies(window: tuple[float, float]) -> list[float]:
         return [end - start for start, end, _, _ in answers if window[0] <= start < window[1]]
@@ -147,15 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = run(args.source, args.swaps, args.clients, args.poll, args.steady, args.after)
-    if args.json:
-        print(json.dumps(result))
-        return
-    for key, value in result.items():
-        print(f"{key}: {value}")
-    sys.stdout.flush()
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":
-    os.chdir(ROOT)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's access log
-    main()
+    run_from_checkout(main)
