@@ -413,6 +413,11 @@ class Settings:
         return _names(self.output_tensor_name)
 
     @property
+    def updates_from(self) -> str:
+        """The parameter whose URI model_poll_interval looks at: model_update_uri when set, else model_uri."""
+        return "model_update_uri" if self.model_update_uri else "model_uri"
+
+    @property
     def cors_origin_list(self) -> tuple[str, ...]:
         return _names(self.cors_origins)
 
@@ -510,28 +515,22 @@ class Settings:
             raise ModelLoadError(
                 f"parameter model_poll_interval={self.model_poll_interval}: expected seconds >= 0 (0: no updates)"
             )
-        if self.model_poll_interval and is_remote(self.model_uri) and not self.model_cache_dir:
+        if self.model_update_uri and not is_remote(self.model_update_uri):
             raise ModelLoadError(
-                f"parameter model_poll_interval={self.model_poll_interval:g} with a remote model_uri needs the "
-                "node's model cache, through which updates are checked and fetched: set model_cache_dir (or the "
+                f"parameter model_update_uri={self.model_update_uri!r}: expected an s3://, https:// or http:// "
+                "URI (a local model_uri is looked at itself)"
+            )
+        if self.model_update_uri and not self.model_poll_interval:
+            raise ModelLoadError(
+                "parameter model_update_uri is set but model_poll_interval is 0: set model_poll_interval to "
+                "the seconds between looks, or leave model_update_uri out"
+            )
+        if self.model_poll_interval and is_remote(getattr(self, self.updates_from)) and not self.model_cache_dir:
+            raise ModelLoadError(
+                f"parameter model_poll_interval={self.model_poll_interval:g} with a remote {self.updates_from} needs "
+                "the node's model cache, through which updates are checked and fetched: set model_cache_dir (or the "
                 "environment variable STORAGE_CACHE_DIR)"
             )
-        if self.model_update_uri:
-            if not is_remote(self.model_update_uri):
-                raise ModelLoadError(
-                    f"parameter model_update_uri={self.model_update_uri!r}: expected an s3://, https:// or http:// "
-                    "URI (a local model_uri is looked at itself)"
-                )
-            if not self.model_poll_interval:
-                raise ModelLoadError(
-                    "parameter model_update_uri is set but model_poll_interval is 0: set model_poll_interval to "
-                    "the seconds between looks, or leave model_update_uri out"
-                )
-            if not self.model_cache_dir:
-                raise ModelLoadError(
-                    "parameter model_update_uri needs the node's model cache, through which updates are checked "
-                    "and fetched: set model_cache_dir (or the environment variable STORAGE_CACHE_DIR)"
-                )
         if self.metrics_interval < 0:
             raise ModelLoadError(f"parameter metrics_interval={self.metrics_interval}: expected seconds >= 0")
         for name in ("score_threshold", "nms_iou_threshold", "mask_threshold"):

@@ -181,9 +181,9 @@ def model_source(settings: Settings, model_dir: Path, suffixes: Sequence[str]) -
     model_poll_interval is 0."""
     if not settings.model_poll_interval:
         return None
-    remote = settings.model_update_uri or settings.model_uri
-    if storage.is_remote(remote):  # with model_cache_dir (Settings checks it)
-        return RemoteSource(remote, settings.model_cache_dir, model_dir)
+    source = getattr(settings, settings.updates_from)
+    if storage.is_remote(source):  # with model_cache_dir (Settings checks it)
+        return RemoteSource(source, settings.model_cache_dir, model_dir)
     return LocalSource(model_dir, suffixes)
 
 

@@ -174,7 +174,7 @@ def test_a_local_copy_follows_the_source_it_was_filled_from(updating, s3_server:
         ),
         (
             {"model_update_uri": "s3://models/m.tflite", "model_poll_interval": 30.0, "model_cache_dir": ""},
-            "parameter model_update_uri needs the node's model cache",
+            "parameter model_poll_interval=30 with a remote model_update_uri needs the node's model cache",
         ),
         ({"model_check_input": "nowhere.jpg"}, "parameter model_check_input='nowhere.jpg': cannot read it"),
         ({"model_check_input": "labels.txt"}, "expected an image (.jpg, .jpeg, .png, .bmp) or tensors (.npy, .npz)"),
