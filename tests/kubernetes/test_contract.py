@@ -230,15 +230,18 @@ def s3_endpoint(s3_server: S3Server) -> str:
     return s3_server.endpoint
 
 
+def s3_secrets(sdep: dict, s3_endpoint: str) -> dict[str, dict[str, str]]:
+    """The Secret the pod's initializer names (envSecretRefName), holding the loopback S3 server's credentials."""
+    secret = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": S3Server.SECRET_KEY}
+    return {model_initializer(sdep)["envFrom"][0]["secretRef"]["name"]: {**secret, "AWS_ENDPOINT_URL": s3_endpoint}}
+
+
 def test_node_reboot_offline_serves_the_model_from_the_node_cache(s3_server: S3Server, s3_endpoint, pod_run):
     """The image-classifier example's pod runs, then runs again on the same node as a new pod (fresh
     emptyDirs: the pod was deleted, or the node rebooted) with the S3 server stopped: the initializer
     exits 0 from the hostPath cache, saying the source is unreachable, and the server answers."""
-    secret = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": S3Server.SECRET_KEY}
-    secret["AWS_ENDPOINT_URL"] = s3_endpoint
     sdep = kv.render_one([kv.EXAMPLES / "image-classifier.values.yaml"])
-    init = model_initializer(sdep)
-    secrets = {init["envFrom"][0]["secretRef"]["name"]: secret}
+    secrets = s3_secrets(sdep, s3_endpoint)
 
     online = pod_run(sdep)
     owner_line, download_line = online.run_init_containers(secrets)
@@ -270,8 +273,7 @@ def test_a_pod_with_model_updates_swaps_in_a_new_object_and_keeps_it_through_an_
         {"modelUri": "s3://models/updating.tar.gz", "parameters.model_poll_interval": 0.5},
     )
     assert kv.sdep_errors(sdep) == [] and all(kv.pod_errors(pod) == [] for pod in kv.pods(sdep))
-    secret = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": S3Server.SECRET_KEY}
-    secrets = {model_initializer(sdep)["envFrom"][0]["secretRef"]["name"]: {**secret, "AWS_ENDPOINT_URL": s3_endpoint}}
+    secrets = s3_secrets(sdep, s3_endpoint)
 
     online = pod_run(sdep)
     online.run_init_containers(secrets)
